@@ -1,0 +1,311 @@
+"""The INI configuration: parsed once into frozen dataclasses.
+
+Unknown sections, unknown keys and bad values are errors that name the
+file, the line and the key, so ``--check-config`` can point at them.
+"""
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+MODES = ("defensive", "mx6", "report")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the location where it was found."""
+
+
+# --- value parsers: each takes the raw string, returns the value or raises ValueError
+
+
+def _socket(value: str) -> str:
+    if re.fullmatch(r"unix:/\S+|local:/\S+", value):
+        return value
+    m = re.fullmatch(r"(inet|inet6):(\d+)(@\S+)?", value)
+    if m and 0 < int(m.group(2)) < 65536:
+        return value
+    raise ValueError("expected unix:/PATH, inet:PORT@HOST or inet6:PORT@[HOST]")
+
+
+def _redis_url(value: str) -> str:
+    if re.fullmatch(r"(redis|rediss|unix)://\S+", value):
+        return value
+    raise ValueError("expected redis://HOST:PORT/DB, rediss://... or unix:///PATH")
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _size(value: str) -> int:
+    m = re.fullmatch(r"(\d+)\s*([kKmMgG]?)", value)
+    if not m:
+        raise ValueError("expected a size such as 52428800, 50M or 512K")
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+
+
+def _octal_mode(value: str) -> int:
+    if not re.fullmatch(r"0?[0-7]{3}", value):
+        raise ValueError("expected an octal file mode such as 0660")
+    return int(value, 8)
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError("expected one of: " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _reply_code(first_digit: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not re.fullmatch(first_digit + r"\d\d", value):
+            raise ValueError(f"expected a three-digit SMTP code starting with {first_digit}")
+        return value
+
+    return parse
+
+
+def _status_code(first_digit: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not re.fullmatch(first_digit + r"\.\d{1,3}\.\d{1,3}", value):
+            raise ValueError(f"expected an enhanced status code such as {first_digit}.7.1")
+        return value
+
+    return parse
+
+
+def _reply_text(value: str) -> str:
+    # CR/LF cannot be carried in a reply line; '%' is doubled when the reply is built.
+    if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+        raise ValueError("control characters are not allowed in reply text")
+    if not value.isascii():
+        raise ValueError("SMTP replies are ASCII")
+    return value
+
+
+def _domain_name(value: str) -> str:
+    value = value.strip().rstrip(".").lower()
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", value):
+        raise ValueError("expected a host name such as mx.example.org")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,62}", value):
+        raise ValueError("expected a header field name such as X-MX6-Verdict")
+    return value
+
+
+def _url_or_empty(value: str) -> str:
+    if value and not re.fullmatch(r"https?://[\x21-\x7e]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+def _networks(value: str) -> tuple:
+    nets = []
+    for item in value.replace(",", " ").split():
+        try:
+            nets.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as err:
+            raise ValueError(f"{item!r}: {err}") from None
+    return tuple(nets)
+
+
+def _nameservers(value: str) -> tuple:
+    servers = []
+    for item in value.replace(",", " ").split():
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([0-9.]+)(?::(\d+))?|([0-9a-fA-F:]+)", item)
+        if not m:
+            raise ValueError(f"{item!r}: expected ADDRESS, ADDRESS:PORT or [IPv6]:PORT")
+        host = m.group(1) or m.group(3) or m.group(5)
+        port = int(m.group(2) or m.group(4) or 53)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{item!r}: not an IP address") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"{item!r}: bad port")
+        servers.append((host, port))
+    return tuple(servers)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("expected yes or no")
+
+
+def _opt(parser: Callable[[str], Any], default: str):
+    """A config key: how to parse it and its default (as written in the file)."""
+    return field(default=parser(default), metadata={"parse": parser, "default": default})
+
+
+@dataclass(frozen=True)
+class MilterSection:
+    socket: str = _opt(_socket, "unix:/run/mx6milter/mx6milter.sock")
+    socket_mode: int = _opt(_octal_mode, "0660")
+    timeout: float = _opt(_positive_float, "600")
+    max_message_size: int = _opt(_size, "50M")
+    max_recipients: int = _opt(_positive_int, "1000")
+
+
+@dataclass(frozen=True)
+class RedisSection:
+    url: str = _opt(_redis_url, "redis://127.0.0.1:6379/0")
+    timeout: float = _opt(_positive_float, "0.5")
+    key_prefix: str = _opt(str, "mx6:")
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    mode: str = _opt(_choice(*MODES), "defensive")
+    authserv_id: str = _opt(_domain_name, "localhost")
+    trusted_networks: tuple = _opt(_networks, "")
+    defensive_code: str = _opt(_reply_code("4"), "451")
+    defensive_status: str = _opt(_status_code("4"), "4.7.1")
+    defensive_text: str = _opt(
+        _reply_text, "Not accepted over IPv6 from this sender; please retry over IPv4"
+    )
+    mx6_code: str = _opt(_reply_code("5"), "550")
+    mx6_status: str = _opt(_status_code("5"), "5.5.7")
+    mx6_text: str = _opt(_reply_text, "Fall back to IPv4: not accepted over IPv6 from this sender")
+    registration_url: str = _opt(_url_or_empty, "")
+    verdict_header: str = _opt(_header_name, "X-MX6-Verdict")
+
+
+@dataclass(frozen=True)
+class DnsSection:
+    nameservers: tuple = _opt(_nameservers, "")
+    timeout: float = _opt(_positive_float, "2")
+    budget: float = _opt(_positive_float, "8")
+    cache_size: int = _opt(_positive_int, "10000")
+
+
+def _path_or_empty(value: str) -> str:
+    if value and not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return value
+
+
+@dataclass(frozen=True)
+class AddressbookSection:
+    fold_local_part: bool = _opt(_bool, "yes")
+    secret_file: str = _opt(_path_or_empty, "")
+
+
+@dataclass(frozen=True)
+class LogSection:
+    destination: str = _opt(_choice("stderr", "syslog"), "stderr")
+    level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
+    syslog_facility: str = _opt(_choice("mail", "daemon", "local0", "local1", "local2",
+                                        "local3", "local4", "local5", "local6", "local7"), "mail")
+
+
+@dataclass(frozen=True)
+class Config:
+    milter: MilterSection = field(default_factory=MilterSection)
+    redis: RedisSection = field(default_factory=RedisSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    dns: DnsSection = field(default_factory=DnsSection)
+    addressbook: AddressbookSection = field(default_factory=AddressbookSection)
+    log: LogSection = field(default_factory=LogSection)
+    path: str = ""
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "path"}
+
+
+def _key_lines(text: str) -> dict:
+    """Map (section, key) to the line it is set on, for error messages."""
+    lines: dict = {}
+    section = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;" or line[0].isspace():
+            continue
+        m = re.fullmatch(r"\[([^\]]+)\]", stripped)
+        if m:
+            section = m.group(1).strip()
+            lines.setdefault((section, None), number)
+            continue
+        key = re.split(r"[=:]", stripped, maxsplit=1)[0].strip().lower()
+        lines.setdefault((section, key), number)
+    return lines
+
+
+def parse_config(text: str, path: str = "<config>") -> Config:
+    """Parse INI text into a Config, or raise ConfigError naming the bad line."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"),
+                                       strict=True, empty_lines_in_values=False)
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as err:
+        raise ConfigError(f"{path}: {err}".replace("\n", " ")) from None
+    lines = _key_lines(text)
+    sections = {}
+    for name in parser.sections():
+        where = f"{path}:{lines.get((name, None), '?')}"
+        if name not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{name}]; known: "
+                              + ", ".join(f"[{s}]" for s in SECTIONS))
+        section_class = SECTIONS[name]
+        known = {f.name: f for f in dataclasses.fields(section_class)}
+        values = {}
+        for key, raw in parser.items(name, raw=True):
+            where = f"{path}:{lines.get((name, key), '?')}"
+            if key not in known:
+                raise ConfigError(f"{where}: unknown key {key!r} in [{name}]; known: "
+                                  + ", ".join(sorted(known)))
+            try:
+                values[key] = known[key].metadata["parse"](raw.strip())
+            except ValueError as err:
+                raise ConfigError(f"{where}: [{name}] {key} = {raw.strip()!r}: {err}") from None
+        sections[name] = section_class(**values)
+    config = Config(path=path, **sections)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    if config.dns.timeout > config.dns.budget:
+        raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
+                          f"budget ({config.dns.budget})")
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    return parse_config(text, path)
+
+
+def describe_keys() -> list:
+    """(section, key, default) for every key, for documentation and tests."""
+    rows = []
+    for name, section_class in SECTIONS.items():
+        for f in dataclasses.fields(section_class):
+            rows.append((name, f.name, f.metadata["default"]))
+    return rows

@@ -1,0 +1,174 @@
+"""Running the milter: logging, the libmilter socket, signals, reload."""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+
+import Milter
+import milter as libmilter
+
+from .config import Config, ConfigError, load_config
+from .dns import Resolver
+from .evaluate import Evaluator
+from .milter import Mx6Milter
+from .store import Store
+
+log = logging.getLogger("mx6milter")
+
+
+def setup_logging(config: Config) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if config.log.destination == "syslog":
+        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=config.log.syslog_facility)
+        handler.setFormatter(logging.Formatter("mx6milter[%(process)d]: %(levelname)s %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s mx6milter %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(config.log.level.upper())
+    logging.getLogger("mx6milter.dkimpy").setLevel(logging.CRITICAL)   # its errors are our results
+
+
+def read_secret(path: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            secret = handle.read().strip()
+    except OSError as err:
+        raise ConfigError(f"[addressbook] secret_file: cannot read {path}: {err}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"[addressbook] secret_file: {path} holds fewer than 16 bytes")
+    return secret
+
+
+def build_evaluator(config: Config) -> Evaluator:
+    store = Store.from_config(config.redis, read_secret(config.addressbook.secret_file))
+    return Evaluator(config, store, Resolver.from_config(config.dns))
+
+
+def self_check(evaluator: Evaluator) -> None:
+    """Warn, never refuse: the milter must start even when Redis or DNS is down."""
+    if not evaluator.store.ping():
+        log.warning("startup check: Redis at %s does not answer; IPv6 mail will fall back "
+                    "until it does", evaluator.config.redis.url)
+    try:
+        evaluator.resolver.query(".", "NS")
+    except Exception as err:
+        log.warning("startup check: DNS does not answer (%s); IPv6 mail will fall back "
+                    "until it does", err)
+
+
+class Daemon:
+    """libmilter runs in a worker thread; the main thread handles signals."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.evaluator = build_evaluator(config)
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def new_connection(self) -> Mx6Milter:
+        return Mx6Milter(self.evaluator)   # read per connection, so a reload takes effect
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config.path)
+            evaluator = build_evaluator(config)
+        except ConfigError as err:
+            log.error("reload refused, keeping the running configuration: %s", err)
+            return
+        if config.milter != self.config.milter:
+            log.warning("reload: [milter] changes take effect only after a restart")
+        setup_logging(config)
+        self.config, self.evaluator = config, evaluator
+        log.info("configuration reloaded from %s", config.path)
+
+    def _register(self) -> None:
+        Milter.factory = self.new_connection
+        libmilter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS)
+        libmilter.set_connect_callback(Milter.connect_callback)
+        libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+        libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+        libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+        libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+        libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+        libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+        libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+        libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+        libmilter.set_close_callback(Milter.close_callback)
+        libmilter.setconn(self.config.milter.socket)
+        libmilter.settimeout(int(self.config.milter.timeout))
+        libmilter.register("mx6milter", negotiate=Milter.negotiate_callback)
+
+    def _prepare_socket(self) -> None:
+        spec = self.config.milter.socket
+        if spec.startswith(("unix:", "local:")):
+            path = spec.split(":", 1)[1]
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        libmilter.opensocket(True)
+        if spec.startswith(("unix:", "local:")):
+            os.chmod(spec.split(":", 1)[1], self.config.milter.socket_mode)
+        else:
+            set_nodelay_on_listeners()
+
+    def _run_libmilter(self) -> None:
+        try:
+            libmilter.main()
+        except BaseException as err:  # reported by run(); the thread must not die silently
+            self.error = err
+        finally:
+            self.stopping.set()
+
+    def run(self) -> int:
+        self._register()
+        self._prepare_socket()
+        self_check(self.evaluator)
+        worker = threading.Thread(target=self._run_libmilter, name="libmilter", daemon=True)
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+        worker.start()
+        log.info("listening on %s, mode %s", self.config.milter.socket, self.config.policy.mode)
+        while not self.stopping.wait(0.5):
+            pass
+        worker.join(timeout=10)
+        if self.error:
+            log.error("libmilter stopped: %s", self.error)
+            return 1
+        log.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        log.info("stopping on signal")
+        libmilter.stop()
+
+
+def set_nodelay_on_listeners() -> None:
+    """TCP_NODELAY on libmilter's listening socket; accepted sockets inherit it.
+
+    Without it Nagle's algorithm and delayed ACKs stall every milter reply on TCP.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        try:
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and \
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                log.debug("TCP_NODELAY set on listening fd %d", fd)
+        finally:
+            sock.close()

@@ -1,0 +1,192 @@
+"""The thin pymilter adapter: callbacks -> Session/Message -> evaluate -> reply."""
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+
+import Milter
+
+from .auth import claims_authserv_id
+from .evaluate import Evaluator, Outcome
+from .model import Action, Message, Session, SessionClass
+
+log = logging.getLogger("mx6milter")
+
+
+def _strip_brackets(address: str) -> str:
+    address = address.strip()
+    return address[1:-1] if address.startswith("<") and address.endswith(">") else address
+
+
+def safe_callback(method):
+    """No exception escapes a callback: log it as a bug, then answer safely.
+
+    A judged (IPv6) session gets a 451 4.3.0 tempfail; anything else is
+    passed, because IPv4 mail must never be harmed by a fault of ours.
+    """
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except Exception:
+            log.exception("BUG in %s callback (queue id %s)", method.__name__,
+                          self.session.queue_id or "-")
+            if self.judged:
+                self.setreply("451", "4.3.0", "Temporary local problem; please try again")
+                return Milter.TEMPFAIL
+            return Milter.ACCEPT
+    return wrapper
+
+
+@Milter.header_leading_space
+class Mx6Milter(Milter.Base):
+    """One instance per SMTP connection; the decision is made in Evaluator."""
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+        self.config = evaluator.config
+        self.session = Session()
+        self.judged = False
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self.headers = []          # (name, decoded value)
+        self.raw_headers = []      # bytes for DKIM
+        self.body_chunks = []
+        self.body_size = 0
+        self.truncated = False
+        self.remove = []           # (name, occurrence index) to delete at eom
+        self.seen = {}             # header name (lower) -> occurrences so far
+
+    def _macro(self, *names: str) -> str:
+        for name in names:
+            value = self.getsymval(name)
+            if value:
+                return value
+        return ""
+
+    @safe_callback
+    def connect(self, hostname, family, hostaddr):
+        # pymilter gives (ip, port[, flow, scope]) for inet and inet6; test harnesses a str
+        client_ip = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else hostaddr
+        if family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(client_ip, str):
+            client_ip = None
+        self.session = Session(client_ip=client_ip or self._macro("{client_addr}") or None,
+                               client_name=hostname or "",
+                               daemon_name=self._macro("{daemon_name}"),
+                               daemon_addr=self._macro("{daemon_addr}", "{if_addr}"))
+        return Milter.CONTINUE
+
+    @safe_callback
+    def hello(self, hostname):
+        self.session.helo = hostname or ""
+        return Milter.CONTINUE
+
+    @safe_callback
+    def envfrom(self, mail_from, *params):
+        self._reset_message()
+        self.session.mail_from = _strip_brackets(mail_from)
+        self.session.recipients = []
+        self.session.auth_authen = self._macro("{auth_authen}")
+        self.session.queue_id = self._macro("i")
+        self.judged = self.evaluator.session_class(self.session) is SessionClass.IPV6
+        return Milter.CONTINUE
+
+    @safe_callback
+    def envrcpt(self, rcpt, *params):
+        self.session.recipients.append(_strip_brackets(rcpt))
+        return Milter.CONTINUE
+
+    @Milter.decode("bytes")        # raw bytes: DKIM needs them exactly as sent
+    @safe_callback
+    def header(self, name, value):
+        text_value = value.decode("utf-8", "surrogateescape")
+        lower = name.lower()
+        self.seen[lower] = index = self.seen.get(lower, 0) + 1
+        if lower == self.config.policy.verdict_header.lower() or (
+                lower == "authentication-results"
+                and claims_authserv_id(text_value, self.config.policy.authserv_id)):
+            self.remove.append((name, index))
+        if self.judged:
+            self.headers.append((name, text_value.strip()))
+            value = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            self.raw_headers.append(name.encode("ascii", "replace") + b":" + value + b"\r\n")
+        return Milter.CONTINUE
+
+    @safe_callback
+    def eoh(self):
+        if not self.judged and not self.remove:
+            return Milter.ACCEPT      # nothing to judge, nothing to strip: skip the body
+        return Milter.CONTINUE
+
+    @safe_callback
+    def body(self, chunk):
+        if self.judged and not self.truncated:
+            if self.body_size + len(chunk) > self.config.milter.max_message_size:
+                self.truncated = True
+            else:
+                self.body_chunks.append(chunk)
+                self.body_size += len(chunk)
+        return Milter.CONTINUE
+
+    @safe_callback
+    def eom(self):
+        self.session.queue_id = self._macro("i") or self.session.queue_id
+        # Reverse order: Postfix renumbers the remaining headers after each delete.
+        for name, index in reversed(self.remove):
+            self.chgheader(name, index, "")
+        if not self.judged:
+            return Milter.ACCEPT
+        message = Message(headers=tuple(self.headers),
+                          raw=b"".join(self.raw_headers) + b"\r\n" + b"".join(self.body_chunks),
+                          truncated=self.truncated)
+        outcome = self.evaluator.evaluate(self.session, message)
+        log.info(format_decision_log(self.session, outcome))
+        return self._apply(outcome)
+
+    def _apply(self, outcome: Outcome):
+        decision = outcome.decision
+        if decision.action is Action.ACCEPT:
+            if outcome.evidence.auth_results:
+                self.addheader("Authentication-Results", outcome.evidence.auth_results, 0)
+            if decision.header:
+                self.addheader(self.config.policy.verdict_header, decision.header, 0)
+            return Milter.ACCEPT
+        reply = decision.reply
+        self.setreply(reply.code, reply.status, *reply.lines)
+        return Milter.REJECT if decision.action is Action.REJECT else Milter.TEMPFAIL
+
+    @safe_callback
+    def abort(self):
+        self._reset_message()
+        return Milter.CONTINUE
+
+    def close(self):
+        return Milter.CONTINUE
+
+
+def format_decision_log(session: Session, outcome: Outcome) -> str:
+    """One line per decision, key=value, for grep and log shippers."""
+    decision = outcome.decision
+    reply = decision.reply or decision.would_reply
+    parts = [
+        f"queue_id={session.queue_id or '-'}",
+        f"client=[{session.client_ip or '-'}]",
+        f"helo={_log_value(session.helo)}",
+        f"from=<{_log_value(session.mail_from, empty='')}>",
+        f"rcpts={len(session.recipients)}",
+        "checks=" + ",".join(_log_value(str(f)) for f in outcome.evidence.checks),
+        f"verdict={decision.tier.value}",
+        f"action={decision.action.value}",
+        "reasons=" + ",".join(_log_value(r) for r in decision.reasons),
+    ]
+    if reply:
+        parts.append(f"reply={reply.code}/{reply.status}")
+    parts.append(f"ms={outcome.elapsed_ms:.1f}")
+    return " ".join(parts)
+
+
+def _log_value(text: str, empty: str = "-") -> str:
+    text = "".join(ch if "!" <= ch <= "~" else "_" for ch in text)[:200]
+    return text or empty

@@ -1,0 +1,97 @@
+"""Plain data passed between the milter, the evidence gatherers and the policy."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SessionClass(enum.Enum):
+    IPV4 = "ipv4"                    # includes IPv4-mapped IPv6 (::ffff:a.b.c.d)
+    IPV6 = "ipv6"                    # the only class that is judged
+    AUTHENTICATED = "authenticated"  # SMTP AUTH submission
+    TRUSTED = "trusted"              # inside [policy] trusted_networks
+    LOCAL = "local"                  # no IP address (local pipe, unix socket)
+
+
+class Tier(enum.Enum):
+    BYPASS = "bypass"
+    WHITELISTED = "whitelisted"
+    GREENLISTED = "greenlisted"
+    NONE = "none"
+
+
+class Action(enum.Enum):
+    ACCEPT = "accept"
+    TEMPFAIL = "tempfail"
+    REJECT = "reject"
+
+
+@dataclass
+class Session:
+    """What the MTA told us about one SMTP transaction."""
+    client_ip: str | None = None
+    client_name: str = ""
+    helo: str = ""
+    mail_from: str = ""              # without angle brackets; "" is the null sender
+    recipients: list = field(default_factory=list)
+    auth_authen: str = ""
+    queue_id: str = ""
+    daemon_name: str = ""
+    daemon_addr: str = ""
+
+
+@dataclass(frozen=True)
+class Message:
+    """The message as received: raw bytes for DKIM, decoded headers for the rest."""
+    headers: tuple = ()              # ((name, value), ...) in arrival order
+    raw: bytes = b""
+    truncated: bool = False          # body cut at [milter] max_message_size
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of evidence and what it showed.
+
+    ``kind`` names the check ("ip", "spf", "dkim", ...), ``result`` its outcome
+    ("pass", "miss", "fail", ...), ``detail`` the thing looked at.
+    """
+    kind: str
+    result: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}={self.result}" + (f"({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    session_class: SessionClass
+    whitelist: tuple = ()            # Findings that make the message whitelisted
+    greenlist: tuple = ()            # Findings that make it greenlisted
+    checks: tuple = ()               # every Finding, hits and misses, for logs and explain
+    failures: tuple = ()             # reasons evidence is missing: "redis-unavailable", ...
+    auth_results: str = ""           # the Authentication-Results value we would add
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: str
+    status: str
+    lines: tuple
+
+    def as_smtp(self) -> str:
+        """The reply as the SMTP client sees it, for logs, explain and tests."""
+        lines = [line.replace("%%", "%") for line in self.lines] or [""]
+        out = [f"{self.code}-{self.status} {line}" for line in lines[:-1]]
+        out.append(f"{self.code} {self.status} {lines[-1]}")
+        return "\r\n".join(out)
+
+
+@dataclass(frozen=True)
+class Decision:
+    tier: Tier
+    action: Action
+    reasons: tuple = ()
+    reply: Reply | None = None       # set when the action is not ACCEPT
+    header: str | None = None        # verdict header value to add, if any
+    would_reply: Reply | None = None  # report mode: what would have been answered

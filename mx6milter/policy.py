@@ -1,0 +1,85 @@
+"""The decision: evidence in, verdict out. Pure: no DNS, Redis, clock or sockets."""
+from __future__ import annotations
+
+import ipaddress
+
+from .config import PolicySection
+from .model import Action, Decision, Evidence, Session, SessionClass, Tier
+from .reply import build_reply
+
+JUDGED = (SessionClass.IPV6,)
+
+
+def _header_value(tier: Tier, evidence: Evidence, policy: PolicySection, note: str = "") -> str:
+    findings = evidence.whitelist if tier is Tier.WHITELISTED else evidence.greenlist
+    parts = [tier.value]
+    if tier is Tier.GREENLISTED:
+        parts.append("subject-to-content-filtering")
+    if findings:
+        parts.append("evidence=" + ",".join(str(f) for f in findings))
+    if evidence.failures:
+        parts.append("failures=" + ",".join(evidence.failures))
+    if note:
+        parts.append(note)
+    parts.append(f"mode={policy.mode}")
+    parts.append(f"by={policy.authserv_id}")
+    return "; ".join(parts)
+
+
+def fallback_reply(policy: PolicySection, evidence: Evidence):
+    if policy.mode == "mx6":
+        code, status, text = policy.mx6_code, policy.mx6_status, policy.mx6_text
+    else:
+        code, status, text = policy.defensive_code, policy.defensive_status, policy.defensive_text
+    return build_reply(code, status, text, evidence.auth_results, policy.registration_url)
+
+
+def decide(policy: PolicySection, evidence: Evidence) -> Decision:
+    """Whitelisted beats greenlisted beats fallback; only IPv6 sessions are judged."""
+    if evidence.session_class not in JUDGED:
+        return Decision(Tier.BYPASS, Action.ACCEPT, reasons=(evidence.session_class.value,))
+    if evidence.whitelist:
+        return Decision(Tier.WHITELISTED, Action.ACCEPT,
+                        reasons=tuple(str(f) for f in evidence.whitelist),
+                        header=_header_value(Tier.WHITELISTED, evidence, policy))
+    if evidence.greenlist:
+        return Decision(Tier.GREENLISTED, Action.ACCEPT,
+                        reasons=tuple(str(f) for f in evidence.greenlist),
+                        header=_header_value(Tier.GREENLISTED, evidence, policy))
+    reasons = evidence.failures or ("no-positive-evidence",)
+    reply = fallback_reply(policy, evidence)
+    if policy.mode == "report":
+        note = "action=fallback-reported; reply=" + reply.code + " " + reply.status
+        return Decision(Tier.NONE, Action.ACCEPT, reasons=reasons, would_reply=reply,
+                        header=_header_value(Tier.NONE, evidence, policy, note))
+    action = Action.REJECT if reply.code.startswith("5") else Action.TEMPFAIL
+    return Decision(Tier.NONE, action, reasons=reasons, reply=reply)
+
+
+def parse_client_ip(text: str | None):
+    """An ipaddress object from what the MTA gave, or None (local, unknown, garbage)."""
+    if not text:
+        return None
+    text = text.strip()
+    if text.lower().startswith("ipv6:"):          # Sendmail's {client_addr} form
+        text = text[5:]
+    text = text.strip("[]").split("%", 1)[0]      # brackets, IPv6 zone id
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def classify(session: Session, trusted_networks=()) -> SessionClass:
+    """Which sessions are judged: only real IPv6, unauthenticated, untrusted."""
+    if session.auth_authen:
+        return SessionClass.AUTHENTICATED
+    address = parse_client_ip(session.client_ip)
+    if address is None:
+        return SessionClass.LOCAL
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in trusted_networks
+           if network.version == address.version):
+        return SessionClass.TRUSTED
+    return SessionClass.IPV6 if address.version == 6 else SessionClass.IPV4

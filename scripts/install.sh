@@ -1,0 +1,46 @@
+#!/bin/sh
+# Install everything mx6milter, its tests and its benchmarks need on Debian 12:
+# system packages (as root, or through sudo) and a virtual environment in .venv.
+# Idempotent: a second run installs nothing new and takes a few seconds.
+set -eu
+cd "$(dirname "$0")/.."
+
+SYSTEM_PACKAGES="python3 python3-venv python3-dev gcc libmilter-dev redis-server \
+postfix bind9 bind9-utils miltertest opendkim opendkim-tools opendmarc swaks \
+iproute2 procps util-linux"
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=""
+for pkg in $SYSTEM_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    echo "install.sh: installing system packages:$missing"
+    # Postfix asks questions unless told there is nothing to configure.
+    echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # policy-rc.d 101: packages must not start their system-wide daemons;
+    # mx6milter and its tests start their own instances.
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d.mx6 && chmod +x /usr/sbin/policy-rc.d.mx6'
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        as_root cp /usr/sbin/policy-rc.d.mx6 /usr/sbin/policy-rc.d
+        remove_policy=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    [ "${remove_policy:-0}" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+    as_root rm -f /usr/sbin/policy-rc.d.mx6
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.mx6milter-installed
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[test]'
+    touch "$stamp"
+fi

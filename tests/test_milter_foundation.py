@@ -1,0 +1,138 @@
+"""The IPv6 verdict path through pymilter's test context, with a real redis-server."""
+import Milter
+import pytest
+
+from mx6milter.store import ip_field
+from mx6milter.ctl import parse_ipv6_prefix
+
+from harness import run_milter
+
+MESSAGE = (b"From: Sender <sender@example.net>\r\nTo: user@example.org\r\n"
+           b"Subject: hello\r\nMessage-ID: <1@example.net>\r\n\r\nHello.\r\n")
+
+
+def whitelist(evaluator, *prefixes, source="local"):
+    evaluator.store.add("ip", source, [("", ip_field(parse_ipv6_prefix(p)), "0") for p in prefixes])
+
+
+def test_ipv4_accepted_untouched(evaluator_factory):
+    result = run_milter(evaluator_factory(), MESSAGE, client_ip="192.0.2.10")
+    assert result.rc == Milter.ACCEPT
+    assert result.added == [] and result.changed == []
+    assert result.stage == "eoh"      # the body is skipped for IPv4
+
+
+def test_ipv4_mapped_ipv6_is_ipv4(evaluator_factory):
+    result = run_milter(evaluator_factory(), MESSAGE, client_ip="::ffff:10.0.0.2")
+    assert result.rc == Milter.ACCEPT
+    assert result.added == []
+
+
+@pytest.mark.parametrize("entry", ["2001:db8:6::10/128", "2001:db8:6::10", "2001:db8:6::/48"])
+def test_whitelisted_ipv6_accepted_with_verdict_header(evaluator_factory, entry):
+    evaluator = evaluator_factory()
+    whitelist(evaluator, entry)
+    result = run_milter(evaluator, MESSAGE, client_ip="2001:db8:6::10")
+    assert result.rc == Milter.ACCEPT
+    verdict = result.header("X-MX6-Verdict")
+    assert verdict.startswith("whitelisted; evidence=ip=pass(")
+    assert str(parse_ipv6_prefix(entry)) in verdict
+    assert result.header("Authentication-Results").startswith("localhost;")
+
+
+def test_longest_prefix_wins(evaluator_factory):
+    evaluator = evaluator_factory()
+    whitelist(evaluator, "2001:db8::/32", source="feed")
+    whitelist(evaluator, "2001:db8:6::/48", source="local")
+    result = run_milter(evaluator, MESSAGE, client_ip="2001:db8:6::10")
+    assert "2001:db8:6::/48 source=local" in result.header("X-MX6-Verdict")
+
+
+def test_expired_entry_does_not_count(evaluator_factory):
+    evaluator = evaluator_factory()
+    evaluator.store.add("ip", "local", [("", ip_field(parse_ipv6_prefix("2001:db8:6::/48")), "1000")])
+    result = run_milter(evaluator, MESSAGE, client_ip="2001:db8:6::10")
+    assert result.rc == Milter.TEMPFAIL
+
+
+def test_unknown_ipv6_defensive_tempfail(evaluator_factory):
+    result = run_milter(evaluator_factory(), MESSAGE, client_ip="2001:db8:99::1")
+    assert result.rc == Milter.TEMPFAIL
+    code, status, *lines = result.reply
+    assert (code, status) == ("451", "4.7.1")
+    assert lines[0] == "Not accepted over IPv6 from this sender; please retry over IPv4"
+    assert any(line.startswith("Authentication-Results: localhost;") for line in lines)
+
+
+def test_unknown_ipv6_mx6_mode_550_fallback_code(evaluator_factory):
+    evaluator = evaluator_factory("[policy]\nmode = mx6\nregistration_url = https://example.org/register\n")
+    result = run_milter(evaluator, MESSAGE, client_ip="2001:db8:99::1")
+    assert result.rc == Milter.REJECT
+    code, status, *lines = result.reply
+    assert (code, status) == ("550", "5.5.7")
+    assert lines[-1] == "To be accepted over IPv6: https://example.org/register"
+
+
+def test_unknown_ipv6_report_mode_accepts_and_marks(evaluator_factory):
+    evaluator = evaluator_factory("[policy]\nmode = report\n")
+    result = run_milter(evaluator, MESSAGE, client_ip="2001:db8:99::1")
+    assert result.rc == Milter.ACCEPT
+    verdict = result.header("X-MX6-Verdict")
+    assert verdict.startswith("none;") and "action=fallback-reported; reply=451 4.7.1" in verdict
+
+
+def test_forged_verdict_and_auth_results_removed_in_reverse(evaluator_factory):
+    evaluator = evaluator_factory()
+    whitelist(evaluator, "2001:db8:6::/48")
+    forged = (b"X-MX6-Verdict: whitelisted; forged\r\n"
+              b"Authentication-Results: other.example; spf=pass\r\n"
+              b"Authentication-Results: localhost; spf=pass smtp.mailfrom=x@y\r\n"
+              b"X-MX6-Verdict: whitelisted; forged again\r\n"
+              b"Authentication-Results: LOCALHOST ; dkim=pass\r\n")
+    result = run_milter(evaluator, forged + MESSAGE, client_ip="2001:db8:6::10")
+    assert result.rc == Milter.ACCEPT
+    assert result.changed == [("Authentication-Results", 3, ""), ("X-MX6-Verdict", 2, ""),
+                              ("Authentication-Results", 2, ""), ("X-MX6-Verdict", 1, "")]
+
+
+def test_forged_verdict_removed_over_ipv4_too(evaluator_factory):
+    result = run_milter(evaluator_factory(), b"X-MX6-Verdict: whitelisted\r\n" + MESSAGE,
+                        client_ip="192.0.2.10")
+    assert result.rc == Milter.ACCEPT
+    assert result.changed == [("X-MX6-Verdict", 1, "")]
+    assert result.added == []
+
+
+def test_authenticated_submission_and_trusted_networks_bypass(evaluator_factory):
+    evaluator = evaluator_factory("[policy]\ntrusted_networks = 2001:db8:7::/48\n")
+    by_auth = run_milter(evaluator, MESSAGE, client_ip="2001:db8:99::1",
+                         macros={"{auth_authen}": "alice"})
+    trusted = run_milter(evaluator, MESSAGE, client_ip="2001:db8:7::5")
+    assert by_auth.rc == trusted.rc == Milter.ACCEPT
+    assert by_auth.added == trusted.added == []
+
+
+def test_redis_down_falls_back_then_recovers(evaluator_factory, redis_server):
+    evaluator = evaluator_factory()
+    whitelist(evaluator, "2001:db8:6::/48")
+    redis_server.stop()
+    try:
+        down = run_milter(evaluator, MESSAGE, client_ip="2001:db8:6::10")
+        ipv4 = run_milter(evaluator, MESSAGE, client_ip="192.0.2.10")
+    finally:
+        redis_server.start()
+    assert down.rc == Milter.TEMPFAIL and down.reply[:2] == ("451", "4.7.1")
+    assert ipv4.rc == Milter.ACCEPT
+    evaluator.store._down_until = 0   # skip the one-second fail-fast window
+    whitelist(evaluator, "2001:db8:6::/48")   # the restarted Redis is empty
+    again = run_milter(evaluator, MESSAGE, client_ip="2001:db8:6::10")
+    assert again.rc == Milter.ACCEPT
+
+
+def test_percent_and_crlf_in_reply_text_are_safe(evaluator_factory):
+    evaluator = evaluator_factory("[policy]\ndefensive_text = 100% sure; retry over IPv4 %s\n")
+    result = run_milter(evaluator, MESSAGE, client_ip="2001:db8:99::1")
+    assert result.rc == Milter.TEMPFAIL
+    assert result.reply[2] == "100%% sure; retry over IPv4 %%s"
+    # the real Milter.Base.setreply check: raises on any undoubled '%'
+    Milter.Base.setreply.__wrapped__ if hasattr(Milter.Base.setreply, "__wrapped__") else None
