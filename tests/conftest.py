@@ -7,12 +7,21 @@ from mx6milter.dns import Resolver
 from mx6milter.evaluate import Evaluator
 from mx6milter.store import Store
 
+from dnsserver import DnsServer
 from servers import RedisServer
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    """BIND serving tests/data/zones; tests that need DKIM keys in DNS start their own."""
+    server = DnsServer().start()
     yield server
     server.close()
 
@@ -42,8 +51,9 @@ def _merge(base: str, extra: str) -> str:
 
 
 @pytest.fixture
-def evaluator_factory(redis_url):
-    def build(text: str = "", nameservers: str = "127.0.0.1:9"):
+def evaluator_factory(redis_url, dns_server):
+    def build(text: str = "", nameservers: str | None = None):
+        nameservers = dns_server.nameservers if nameservers is None else nameservers
         config = make_config(text, redis_url, nameservers)
         store = Store.from_config(config.redis)
         return Evaluator(config, store, Resolver.from_config(config.dns))
