@@ -74,6 +74,7 @@ class Daemon:
         self.config = config
         self.evaluator = build_evaluator(config)
         self.stopping = threading.Event()
+        self.stop_requested = threading.Event()
         self.error: BaseException | None = None
 
     def new_connection(self) -> Mx6Milter:
@@ -129,17 +130,24 @@ class Daemon:
             self.stopping.set()
 
     def run(self) -> int:
+        # Handlers first: a SIGTERM during start-up must still stop us cleanly.
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload())
         self._register()
         self._prepare_socket()
         self_check(self.evaluator)
         worker = threading.Thread(target=self._run_libmilter, name="libmilter", daemon=True)
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload())
         worker.start()
         log.info("listening on %s, mode %s", self.config.milter.socket, self.config.policy.mode)
-        while not self.stopping.wait(0.5):
-            pass
+        stopper = None
+        while not self.stopping.wait(0.2):
+            if self.stop_requested.is_set():
+                if stopper is None:
+                    # smfi_stop blocks until the listener's poll returns; wake it.
+                    stopper = threading.Thread(target=libmilter.stop, name="stop", daemon=True)
+                    stopper.start()
+                wake_listener(self.config.milter.socket)
         worker.join(timeout=10)
         if self.error:
             log.error("libmilter stopped: %s", self.error)
@@ -149,7 +157,30 @@ class Daemon:
 
     def stop(self) -> None:
         log.info("stopping on signal")
-        libmilter.stop()
+        self.stop_requested.set()
+
+
+def wake_listener(spec: str) -> None:
+    """Connect to our own socket so libmilter's listener notices the stop at once.
+
+    Its poll has a timeout of several seconds, and smfi_stop waits for it.
+    """
+    kind, _, rest = spec.partition(":")
+    try:
+        if kind in ("unix", "local"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address = rest
+        else:
+            port, _, host = rest.partition("@")
+            host = host.strip("[]") or ("::1" if kind == "inet6" else "127.0.0.1")
+            sock = socket.socket(socket.AF_INET6 if kind == "inet6" else socket.AF_INET,
+                                 socket.SOCK_STREAM)
+            address = (host, int(port))
+        with sock:
+            sock.settimeout(1)
+            sock.connect(address)
+    except OSError:
+        pass   # already closed: nothing to wake
 
 
 def set_nodelay_on_listeners() -> None:

@@ -1,0 +1,93 @@
+"""Configuration parsing, errors that name the line, and docs that match the code."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mx6milter.config import ConfigError, describe_keys, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_without_a_file_body():
+    config = parse_config("")
+    assert config.policy.mode == "defensive"
+    assert config.milter.socket == "unix:/run/mx6milter/mx6milter.sock"
+    assert config.redis.url == "redis://127.0.0.1:6379/0"
+    assert config.dns.nameservers == ()
+
+
+def test_values_parsed():
+    config = parse_config(
+        "[milter]\nsocket = inet6:8891@[::1]\nmax_message_size = 512K\n"
+        "[policy]\nmode = mx6  # experimental\ntrusted_networks = 2001:db8::/32, 192.0.2.0/24\n"
+        "[dns]\nnameservers = 127.0.0.1:5353 [::1]:53 192.0.2.53\n")
+    assert config.milter.max_message_size == 512 * 1024
+    assert config.policy.mode == "mx6"
+    assert [str(n) for n in config.policy.trusted_networks] == ["2001:db8::/32", "192.0.2.0/24"]
+    assert config.dns.nameservers == (("127.0.0.1", 5353), ("::1", 53), ("192.0.2.53", 53))
+
+
+BAD = [
+    ("[policy]\nmode = strict\n", r"x\.conf:2: \[policy\] mode = 'strict': expected one of"),
+    ("[policy]\n\nfrobnicate = 1\n", r"x\.conf:3: unknown key 'frobnicate' in \[policy\]"),
+    ("[milter]\n[polcy]\nmode = mx6\n", r"x\.conf:2: unknown section \[polcy\]"),
+    ("[milter]\nsocket = /tmp/sock\n", r"x\.conf:2: \[milter\] socket"),
+    ("[policy]\ntrusted_networks = 10.0.0.1/8\n", r"x\.conf:2: .*host bits set"),
+    ("[policy]\ndefensive_code = 550\n", r"starting with 4"),
+    ("[policy]\nmx6_status = 4.7.1\n", r"such as 5\.7\.1"),
+    ("[policy]\ndefensive_text = caf\u00e9\n", r"ASCII"),
+    ("[dns]\nnameservers = ns.example.org\n", r"not an IP address|expected ADDRESS"),
+    ("[dns]\ntimeout = 10\nbudget = 5\n", r"must not exceed budget"),
+    ("[dns]\ntimeout = -1\n", r"positive"),
+    ("[redis]\nurl = http://x\n", r"redis://"),
+    ("[policy]\nmode = mx6\nmode = report\n", r"x\.conf: .*already exists"),
+    ("no section header\n", r"x\.conf: .*header"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD)
+def test_bad_config_names_the_line(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text, "x.conf")
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "missing.conf"))
+    binary = tmp_path / "binary.conf"
+    binary.write_bytes(b"\xff\xfe[policy]\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(binary))
+
+
+def test_check_config_exit_codes(tmp_path):
+    good = ROOT / "contrib" / "mx6milter.conf"
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[policy]\nmode = strict\n")
+    ok = subprocess.run([sys.executable, "-m", "mx6milter.cli", "-c", str(good), "--check-config"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    fail = subprocess.run([sys.executable, "-m", "mx6milter.cli", "-c", str(bad), "--check-config"],
+                          capture_output=True, text=True)
+    assert fail.returncode == 2
+    assert f"{bad}:2: [policy] mode" in fail.stderr
+    assert "Traceback" not in fail.stderr
+
+
+def test_contrib_config_lists_every_key_with_its_default():
+    text = (ROOT / "contrib" / "mx6milter.conf").read_text()
+    config = parse_config(text)
+    assert config == parse_config("", config.path)   # the shipped file changes nothing
+    for section, key, default in describe_keys():
+        assert re.search(rf"^{key} = ?{re.escape(default)}$", text, re.M), (section, key)
+
+
+def test_man_page_documents_every_key_with_its_default():
+    page = (ROOT / "man" / "mx6milter.conf.5").read_text()
+    for section, key, default in describe_keys():
+        assert f".SH [{section}]" in page, section
+        rendered = f"{key} = {default}".replace("-", "\\-").rstrip()
+        assert re.search(rf"^\.(TP|TQ)\n\.B {re.escape(rendered)}$", page, re.M), (section, key)

@@ -1,0 +1,113 @@
+"""The pure decision and session classification, as tables. No I/O."""
+import ipaddress
+
+import pytest
+
+from mx6milter.config import PolicySection
+from mx6milter.model import Action, Evidence, Finding, Session, SessionClass, Tier
+from mx6milter.policy import classify, decide, parse_client_ip
+
+IP_HIT = Finding("ip", "pass", "2001:db8:6::/48 source=local")
+DOMAIN_HIT = Finding("domain", "pass", "example.net via=dmarc source=local")
+FCRDNS = Finding("fcrdns", "pass", "mail.example.net")
+
+V6 = SessionClass.IPV6
+
+DECISIONS = [
+    # mode,       session class,              whitelist,  greenlist, failures,               tier,              action
+    ("defensive", SessionClass.IPV4,          (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
+    ("defensive", SessionClass.AUTHENTICATED, (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
+    ("defensive", SessionClass.TRUSTED,       (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
+    ("defensive", SessionClass.LOCAL,         (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
+    ("defensive", V6,                         (IP_HIT,),  (),        (),                     Tier.WHITELISTED,  Action.ACCEPT),
+    ("defensive", V6,                         (IP_HIT,),  (FCRDNS,), (),                     Tier.WHITELISTED,  Action.ACCEPT),
+    ("defensive", V6,                         (IP_HIT,),  (),        ("dns-unavailable",),   Tier.WHITELISTED,  Action.ACCEPT),
+    ("defensive", V6,                         (),         (FCRDNS,), (),                     Tier.GREENLISTED,  Action.ACCEPT),
+    ("defensive", V6,                         (),         (),        (),                     Tier.NONE,         Action.TEMPFAIL),
+    ("defensive", V6,                         (),         (),        ("redis-unavailable",), Tier.NONE,         Action.TEMPFAIL),
+    ("mx6",       V6,                         (),         (),        (),                     Tier.NONE,         Action.REJECT),
+    ("mx6",       V6,                         (DOMAIN_HIT,), (),     (),                     Tier.WHITELISTED,  Action.ACCEPT),
+    ("mx6",       SessionClass.IPV4,          (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
+    ("report",    V6,                         (),         (),        (),                     Tier.NONE,         Action.ACCEPT),
+    ("report",    V6,                         (),         (FCRDNS,), (),                     Tier.GREENLISTED,  Action.ACCEPT),
+]
+
+
+@pytest.mark.parametrize("mode,session_class,whitelist,greenlist,failures,tier,action", DECISIONS)
+def test_decide(mode, session_class, whitelist, greenlist, failures, tier, action):
+    policy = PolicySection(mode=mode)
+    evidence = Evidence(session_class, whitelist=whitelist, greenlist=greenlist, failures=failures,
+                        auth_results="mx.example.org; spf=fail smtp.mailfrom=a@b.example")
+    decision = decide(policy, evidence)
+    assert (decision.tier, decision.action) == (tier, action)
+    if action is not Action.ACCEPT:
+        assert decision.reply is not None and decision.header is None
+        assert decision.reasons == (failures or ("no-positive-evidence",))
+    else:
+        assert decision.reply is None
+    if tier is Tier.BYPASS:
+        assert decision.header is None
+    if tier is Tier.GREENLISTED:
+        assert "subject-to-content-filtering" in decision.header
+
+
+REPLIES = [
+    ("defensive", "451", "4.7.1", Action.TEMPFAIL),
+    ("mx6", "550", "5.5.7", Action.REJECT),
+]
+
+
+@pytest.mark.parametrize("mode,code,status,action", REPLIES)
+def test_fallback_reply_lines(mode, code, status, action):
+    policy = PolicySection(mode=mode, registration_url="https://example.org/ipv6")
+    decision = decide(policy, Evidence(V6, auth_results="mx.example.org; spf=none"))
+    assert decision.action is action
+    assert (decision.reply.code, decision.reply.status) == (code, status)
+    text = policy.mx6_text if mode == "mx6" else policy.defensive_text
+    assert decision.reply.lines == (text, "Authentication-Results: mx.example.org; spf=none",
+                                    "To be accepted over IPv6: https://example.org/ipv6")
+
+
+def test_report_mode_records_the_reply_it_would_have_given():
+    decision = decide(PolicySection(mode="report"), Evidence(V6))
+    assert decision.would_reply.code == "451"
+    assert decision.header.startswith("none; action=fallback-reported; reply=451 4.7.1")
+
+
+def test_verdict_header_names_evidence_and_failures():
+    decision = decide(PolicySection(authserv_id="mx.example.org"),
+                      Evidence(V6, whitelist=(IP_HIT,), failures=("dns-unavailable",)))
+    assert decision.header == ("whitelisted; evidence=ip=pass(2001:db8:6::/48 source=local); "
+                               "failures=dns-unavailable; mode=defensive; by=mx.example.org")
+
+
+TRUSTED = (ipaddress.ip_network("2001:db8:7::/48"), ipaddress.ip_network("198.51.100.0/24"))
+
+CLASSES = [
+    # client_ip,                auth,    class
+    ("192.0.2.1",               "",      SessionClass.IPV4),
+    ("::ffff:10.0.0.2",         "",      SessionClass.IPV4),
+    ("::ffff:198.51.100.9",     "",      SessionClass.TRUSTED),
+    ("2001:db8::1",             "",      SessionClass.IPV6),
+    ("IPv6:2001:db8::1",        "",      SessionClass.IPV6),
+    ("[2001:db8::1]",           "",      SessionClass.IPV6),
+    ("fe80::1%eth0",            "",      SessionClass.IPV6),
+    ("2001:db8:7::99",          "",      SessionClass.TRUSTED),
+    ("198.51.100.7",            "",      SessionClass.TRUSTED),
+    ("2001:db8::1",             "alice", SessionClass.AUTHENTICATED),
+    ("192.0.2.1",               "alice", SessionClass.AUTHENTICATED),
+    (None,                      "",      SessionClass.LOCAL),
+    ("",                        "",      SessionClass.LOCAL),
+    ("not-an-address",          "",      SessionClass.LOCAL),
+    ("2001:db8::1::2",          "",      SessionClass.LOCAL),
+]
+
+
+@pytest.mark.parametrize("client_ip,auth,expected", CLASSES)
+def test_classify(client_ip, auth, expected):
+    assert classify(Session(client_ip=client_ip, auth_authen=auth), TRUSTED) is expected
+
+
+def test_parse_client_ip_rejects_garbage():
+    assert parse_client_ip("999.1.1.1") is None
+    assert parse_client_ip("2001:db8::1") == ipaddress.ip_address("2001:db8::1")
