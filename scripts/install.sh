@@ -22,16 +22,14 @@ if [ -n "$missing" ]; then
     # Postfix asks questions unless told there is nothing to configure.
     echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    # policy-rc.d 101: packages must not start their system-wide daemons;
-    # mx6milter and its tests start their own instances.
-    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d.mx6 && chmod +x /usr/sbin/policy-rc.d.mx6'
+    # The packages must not start system-wide daemons (named on port 53, a
+    # second Redis...): mx6milter's scripts and tests start their own instances.
     if [ ! -e /usr/sbin/policy-rc.d ]; then
-        as_root cp /usr/sbin/policy-rc.d.mx6 /usr/sbin/policy-rc.d
-        remove_policy=1
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod +x /usr/sbin/policy-rc.d
+        trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-    [ "${remove_policy:-0}" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
-    as_root rm -f /usr/sbin/policy-rc.d.mx6
 fi
 
 PYTHON=${PYTHON:-python3}
