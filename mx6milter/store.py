@@ -10,8 +10,10 @@ KIND is ``ip`` (FIELD is ``HEXPREFIX/LEN``, see ``ip_field``), ``domain``
 (FIELD is the A-label domain; VALUE starts with what must authenticate) or
 ``ab``. Every VALUE ends in the expiry as Unix seconds, 0 for never.
 
-One source per hash lets ``replace_source`` swap a whole feed with two
-RENAMEs in a MULTI, so the milter never sees a half-loaded list. The lookup
+One source per hash lets ``load(replace=True)`` swap a whole feed: it is
+loaded under staging keys (``<p>KIND:SOURCE~TOKEN...``, which no lookup
+reads), then one Lua script drops the old keys and renames the staging keys
+into place, so the milter never sees a half-loaded or empty list. The lookup
 runs server-side in a Lua script (one EVALSHA per kind, all of them in one
 pipeline), so a decision costs one round trip however many sources exist.
 """
@@ -20,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -29,6 +33,9 @@ from redis.retry import Retry
 
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab")
+# Source names become part of key names: no ':' (the key separator), no '~' (staging).
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
 
 # ARGV[1] = "<p>KIND", then (key suffix, field) pairs; returns flat
 # (source, suffix, field, value) quadruples for every hit in every source.
@@ -51,6 +58,60 @@ return out
 """
 _LOOKUP_SHA = hashlib.sha1(_LOOKUP_LUA.encode()).hexdigest()
 
+# Bulk writes, one batch per call. ARGV = live base ("<p>KIND:SOURCE"), staging
+# base ("" = write to the live keys), staging TTL, then (suffix, field, value)
+# triples. Returns {added, present, repeated}: new to the live list, already
+# in it, or seen earlier in this same load (staging only).
+_LOAD_LUA = """
+local live, staging, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local added, present, repeated = 0, 0, 0
+for i = 4, #ARGV, 3 do
+  local suffix, field = ARGV[i], ARGV[i + 1]
+  local lkey = live
+  if suffix ~= '' then lkey = live .. ':' .. suffix end
+  local target = lkey
+  if staging ~= '' then
+    target = staging
+    if suffix ~= '' then target = staging .. ':' .. suffix end
+  end
+  if staging ~= '' and redis.call('HEXISTS', target, field) == 1 then
+    repeated = repeated + 1
+  elseif redis.call('HEXISTS', lkey, field) == 1 then
+    present = present + 1
+  else
+    added = added + 1
+  end
+  local fresh = staging ~= '' and redis.call('EXISTS', target) == 0
+  redis.call('HSET', target, field, ARGV[i + 2])
+  if fresh then redis.call('EXPIRE', target, ttl) end
+end
+return {added, present, repeated}
+"""
+
+# The swap of a replace, atomic because it is one script. ARGV = sources key,
+# source, N, N old live keys, then (staging, live) pairs. Checks every staging
+# key first, so a lost one (expired, deleted) aborts before anything changed;
+# UNLINK frees the old hashes in the background. Returns the old entry count.
+_SWAP_LUA = """
+local n = tonumber(ARGV[3])
+for i = 4 + n, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[i]) == 0 then
+    return redis.error_reply('replace aborted, list unchanged: staging key ' .. ARGV[i] .. ' is gone')
+  end
+end
+local old = 0
+for i = 4, 3 + n do
+  old = old + redis.call('HLEN', ARGV[i])
+  redis.call('UNLINK', ARGV[i])
+end
+for i = 4 + n, #ARGV, 2 do
+  redis.call('RENAME', ARGV[i], ARGV[i + 1])
+  redis.call('PERSIST', ARGV[i + 1])
+end
+redis.call('SADD', ARGV[1], ARGV[2])
+return old
+"""
+
 
 class StoreUnavailable(Exception):
     """Redis could not be reached in time; the caller falls back."""
@@ -67,6 +128,23 @@ class Hit:
     @property
     def expires(self) -> int:
         return int(self.value.rsplit(" ", 1)[-1] or 0)
+
+
+@dataclass
+class LoadResult:
+    """What a bulk load did, counted by Redis itself."""
+    added: int = 0        # entries new to the list
+    present: int = 0      # entries the list already had (value rewritten)
+    repeated: int = 0     # entries given more than once in this load
+    removed: int = 0      # replace only: old entries not in the new list
+
+    @property
+    def loaded(self) -> int:
+        return self.added + self.present + self.repeated
+
+
+class EmptyReplace(ValueError):
+    """A replace with no entries at all; refused unless explicitly allowed."""
 
 
 # --- IPv6 prefixes as hash fields -------------------------------------------------
@@ -106,12 +184,16 @@ class Store:
         self.addressbook_secret = addressbook_secret
         self.clock = clock
         self._down_until = 0.0
+        self._load_script = client.register_script(_LOAD_LUA)
+        self._swap_script = client.register_script(_SWAP_LUA)
 
     @classmethod
-    def from_config(cls, redis_section, addressbook_secret: bytes | None = None) -> "Store":
+    def from_config(cls, redis_section, addressbook_secret: bytes | None = None,
+                    command_timeout: float | None = None) -> "Store":
+        """``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes)."""
         client = redis.Redis.from_url(
             redis_section.url,
-            socket_timeout=redis_section.timeout,
+            socket_timeout=command_timeout or redis_section.timeout,
             socket_connect_timeout=redis_section.timeout,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
@@ -189,11 +271,74 @@ class Store:
 
     def add(self, kind: str, source: str, entries) -> int:
         """Add (suffix, field, value) entries; returns how many were new."""
+        return self.load(kind, source, entries).added
+
+    def load(self, kind: str, source: str, entries, replace: bool = False,
+             allow_empty: bool = True, batch: int = 1000, window: int = 8) -> LoadResult:
+        """Write (suffix, field, value) entries in pipelined batches.
+
+        With ``replace`` the entries become the whole source: they are loaded
+        under staging keys and swapped in by one atomic script, so readers see
+        the old list or the new one, never a mix, a part or nothing. Writes to
+        the same source made by others during a replace may be lost.
+        """
+        check_source(source)
+        staging = f"{self._hash_key(kind, source)}~{secrets.token_hex(6)}" if replace else ""
+        suffixes = set()
+        result = LoadResult()
+        if not replace:
+            self.client.sadd(self.kind_key(kind) + ":sources", source)
+        try:
+            self._load_batches(kind, source, staging, entries, suffixes, result, batch, window)
+            if replace:
+                if not suffixes and not allow_empty:
+                    raise EmptyReplace(f"no entries: refusing to empty {kind} source {source!r}")
+                old = self._swap(kind, source, staging, suffixes)
+                result.removed = max(0, old - result.present)
+        except BaseException:
+            if staging and suffixes:   # best effort; STAGING_TTL cleans up otherwise
+                try:
+                    self.client.unlink(*(_join(staging, s) for s in suffixes))
+                except redis.exceptions.RedisError:
+                    pass
+            raise
+        return result
+
+    def _load_batches(self, kind, source, staging, entries, suffixes, result, batch, window):
+        live = self._hash_key(kind, source)
         pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(self.kind_key(kind) + ":sources", source)
+        args, queued = [], 0
         for suffix, field, value in entries:
-            pipe.hset(self._hash_key(kind, source, suffix), field, value)
-        return sum(pipe.execute()[1:])
+            if staging:
+                suffixes.add(suffix)
+            args += (suffix, field, value)
+            if len(args) >= 3 * batch:
+                self._load_script(args=[live, staging, STAGING_TTL] + args, client=pipe)
+                args, queued = [], queued + 1
+                if queued >= window:
+                    self._count(pipe.execute(), result)
+                    queued = 0
+        if args:
+            self._load_script(args=[live, staging, STAGING_TTL] + args, client=pipe)
+        self._count(pipe.execute(), result)
+
+    @staticmethod
+    def _count(replies, result: LoadResult) -> None:
+        for added, present, repeated in replies:
+            result.added += added
+            result.present += present
+            result.repeated += repeated
+
+    def _swap(self, kind: str, source: str, staging: str, suffixes: set) -> int:
+        old_keys = self._source_keys(kind, source)
+        args = [self.kind_key(kind) + ":sources", source, len(old_keys), *old_keys]
+        for suffix in suffixes:
+            args += [_join(staging, suffix), self._hash_key(kind, source, suffix)]
+        return self._swap_script(args=args)
+
+    def replace_source(self, kind: str, source: str, entries, batch: int = 1000) -> int:
+        """Load a whole source under staging keys, then swap it in atomically."""
+        return self.load(kind, source, entries, replace=True, batch=batch).loaded
 
     def remove(self, kind: str, source: str | None, entries) -> int:
         """Remove (suffix, field) entries from one source, or from all."""
@@ -204,18 +349,43 @@ class Store:
                 pipe.hdel(self._hash_key(kind, src, suffix), field)
         return sum(pipe.execute())
 
+    def remove_keys(self, kind: str, source: str | None, suffixes) -> int:
+        """Drop whole hashes (an addressbook of one recipient); returns entries dropped."""
+        sources = [source] if source else sorted(self.sources(kind))
+        keys = [self._hash_key(kind, src, suffix) for src in sources for suffix in suffixes]
+        if not keys:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        for key in keys:
+            pipe.hlen(key)
+        pipe.unlink(*keys)
+        return sum(pipe.execute()[:-1])
+
     def sources(self, kind: str) -> set:
         return set(self.client.smembers(self.kind_key(kind) + ":sources"))
 
-    def entries(self, kind: str, source: str | None = None):
-        """Yield Hits for every entry of a kind (optionally one source)."""
+    def entries(self, kind: str, source: str | None = None, suffix: str | None = None):
+        """Yield Hits for every entry of a kind (optionally one source, one key suffix)."""
         sources = [source] if source else sorted(self.sources(kind))
         for src in sources:
             prefix = self._hash_key(kind, src)
-            for key in sorted(self._source_keys(kind, src)):
-                suffix = key[len(prefix) + 1:] if kind == "ab" else ""
+            keys = [self._hash_key(kind, src, suffix)] if suffix else self._source_keys(kind, src)
+            for key in sorted(keys):
+                key_suffix = key[len(prefix) + 1:] if kind == "ab" else ""
                 for field, value in sorted(self.client.hscan_iter(key, count=1000)):
-                    yield Hit(kind, src, suffix, field, value)
+                    yield Hit(kind, src, key_suffix, field, value)
+
+    def stats(self, kind: str) -> dict:
+        """source -> (number of hashes, number of entries)."""
+        out = {}
+        for src in sorted(self.sources(kind)):
+            keys = self._source_keys(kind, src)
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hlen(key)
+            lengths = [n for n in pipe.execute() if n] if keys else []
+            out[src] = (len(lengths), sum(lengths))
+        return out
 
     def _source_keys(self, kind: str, source: str) -> list:
         prefix = self._hash_key(kind, source)
@@ -223,36 +393,18 @@ class Store:
             return [prefix]
         return list(self.client.scan_iter(match=_glob_escape(prefix) + ":*", count=1000))
 
-    def replace_source(self, kind: str, source: str, entries, batch: int = 10000) -> int:
-        """Load a whole source under temporary keys, then swap it in atomically."""
-        stamp = f"tmp{int(self.clock() * 1000)}"
-        staging = f"{source}.{stamp}"
-        loaded = 0
-        keys = set()
-        pipe = self.client.pipeline(transaction=False)
-        for suffix, field, value in entries:
-            key = self._hash_key(kind, staging, suffix)
-            keys.add(suffix)
-            pipe.hset(key, field, value)
-            loaded += 1
-            if loaded % batch == 0:
-                pipe.execute()
-        pipe.execute()
-        old_keys = [key for key in self._source_keys(kind, source) if self.client.exists(key)]
-        trash = [f"{self.base}trash:{stamp}:{i}" for i in range(len(old_keys))]
-        swap = self.client.pipeline(transaction=True)
-        for old, dead in zip(old_keys, trash):
-            swap.rename(old, dead)
-        for suffix in keys:
-            swap.rename(self._hash_key(kind, staging, suffix), self._hash_key(kind, source, suffix))
-        swap.sadd(self.kind_key(kind) + ":sources", source)
-        swap.execute()
-        if trash:
-            self.client.unlink(*trash)   # freed in the background, not inside the swap
-        return loaded
-
     def write_schema_marker(self) -> None:
         self.client.set(self.base + "schema", SCHEMA_VERSION)
+
+
+def check_source(name: str) -> str:
+    if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r}: a source name is 1 to 64 of A-Z a-z 0-9 _ . -")
+    return name
+
+
+def _join(base: str, suffix: str) -> str:
+    return f"{base}:{suffix}" if suffix else base
 
 
 def _glob_escape(text: str) -> str:

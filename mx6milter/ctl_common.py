@@ -1,0 +1,66 @@
+"""What every mx6ctl verb shares: the config, the store, errors, common options."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .config import Config, load_config
+from .entries import AddressIds, EntryError, check_source
+from .store import Store
+
+DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
+COMMAND_TIMEOUT = 120.0   # bulk writes and scans; the milter keeps [redis] timeout
+KIND_NAMES = {"ip": "ip", "domain": "domain", "addressbook": "ab"}
+
+
+class UsageError(Exception):
+    """Bad input from the operator: exit code 2 with the message."""
+
+
+def load(args) -> Config:
+    return load_config(args.config)
+
+
+def open_store(config: Config) -> Store:
+    from .daemon import read_secret
+    return Store.from_config(config.redis, read_secret(config.addressbook.secret_file),
+                             command_timeout=COMMAND_TIMEOUT)
+
+
+def address_ids(config: Config, store: Store) -> AddressIds:
+    return AddressIds(store.addressbook_id, config.addressbook.fold_local_part,
+                      store.addressbook_secret is not None)
+
+
+def public_suffix_test():
+    """is_public(domain), from the Public Suffix List the milter's DMARC code uses."""
+    from publicsuffixlist import PublicSuffixList
+    return PublicSuffixList().is_public
+
+
+def source_name(text: str) -> str:
+    """argparse type for --source."""
+    try:
+        return check_source(text)
+    except EntryError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_source_option(parser, what: str) -> None:
+    parser.add_argument("--source", type=source_name, default=None, metavar="NAME",
+                        help=what)
+
+
+def add_expires_option(parser) -> None:
+    parser.add_argument("--expires", default="never", metavar="WHEN",
+                        help="expiry of the entries: never (default), Unix seconds, a duration "
+                             "such as 90d or 12h, or a UTC date such as 2027-01-31")
+
+
+def now() -> float:
+    return time.time()
+
+
+def note(message: str) -> None:
+    print(f"mx6ctl: note: {message}", file=sys.stderr)

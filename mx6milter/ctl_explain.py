@@ -1,0 +1,238 @@
+"""mx6ctl explain: what the milter would do with a message, step by step.
+
+The decision is the milter's own: the Evaluator built as the daemon builds
+it (daemon.build_evaluator), fed a Session and a Message made the way the
+milter makes them from what the MTA passes (headers as name/value, raw bytes
+with CRLF line ends for DKIM, the body cut at [milter] max_message_size).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from .addresses import AddressError, normalise_address
+from .ctl_common import UsageError, load
+from .model import Message, Session, SessionClass
+from .policy import parse_client_ip
+from .store import StoreUnavailable
+
+_HEADER_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+
+
+def _strip_brackets(address: str) -> str:
+    address = address.strip()
+    return address[1:-1] if address.startswith("<") and address.endswith(">") else address
+
+
+def split_message(raw: bytes) -> tuple:
+    """(headers as [(name, value bytes)], body) as an MTA hands them to a milter.
+
+    Line ends become CRLF. A folded header keeps its continuation lines, joined
+    by LF as the MTA passes them. A line that cannot be a header ends the
+    header section and starts the body, as in Postfix.
+    """
+    raw = re.sub(rb"\r?\n", b"\r\n", raw)
+    lines = raw.split(b"\r\n")
+    headers = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line == b"":
+            index += 1
+            break
+        if line[:1] in (b" ", b"\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + b"\n" + line)
+            index += 1
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            break
+        headers.append((name.decode("ascii"), value))
+        index += 1
+    body = b"\r\n".join(lines[index:])
+    return headers, body
+
+
+def build_message(raw: bytes, max_size: int) -> Message:
+    """The Message the milter's eom would build from these bytes."""
+    headers, body = split_message(raw)
+    truncated = len(body) > max_size
+    raw_headers = b"".join(name.encode("ascii") + b":" + value.replace(b"\n", b"\r\n") + b"\r\n"
+                           for name, value in headers)
+    return Message(headers=tuple((name, value.decode("utf-8", "surrogateescape").strip())
+                                 for name, value in headers),
+                   raw=raw_headers + b"\r\n" + (b"" if truncated else body),
+                   truncated=truncated)
+
+
+def read_message_file(path: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the message: {err.strerror or err}") from None
+
+
+# --- the explanation --------------------------------------------------------------------
+
+
+def _reply_dict(reply) -> dict | None:
+    if reply is None:
+        return None
+    return {"code": reply.code, "status": reply.status, "lines": list(reply.lines),
+            "smtp": reply.as_smtp()}
+
+
+def per_recipient(evaluator, session: Session, auth) -> list:
+    """Which recipients have the From address in their addressbook (informational)."""
+    if auth is None or not auth.from_address:
+        return []
+    store = evaluator.store
+    fold = evaluator.config.addressbook.fold_local_part
+    try:
+        sender = store.addressbook_id(normalise_address(auth.from_address, fold))
+    except AddressError:
+        return []
+    ids = []
+    for rcpt in session.recipients:
+        try:
+            ids.append((rcpt, store.addressbook_id(normalise_address(rcpt, fold))))
+        except AddressError:
+            ids.append((rcpt, None))
+    try:
+        hits = store.lookup({"ab": [(rid, sender) for _, rid in ids if rid]})["ab"]
+    except StoreUnavailable:
+        return []
+    sources = {}
+    for hit in hits:
+        sources.setdefault(hit.key, []).append(hit.source)
+    return [{"recipient": rcpt, "knows_sender": rid in sources,
+             "sources": sorted(sources.get(rid, []))} for rcpt, rid in ids]
+
+
+def explain(evaluator, session: Session, message: Message) -> dict:
+    outcome = evaluator.evaluate(session, message)
+    decision, evidence = outcome.decision, outcome.evidence
+    header = None
+    if decision.header:
+        header = {"name": evaluator.config.policy.verdict_header, "value": decision.header}
+    auth = outcome.auth
+    return {
+        "session": {"client_ip": session.client_ip, "helo": session.helo,
+                    "mail_from": session.mail_from, "recipients": list(session.recipients),
+                    "auth_user": session.auth_authen, "class": evidence.session_class.value,
+                    "judged": evidence.session_class is SessionClass.IPV6},
+        "checks": [{"kind": f.kind, "result": f.result, "detail": f.detail} for f in evidence.checks],
+        "authenticated_domains": {
+            "dkim": sorted(auth.dkim_pass_domains) if auth else [],
+            "spf": [auth.spf_pass_domain] if auth and auth.spf_pass_domain else [],
+            "dmarc": [auth.dmarc.from_domain] if auth and auth.dmarc.result == "pass" else [],
+        },
+        "from_address": auth.from_address if auth else "",
+        "addressbook": per_recipient(evaluator, session, auth),
+        "failures": list(evidence.failures),
+        "auth_results": evidence.auth_results,
+        "tier": decision.tier.value,
+        "action": decision.action.value,
+        "reasons": list(decision.reasons),
+        "header": header,
+        "reply": _reply_dict(decision.reply),
+        "would_reply": _reply_dict(decision.would_reply),
+        "elapsed_ms": round(outcome.elapsed_ms, 1),
+    }
+
+
+def render_text(result: dict) -> str:
+    out = []
+    s = result["session"]
+    out.append("Session")
+    out.append(f"  client ip     {s['client_ip']}")
+    out.append(f"  helo          {s['helo'] or '(none)'}")
+    out.append(f"  mail from     <{s['mail_from']}>")
+    out.append("  recipients    " + " ".join(f"<{r}>" for r in s["recipients"]))
+    if s["auth_user"]:
+        out.append(f"  auth user     {s['auth_user']}")
+    out.append(f"  class         {s['class']}: " + (
+        "judged" if s["judged"] else "not judged, passed untouched"))
+    out.append("Checks, in the order the milter makes them")
+    for check in result["checks"]:
+        out.append(f"  {check['kind']:<13} {check['result']:<15} {check['detail']}".rstrip())
+    if s["judged"]:
+        out.append("Whitelists looked up")
+        out.append(f"  ip            every prefix containing {s['client_ip']}")
+        domains = result["authenticated_domains"]
+        listed = ", ".join(f"{d} ({how})" for how in ("dkim", "spf", "dmarc") for d in domains[how])
+        out.append("  domain        " + (f"authenticated domains and their parents: {listed}"
+                                         if listed else "nothing authenticated, nothing to look up"))
+        if result["addressbook"]:
+            out.append(f"  addressbook   From {result['from_address']} in the addressbook of:")
+            for row in result["addressbook"]:
+                known = ("yes, source " + ",".join(row["sources"])) if row["knows_sender"] else "no"
+                out.append(f"                  {row['recipient']}: {known}")
+        else:
+            out.append("  addressbook   not looked up (see the addressbook check)")
+        out.append("Failures        " + (", ".join(result["failures"]) or "none"))
+    out.append("Decision")
+    out.append(f"  tier          {result['tier']}")
+    out.append(f"  action        {result['action']}")
+    out.append(f"  reasons       {', '.join(result['reasons'])}")
+    if result["action"] == "accept":
+        if result["auth_results"] or result["header"]:
+            out.append("Headers added")
+            if result["auth_results"]:
+                out.append(f"  Authentication-Results: {result['auth_results']}")
+            if result["header"]:
+                out.append(f"  {result['header']['name']}: {result['header']['value']}")
+        if result["would_reply"]:
+            out.append("SMTP reply: accepted (report mode); the fallback would have been")
+            out += ["  " + line for line in result["would_reply"]["smtp"].split("\r\n")]
+        else:
+            out.append("SMTP reply: accepted (the MTA's own 250)")
+    else:
+        out.append("SMTP reply")
+        out += ["  " + line for line in result["reply"]["smtp"].split("\r\n")]
+    return "\n".join(out)
+
+
+def cmd_explain(args) -> int:
+    config = load(args)
+    if parse_client_ip(args.client_ip) is None:
+        raise UsageError(f"--client-ip {args.client_ip!r}: not an IP address")
+    session = Session(client_ip=args.client_ip, helo=args.helo,
+                      mail_from=_strip_brackets(args.mail_from),
+                      recipients=[_strip_brackets(r) for r in args.rcpt],
+                      auth_authen=args.auth_user, queue_id="explain")
+    message = build_message(read_message_file(args.message), config.milter.max_message_size)
+    from .daemon import build_evaluator   # the daemon's own construction
+    result = explain(build_evaluator(config), session, message)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render_text(result))
+    if "redis-unavailable" in result["failures"]:
+        print(f"mx6ctl: Redis at {config.redis.url} did not answer; the milter would answer as "
+              "above until it does", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register_explain(sub) -> None:
+    p = sub.add_parser("explain", help="show what the milter would do with a message, and why",
+                       description="Run the milter's evidence gathering and decision on "
+                                   "MESSAGE_FILE (- for standard input) as if it arrived with "
+                                   "this envelope, and print every check, the tier, the verdict "
+                                   "and the exact SMTP reply.")
+    p.add_argument("--client-ip", required=True, metavar="IP")
+    p.add_argument("--helo", default="", metavar="NAME")
+    p.add_argument("--mail-from", required=True, metavar="ADDR", help="envelope sender; '' for <>")
+    p.add_argument("--rcpt", required=True, action="append", metavar="ADDR",
+                   help="envelope recipient; repeat for several")
+    p.add_argument("--auth-user", default="", metavar="NAME",
+                   help="as if the client had authenticated (SMTP AUTH) as NAME")
+    p.add_argument("--json", action="store_true", help="the explanation as JSON")
+    p.add_argument("message", metavar="MESSAGE_FILE")
+    p.set_defaults(func=cmd_explain)

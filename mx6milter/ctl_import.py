@@ -1,0 +1,407 @@
+"""mx6ctl import and export: whole lists in and out of Redis.
+
+``import`` reads one entry a line (see entries.py), or for addressbooks CSV
+(``recipient,sender[,expires]``) or vCard (one recipient's contacts). Bad
+lines are reported with their numbers and skipped, or with ``--strict`` the
+whole file is refused before anything is written. ``--replace`` makes the
+file the whole source, swapped in atomically by the store. ``export`` writes
+what ``import`` reads.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+
+from . import vcard
+from .ctl_common import (KIND_NAMES, UsageError, add_expires_option, add_source_option,
+                         address_ids, load, now, open_store, public_suffix_test)
+from .entries import (REQUIREMENTS, Entry, EntryError, LineParser, format_expiry, format_line,
+                      parse_expiry, value_expiry)
+from .store import EmptyReplace
+
+MAX_SHOWN = 100    # bad lines printed; the rest are counted
+CSV_HEADER = ("recipient", "sender", "expires")
+
+
+# --- input ------------------------------------------------------------------------------
+
+
+class Input:
+    """The input file's lines as (number, text or None if not UTF-8); readable twice."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.consumed = 0
+        try:
+            if path == "-":
+                self._data = sys.stdin.buffer.read()
+                self.size = len(self._data)
+            else:
+                if os.path.isdir(path):
+                    raise UsageError(f"{path}: is a directory")
+                self._data = None
+                self.size = os.path.getsize(path)
+                open(path, "rb").close()   # fail now, not halfway through
+        except OSError as err:
+            raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
+
+    def lines(self):
+        self.consumed = 0
+        if self._data is not None:
+            raw_lines = iter(self._data.splitlines(keepends=True))
+            yield from self._decode(raw_lines)
+            return
+        try:
+            with open(self.path, "rb") as handle:
+                yield from self._decode(handle)
+        except OSError as err:
+            raise UsageError(f"{self.path}: cannot read: {err.strerror or err}") from None
+
+    def _decode(self, raw_lines):
+        for number, raw in enumerate(raw_lines, start=1):
+            self.consumed += len(raw)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
+                continue
+            if number == 1:
+                text = text.lstrip("\ufeff")
+            yield number, text.rstrip("\r\n")
+
+
+def detect_format(path: str, kind: str, first_line: str) -> str:
+    lower = path.lower()
+    if kind != "ab":
+        return "lines"
+    if lower.endswith((".vcf", ".vcard")) or first_line.upper().startswith("BEGIN:VCARD"):
+        return "vcard"
+    if lower.endswith(".csv"):
+        return "csv"
+    return "lines"
+
+
+def _first_line(source: Input) -> str:
+    for _number, text in source.lines():
+        if text and text.strip() and not text.lstrip().startswith("#"):
+            return text.strip()
+    return ""
+
+
+NOT_UTF8 = "not valid UTF-8"
+
+
+def parse_lines(numbered, parser: LineParser):
+    for number, text in numbered:
+        if text is None:
+            yield number, None, NOT_UTF8
+            continue
+        try:
+            entry = parser.parse(text)
+        except EntryError as err:
+            yield number, None, str(err)
+            continue
+        if entry is not None:
+            yield number, entry, None
+
+
+def parse_csv(numbered, parser: LineParser):
+    header_seen = False
+    for number, text in numbered:
+        if text is None:
+            yield number, None, NOT_UTF8
+            continue
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        try:
+            row = [cell.strip() for cell in next(csv.reader([text]))]
+        except (csv.Error, StopIteration) as err:
+            yield number, None, f"not a CSV row: {err}"
+            continue
+        if not header_seen and row and row[0].lower() in ("recipient", "rcpt"):
+            header_seen = True
+            continue
+        header_seen = True
+        if len(row) not in (2, 3):
+            yield number, None, f"expected recipient,sender[,expires], got {len(row)} columns"
+            continue
+        try:
+            expires = parse_expiry(row[2], parser.now) if len(row) == 3 and row[2] \
+                else parser.default_expires
+            yield number, parser.entry(row[0], row[1], expires=expires), None
+        except EntryError as err:
+            yield number, None, str(err)
+
+
+def parse_vcard(numbered, parser: LineParser, recipient: str):
+    undecodable = collections.deque()
+
+    def good_lines():
+        for number, text in numbered:
+            if text is None:
+                undecodable.append(number)
+            else:
+                yield number, text
+
+    for event, number, value in vcard.emails(good_lines()):
+        while undecodable:
+            yield undecodable.popleft(), None, NOT_UTF8
+        if event == "error":
+            yield number, None, value
+            continue
+        try:
+            yield number, Entry(recipient, parser.ids(value), str(parser.default_expires)), None
+        except EntryError as err:
+            yield number, None, str(err)
+    while undecodable:
+        yield undecodable.popleft(), None, NOT_UTF8
+
+
+# --- progress and reporting ----------------------------------------------------------
+
+
+class Progress:
+    """A progress bar on stderr, only on a terminal; at most ten redraws a second."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream=None, enabled: bool | None = None, label: str = ""):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total = total
+        self.label = label
+        self._last = 0.0
+
+    def update(self, done: int, count: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        clock = time.monotonic()
+        if not force and clock - self._last < 0.1:
+            return
+        self._last = clock
+        if self.total:
+            fraction = min(1.0, done / self.total)
+            filled = int(self.WIDTH * fraction)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self.stream.write(f"\r{self.label} [{bar}] {fraction * 100:3.0f}% {count} lines")
+        else:
+            self.stream.write(f"\r{self.label} {count} lines")
+        self.stream.flush()
+
+    def finish(self, done: int, count: int) -> None:
+        if self.enabled:
+            self.update(done, count, force=True)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Reporter:
+    """Bad lines and notes on stderr as FILE:LINE: message, counted."""
+
+    def __init__(self, path: str, quiet: bool = False, stream=None, skipping: bool = True):
+        self.path = path
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.rejected = 0
+        self.suffix = "; skipped" if skipping else ""
+
+    def reject(self, number: int, message: str) -> None:
+        self.rejected += 1
+        if self.rejected <= MAX_SHOWN:
+            self.stream.write(f"{self.path}:{number}: {message}{self.suffix}\n")
+
+    def note(self, number: int, message: str) -> None:
+        if not self.quiet:
+            self.stream.write(f"{self.path}:{number}: note: {message}\n")
+
+    def finish(self) -> None:
+        if self.rejected > MAX_SHOWN:
+            self.stream.write(f"{self.path}: {self.rejected - MAX_SHOWN} more bad lines not shown\n")
+
+
+# --- import ---------------------------------------------------------------------------
+
+
+def cmd_import(args) -> int:
+    config = load(args)
+    kind = KIND_NAMES[args.kind]
+    if kind != "ab" and args.format in ("csv", "vcard"):
+        raise UsageError(f"--format {args.format} is for addressbook imports")
+    if args.allow_empty and not args.replace:
+        raise UsageError("--allow-empty only means something with --replace")
+    source_name = args.source or "local"
+    store = open_store(config)
+    ids = address_ids(config, store) if kind == "ab" else None
+    try:
+        expires = parse_expiry(args.expires, now())
+    except EntryError as err:
+        raise UsageError(str(err)) from None
+    parser = LineParser(kind, now(), ids, public_suffix_test() if kind == "domain" else None,
+                        default_expires=expires, default_requirement=args.require)
+    source = Input(args.file)
+    fmt = args.format if args.format != "auto" else detect_format(args.file, kind, _first_line(source))
+    recipient = None
+    if fmt == "vcard":
+        if not args.recipient:
+            raise UsageError("a vCard file holds one recipient's contacts: give --recipient ADDRESS")
+        try:
+            recipient = ids(args.recipient)
+        except EntryError as err:
+            raise UsageError(f"--recipient: {err}") from None
+    elif args.recipient:
+        raise UsageError("--recipient is for vCard files; CSV and lines name the recipient per line")
+
+    def items():
+        numbered = source.lines()
+        if fmt == "csv":
+            return parse_csv(numbered, parser)
+        if fmt == "vcard":
+            return parse_vcard(numbered, parser, recipient)
+        return parse_lines(numbered, parser)
+
+    reporter = Reporter(args.file, args.quiet)
+    summary = {"kind": args.kind, "source": source_name, "file": args.file, "format": fmt,
+               "replace": args.replace}
+    if args.strict:
+        reporter.suffix = ""
+        for number, _entry, error in items():
+            if error:
+                reporter.reject(number, error)
+        reporter.finish()
+        if reporter.rejected:
+            summary.update(added=0, present=0, repeated=0, removed=0, rejected=reporter.rejected,
+                           written=False)
+            print(json.dumps(summary))
+            raise UsageError(f"{args.file}: {reporter.rejected} bad lines; nothing written (--strict)")
+        reporter = Reporter(args.file, args.quiet)   # the first pass showed no notes
+
+    progress = Progress(source.size, enabled=None if not args.quiet else False,
+                        label=f"import {args.kind}")
+    lines_seen = 0
+
+    def entries():
+        nonlocal lines_seen
+        for number, entry, error in items():
+            lines_seen = number
+            progress.update(source.consumed, number)
+            if error:
+                reporter.reject(number, error)
+                continue
+            if entry.note:
+                reporter.note(number, entry.note)
+            yield entry.triple()
+
+    try:
+        result = store.load(kind, source_name, entries(), replace=args.replace,
+                            allow_empty=args.allow_empty)
+    except EmptyReplace:
+        raise UsageError(f"{args.file}: no valid entries; refusing to replace source "
+                         f"{source_name} with an empty list (--allow-empty to empty it)") from None
+    finally:
+        progress.finish(source.consumed, lines_seen)
+        reporter.finish()
+    summary.update(added=result.added, present=result.present, repeated=result.repeated,
+                   removed=result.removed, rejected=reporter.rejected, written=True)
+    print(json.dumps(summary))
+    return 0
+
+
+def register_import(sub) -> None:
+    p = sub.add_parser(
+        "import", help="load entries from a file (one a line; CSV or vCard for addressbooks)",
+        description="Load entries from FILE (- for standard input): one entry a line with "
+                    "optional expires= (and require= for domains), # comments; addressbooks "
+                    "also as CSV (recipient,sender[,expires]) or a vCard file of one recipient's "
+                    "contacts. Prints a JSON summary: added, present, repeated, removed, rejected.")
+    p.add_argument("kind", choices=tuple(KIND_NAMES))
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--replace", action="store_true",
+                   help="the file becomes the whole source, swapped in atomically")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="with --replace, let a file without entries empty the source")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse the whole file if any line is bad (default: skip bad lines)")
+    p.add_argument("--format", choices=("auto", "lines", "csv", "vcard"), default="auto",
+                   help="addressbook file format (default: by extension .csv/.vcf, or content)")
+    p.add_argument("--recipient", metavar="ADDRESS", help="vCard: whose contacts these are")
+    p.add_argument("--require", choices=REQUIREMENTS, default="dmarc",
+                   help="domain: requirement of lines without require= (default dmarc)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no notes")
+    add_source_option(p, "the source to load into (default local)")
+    add_expires_option(p)
+    p.set_defaults(func=cmd_import)
+
+
+# --- export ---------------------------------------------------------------------------
+
+
+def cmd_export(args) -> int:
+    config = load(args)
+    kind = KIND_NAMES[args.kind]
+    if args.format == "csv" and kind != "ab":
+        raise UsageError("--format csv is for addressbook exports")
+    store = open_store(config)
+    show = address_ids(config, store).show if kind == "ab" else (lambda s: s)
+    clock = now()
+    if args.output:
+        directory = os.path.dirname(os.path.abspath(args.output))
+        try:
+            handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory,
+                                                 prefix=".mx6ctl-export-", delete=False)
+        except OSError as err:
+            raise UsageError(f"{args.output}: cannot write: {err.strerror or err}") from None
+    else:
+        handle = sys.stdout
+    try:
+        written, expired = _write_export(handle, kind, args, store, show, clock)
+        if args.output:
+            handle.close()
+            os.replace(handle.name, args.output)
+    except BaseException:
+        if args.output:
+            handle.close()
+            os.unlink(handle.name)
+        raise
+    print(f"mx6ctl: exported {written} entries" + (f", left out {expired} expired" if expired else "")
+          + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+    return 0
+
+
+def _write_export(handle, kind, args, store, show, clock) -> tuple:
+    sources = f"source {args.source}" if args.source else "every source"
+    handle.write(f"# mx6ctl export {args.kind}, {sources}, {format_expiry(int(clock))}\n")
+    if store.addressbook_secret is not None and kind == "ab":
+        handle.write("# privacy mode: keyed hashes, importable only with the same secret\n")
+    writer = csv.writer(handle, lineterminator="\n") if args.format == "csv" else None
+    if writer:
+        writer.writerow(CSV_HEADER)
+    written = expired = 0
+    for hit in store.entries(kind, args.source):
+        expires = value_expiry(hit.value)
+        if expires and expires <= clock:
+            expired += 1
+            continue
+        if writer:
+            writer.writerow((show(hit.key), show(hit.field), format_expiry(expires) if expires else ""))
+        else:
+            handle.write(format_line(kind, hit.key, hit.field, hit.value, show) + "\n")
+        written += 1
+    return written, expired
+
+
+def register_export(sub) -> None:
+    p = sub.add_parser("export", help="write entries in the format import reads",
+                       description="Write the entries of a kind (one source or all) in the "
+                                   "format import reads; expired entries are left out.")
+    p.add_argument("kind", choices=tuple(KIND_NAMES))
+    p.add_argument("--format", choices=("lines", "csv"), default="lines",
+                   help="addressbook: lines (default) or CSV")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write FILE (replaced atomically) instead of standard output")
+    add_source_option(p, "export one source (default: every source)")
+    p.set_defaults(func=cmd_export)
