@@ -1,0 +1,465 @@
+"""MX6 on the wire: the sender's delivery plan, the records a receiver publishes.
+
+An MX6-aware sender looks up ``SRV _mx6._tcp.DOMAIN``. If the receiver
+publishes it, the targets (in RFC 2782 order) may be used over IPv6 and IPv4;
+a "fall back to IPv4" reply sends the sender to their IPv4 addresses. If there
+is no SRV record, or its target is ".", the sender uses the MX records (or the
+implicit MX) over IPv4 only, because MX6 says an unaware receiver publishes
+only A records for its MX. A plain (MX6-unaware) sender uses the MX records
+with both address families.
+
+Everything here takes its resolver as an argument (``Resolver`` or a
+per-message ``Budget``: anything with ``query(name, rdtype)``). A temporary
+DNS failure is kept as such in the plan and never read as "no record".
+"""
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.name
+
+from .dns import DnsTempError
+
+SRV_PREFIX = "_mx6._tcp."
+SMTP_PORT = 25
+MAX_HOSTS = 10            # hostile DNS may return hundreds of MX or SRV records
+MAX_ADDRESSES = 10        # per host and family
+
+
+class BadName(ValueError):
+    """Not a usable domain name."""
+
+
+def normalize_domain(text: str) -> str:
+    """A lower-case A-label domain without the trailing dot, or BadName."""
+    text = (text or "").strip()
+    if not text or text == "." or any(ch.isspace() for ch in text):
+        raise BadName(f"{text!r}: not a domain name")
+    try:
+        name = dns.name.from_unicode(text.rstrip(".") + ".") if not text.isascii() \
+            else dns.name.from_text(text.rstrip(".") + ".")
+    except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong,
+            dns.exception.SyntaxError, UnicodeError, ValueError) as err:
+        raise BadName(f"{text!r}: not a domain name ({err})") from None
+    result = name.to_text(omit_final_dot=True).lower()
+    labels = result.split(".")
+    if any(not label or not all(ch.isalnum() or ch in "-_" for ch in label) for label in labels):
+        raise BadName(f"{text!r}: not a host or domain name")
+    return result
+
+
+@dataclass(frozen=True)
+class Host:
+    """One MX or SRV target with what its address lookups gave."""
+    name: str
+    port: int
+    preference: int                     # SRV priority or MX preference
+    weight: int = 0
+    ipv4: tuple = ()
+    ipv6: tuple = ()
+    errors: tuple = ()                  # temporary failures of its A/AAAA lookups
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One connection to make."""
+    host: str
+    address: str
+    family: int                         # 4 or 6
+    port: int
+
+    def __str__(self) -> str:
+        where = f"[{self.address}]" if self.family == 6 else self.address
+        return f"{where}:{self.port} ({self.host}, IPv{self.family})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a sender delivers mail for DOMAIN, and what DNS said on the way."""
+    domain: str
+    aware: bool
+    route: str                          # srv | mx | implicit-mx | null-mx | none
+    hosts: tuple = ()
+    lookups: tuple = ()                 # (name, type) in the order they were made
+    errors: tuple = ()                  # temporary DNS failures, as text
+    srv_absent: str = ""                # aware, MX route: why SRV was not used
+    families: tuple = (4, 6)            # address families the route may use
+
+    @property
+    def temporary(self) -> bool:
+        return bool(self.errors)
+
+    def attempts(self) -> list:
+        """Connections in order: hosts by preference, IPv6 before IPv4 within a host."""
+        out = []
+        for host in self.hosts:
+            if 6 in self.families:
+                out += [Attempt(host.name, a, 6, host.port) for a in host.ipv6]
+            if 4 in self.families:
+                out += [Attempt(host.name, a, 4, host.port) for a in host.ipv4]
+        return out
+
+
+# --- resolution ------------------------------------------------------------------
+
+
+class _Recorder:
+    """Runs lookups through the resolver and remembers them and their failures."""
+
+    def __init__(self, resolver):
+        self.resolver = resolver
+        self.lookups: list = []
+        self.errors: list = []
+
+    def query(self, name: str, rdtype: str):
+        """The rdatas, or None after a temporary failure (recorded)."""
+        self.lookups.append((name, rdtype))
+        try:
+            return self.resolver.query(name, rdtype)
+        except DnsTempError as err:
+            self.errors.append(str(err))
+            return None
+
+
+def order_srv(records: list, rng: random.Random) -> list:
+    """RFC 2782: ascending priority; within one, a weighted random order.
+
+    Zero-weight records go first in the running sum, so they are chosen only
+    when the random number is 0 (rarely, as the RFC intends), or once the
+    weighted ones are used up.
+    """
+    ordered = []
+    for priority in sorted({r.priority for r in records}):
+        pool = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
+        while pool:
+            total = sum(r.weight for r in pool)
+            pick = rng.randint(0, total) if total else 0
+            running = 0
+            for index, record in enumerate(pool):
+                running += record.weight
+                if running >= pick:
+                    ordered.append(pool.pop(index))
+                    break
+    return ordered
+
+
+def _target(rdata) -> str:
+    return rdata.target.to_text(omit_final_dot=True).lower() if hasattr(rdata, "target") \
+        else rdata.exchange.to_text(omit_final_dot=True).lower()
+
+
+def _addresses(rdatas, version: int) -> tuple:
+    """Valid addresses of one family, in answer order, without duplicates, capped."""
+    seen = []
+    for rdata in rdatas or ():
+        try:
+            address = ipaddress.ip_address(rdata.address)
+        except (AttributeError, ValueError):
+            continue
+        if address.version == version and str(address) not in seen:
+            seen.append(str(address))
+    return tuple(seen[:MAX_ADDRESSES])
+
+
+def _resolve_host(rec: _Recorder, name: str, port: int, preference: int, weight: int,
+                  families: tuple) -> Host:
+    errors_before = len(rec.errors)
+    ipv4 = _addresses(rec.query(name, "A"), 4) if 4 in families else ()
+    ipv6 = _addresses(rec.query(name, "AAAA"), 6) if 6 in families else ()
+    return Host(name, port, preference, weight, ipv4, ipv6, tuple(rec.errors[errors_before:]))
+
+
+def resolve_mx(rec: _Recorder, domain: str, families: tuple, port: int,
+               rng: random.Random) -> tuple:
+    """(route, hosts) from the MX records, the implicit MX or a null MX."""
+    answer = rec.query(domain, "MX")
+    if answer is None:
+        return "none", ()
+    records = [r for r in answer if hasattr(r, "exchange")]
+    if not records:
+        return "implicit-mx", (_resolve_host(rec, domain, port, 0, 0, families),)
+    if any(_target(r) in ("", ".") for r in records):
+        # RFC 7505: a null MX says the domain accepts no mail.
+        return "null-mx", ()
+    shuffled = list(records)
+    rng.shuffle(shuffled)            # RFC 5321 5.1: randomise equal preferences
+    shuffled.sort(key=lambda r: r.preference)
+    hosts = []
+    for record in shuffled[:MAX_HOSTS]:
+        hosts.append(_resolve_host(rec, _target(record), port, record.preference, 0, families))
+    return "mx", tuple(hosts)
+
+
+def resolve_plan(resolver, domain: str, aware: bool = True, mx_port: int = SMTP_PORT,
+                 rng: random.Random | None = None) -> Plan:
+    """The delivery plan for DOMAIN, of an MX6-aware sender or (aware=False) a plain one."""
+    domain = normalize_domain(domain)
+    rng = rng or random.Random()
+    rec = _Recorder(resolver)
+    if not aware:
+        route, hosts = resolve_mx(rec, domain, (4, 6), mx_port, rng)
+        return Plan(domain, False, route, hosts, tuple(rec.lookups), tuple(rec.errors))
+
+    srv = rec.query(SRV_PREFIX + domain, "SRV")
+    if srv is None:
+        # Not knowing whether MX6 is offered is not the same as it being absent.
+        return Plan(domain, True, "none", (), tuple(rec.lookups), tuple(rec.errors))
+    records = [r for r in srv if hasattr(r, "target") and _target(r) not in ("", ".")]
+    if not records:
+        why = "dot" if srv else "nothing"
+        route, hosts = resolve_mx(rec, domain, (4,), mx_port, rng)
+        return Plan(domain, True, route, hosts, tuple(rec.lookups), tuple(rec.errors),
+                    srv_absent=why, families=(4,))
+    hosts = []
+    for record in order_srv(records, rng)[:MAX_HOSTS]:
+        hosts.append(_resolve_host(rec, _target(record), int(record.port), record.priority,
+                                   record.weight, (4, 6)))
+    return Plan(domain, True, "srv", tuple(hosts), tuple(rec.lookups), tuple(rec.errors))
+
+
+def resolve_ipv4_fallback(resolver, domain: str, mx_port: int = SMTP_PORT,
+                          rng: random.Random | None = None) -> Plan:
+    """The MX route over IPv4, for when no IPv4 address of the SRV targets took the mail."""
+    rec = _Recorder(resolver)
+    route, hosts = resolve_mx(rec, normalize_domain(domain), (4,), mx_port, rng or random.Random())
+    return Plan(domain, True, route, hosts, tuple(rec.lookups), tuple(rec.errors), families=(4,))
+
+
+# --- the plan in the proposal's words -----------------------------------------------
+
+
+def _where(address: str, port: int) -> str:
+    return address if port == SMTP_PORT else f"{address} port {port}"
+
+
+def _gets_line(host: Host) -> str:
+    addresses = [a for a in host.ipv4] + [a for a in host.ipv6]
+    name = host.name if host.port == SMTP_PORT else f"{host.name} port {host.port}"
+    line = f"Gets {name} and then " + (" and ".join(addresses) if addresses else "no address")
+    if host.errors:
+        line += " (temporary DNS failure: " + "; ".join(host.errors) + ")"
+    return line
+
+
+def describe(plan: Plan, fallback: str = "550 5.5.7") -> list:
+    """The plan step by step, in the words of the MX6 proposal's scenarios."""
+    lines = []
+    domain = plan.domain
+    if plan.aware:
+        lines.append(f'Looks up "SRV {SRV_PREFIX}{domain}"')
+        if plan.route == "none":
+            lines.append("Gets a temporary DNS failure: " + "; ".join(plan.errors))
+            lines.append("Tries again later (a failed lookup is not an absent record)")
+            return lines
+        if plan.route != "srv":
+            lines.append("Gets nothing" if plan.srv_absent == "nothing"
+                         else 'Gets "." (MX6 is decidedly not offered)')
+    if plan.route != "srv":
+        lines.append(f'Looks up "MX {domain}"')
+        if plan.route == "none":
+            lines.append("Gets a temporary DNS failure: " + "; ".join(plan.errors))
+            lines.append("Tries again later (a failed lookup is not an absent record)")
+            return lines
+        if plan.route == "null-mx":
+            lines.append(f'Gets a null MX ("."): {domain} accepts no mail')
+            lines.append("Gives up (bounces)")
+            return lines
+        if plan.route == "implicit-mx":
+            lines.append(f"Gets nothing, so uses {domain} itself (the implicit MX)")
+    for host in plan.hosts:
+        lines.append(_gets_line(host))
+    attempts = plan.attempts()
+    if not attempts:
+        if plan.temporary:
+            lines.append("Has no address to connect to; tries again later")
+        else:
+            family = "IPv4 " if plan.families == (4,) else ""
+            lines.append(f"Has no {family}address to connect to; gives up (bounces)")
+        return lines
+    first = attempts[0]
+    lines.append(f"Connects via IPv{first.family} to {_where(first.address, first.port)}")
+    lines.append("Proceeds as usual")
+    if plan.route == "srv":
+        ipv4 = [a for a in attempts if a.family == 4]
+        if first.family == 6:
+            target = (" and then ".join(_where(a.address, a.port) for a in ipv4) if ipv4
+                      else f'the IPv4 hosts of "MX {domain}"')
+            lines.append(f"If after the DATA phase it gets {fallback}: connects via IPv4 to {target}")
+        if ipv4:
+            lines.append(f'If no IPv4 host of the SRV record takes the message: looks up '
+                         f'"MX {domain}" and connects via IPv4 to its hosts')
+    if len(attempts) > 1:
+        lines.append("If a host cannot be reached or answers 4xx, tries the next, in this order: "
+                     + ", ".join(str(a) for a in attempts))
+    return lines
+
+
+# --- what a receiver publishes ---------------------------------------------------------
+
+
+def zone_records(domain: str, mx6_host: str, ipv4: list, ipv6: list, mx_host: str = "",
+                 port: int = SMTP_PORT, ttl: int | None = None) -> list:
+    """The records the MX6 proposal asks a receiver to publish, as zone-file lines.
+
+    The MX host keeps only A records, so MX6-unaware senders stay on IPv4; the
+    SRV target carries the AAAA (and A, for the fallback) records.
+    """
+    domain = normalize_domain(domain)
+    mx6_host = normalize_domain(mx6_host)
+    mx_host = normalize_domain(mx_host) if mx_host else f"mx.{domain}"
+    v4 = [_address(a, 4) for a in ipv4]
+    v6 = [_address(a, 6) for a in ipv6]
+    if not v4:
+        raise ValueError("give at least one IPv4 address: the MX and the fallback need one")
+    if not v6:
+        raise ValueError("give at least one IPv6 address for the MX6 host")
+    if mx_host == mx6_host:
+        raise ValueError("the MX host must differ from the MX6 host: the MX host may not "
+                         "have AAAA records, the MX6 host needs them")
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port {port}")
+    ttl_text = f"{ttl} " if ttl is not None else ""
+
+    def rr(owner, rtype, data):
+        return f"{owner + '.':<32} {ttl_text}IN {rtype:<5} {data}"
+
+    lines = [f"; MX6 records for {domain}, as the MX6 proposal asks.",
+             "; The MX host has only A records: MX6-unaware senders deliver over IPv4.",
+             rr(domain, "MX", f"0 {mx_host}.")]
+    lines += [rr(mx_host, "A", a) for a in v4]
+    lines.append("; MX6-aware senders find the SRV record and may deliver over IPv6;")
+    lines.append("; told to fall back, they use the A records of the same host.")
+    if port != SMTP_PORT:
+        lines.append(f"; WARNING: port {port}: the proposal advises TCP/25, which outbound "
+                     "port-25 controls expect")
+    lines.append(rr(SRV_PREFIX + domain, "SRV", f"0 0 {port} {mx6_host}."))
+    lines += [rr(mx6_host, "A", a) for a in v4]
+    lines += [rr(mx6_host, "AAAA", a) for a in v6]
+    return lines
+
+
+def _address(text: str, version: int) -> str:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r}: not an IP address") from None
+    if address.version != version:
+        raise ValueError(f"{text!r}: not an IPv{version} address")
+    if version == 6 and address.ipv4_mapped is not None:
+        raise ValueError(f"{text!r}: an IPv4-mapped address is IPv4 on the wire, not IPv6")
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(f"{text!r}: not a unicast address")
+    return str(address)
+
+
+# --- auditing what a domain publishes ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str          # ok | note | warn | error
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.level.upper():5} {self.text}"
+
+
+@dataclass
+class Audit:
+    domain: str
+    findings: list = field(default_factory=list)
+    temporary: bool = False
+
+    def add(self, level: str, text: str) -> None:
+        self.findings.append(Finding(level, text))
+
+    @property
+    def departs(self) -> bool:
+        return any(f.level in ("warn", "error") for f in self.findings)
+
+
+def check_domain(resolver, domain: str) -> Audit:
+    """Compare what DOMAIN publishes with what the MX6 proposal asks of a receiver."""
+    domain = normalize_domain(domain)
+    audit = Audit(domain)
+    rec = _Recorder(resolver)
+
+    def temp(what: str) -> None:
+        audit.temporary = True
+        audit.add("error", f"{what}: temporary DNS failure ({rec.errors[-1]}); checked nothing further")
+
+    mx = rec.query(domain, "MX")
+    if mx is None:
+        temp(f"MX {domain}")
+        return audit
+    mx_hosts = sorted({_target(r) for r in mx if hasattr(r, "exchange")})
+    if "" in mx_hosts or "." in mx_hosts:
+        audit.add("error", f"MX {domain} is a null MX: the domain accepts no mail, so MX6 is moot")
+        return audit
+    if not mx_hosts:
+        audit.add("note", f"no MX for {domain}: senders use the implicit MX, {domain} itself")
+        mx_hosts = [domain]
+    for host in mx_hosts[:MAX_HOSTS]:
+        a, aaaa = rec.query(host, "A"), rec.query(host, "AAAA")
+        if a is None or aaaa is None:
+            temp(f"addresses of MX host {host}")
+            return audit
+        v4, v6 = _addresses(a, 4), _addresses(aaaa, 6)
+        if not v4:
+            audit.add("error", f"MX host {host} has no A record: MX6-unaware senders, which "
+                      "use the MX over IPv4, cannot reach it")
+        if v6:
+            audit.add("warn", f"MX host {host} has AAAA {', '.join(v6)}: MX6-unaware senders "
+                      "will deliver over IPv6; the proposal keeps the MX IPv4-only")
+        elif v4:
+            audit.add("ok", f"MX host {host}: IPv4 only ({', '.join(v4)})")
+
+    srv = rec.query(SRV_PREFIX + domain, "SRV")
+    if srv is None:
+        temp(f"SRV {SRV_PREFIX}{domain}")
+        return audit
+    records = [r for r in srv if hasattr(r, "target")]
+    if not records:
+        audit.add("note", f"no SRV {SRV_PREFIX}{domain}: {domain} does not offer MX6; "
+                  "aware senders use the MX over IPv4")
+        return audit
+    if any(_target(r) in ("", ".") for r in records):
+        if len(records) > 1:
+            audit.add("error", 'SRV "." (service not offered) must be the only SRV record')
+        else:
+            audit.add("note", f'SRV {SRV_PREFIX}{domain} is ".": MX6 decidedly not offered')
+        return audit
+    for record in records[:MAX_HOSTS]:
+        target, port = _target(record), int(record.port)
+        label = f"SRV target {target} (priority {record.priority}, weight {record.weight}, port {port})"
+        if port != SMTP_PORT:
+            audit.add("warn", f"{label}: port {port}; the proposal advises TCP/25, which "
+                      "outbound port-25 controls expect")
+        cname = rec.query(target, "CNAME")
+        a, aaaa = rec.query(target, "A"), rec.query(target, "AAAA")
+        if cname is None or a is None or aaaa is None:
+            temp(f"addresses of SRV target {target}")
+            return audit
+        if cname:
+            audit.add("warn", f"{label}: is an alias (CNAME); RFC 2782 targets must not be")
+        v4 = _addresses(a, 4)
+        v6_all = _addresses(aaaa, 6)
+        mapped = [x for x in v6_all if ipaddress.IPv6Address(x).ipv4_mapped is not None]
+        v6 = [x for x in v6_all if x not in mapped]
+        if mapped:
+            audit.add("warn", f"{label}: AAAA {', '.join(mapped)} is IPv4-mapped, which is "
+                      "IPv4 on the wire, not IPv6")
+        if not v6:
+            audit.add("warn", f"{label}: no (real) AAAA record, so MX6 brings no IPv6 delivery")
+        if not v4:
+            audit.add("warn", f"{label}: no A record; senders told to fall back to IPv4 "
+                      "must go to the MX hosts")
+        if target in mx_hosts:
+            audit.add("note", f"{label}: also an MX host; use a separate name so the MX can "
+                      "stay IPv4-only")
+        if v6 and v4 and port == SMTP_PORT and not cname:
+            audit.add("ok", f"{label}: IPv6 {', '.join(v6)}, IPv4 fallback {', '.join(v4)}")
+    return audit
