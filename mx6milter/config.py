@@ -214,6 +214,32 @@ class AddressbookSection:
     secret_file: str = _opt(_path_or_empty, "")
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
+@dataclass(frozen=True)
+class GreenlistSection:
+    """The weaker signals: each switchable; min_signals of them greenlist a message."""
+    fcrdns: bool = _opt(_bool, "yes")
+    networks: bool = _opt(_bool, "yes")
+    asn: bool = _opt(_bool, "yes")
+    mishandle4xx: bool = _opt(_bool, "yes")
+    history: bool = _opt(_bool, "no")          # reads and authenticates every IPv4 message
+    min_signals: int = _opt(_positive_int, "1")
+    history_min_messages: int = _opt(_positive_int, "5")
+    history_min_days: int = _opt(_non_negative_int, "14")
+    history_expiry_days: int = _opt(_positive_int, "180")
+    history_queue_size: int = _opt(_size, "64M")
+
+    def enabled_signals(self) -> tuple:
+        return tuple(name for name in ("fcrdns", "networks", "asn", "mishandle4xx", "history")
+                     if getattr(self, name))
+
+
 @dataclass(frozen=True)
 class LogSection:
     destination: str = _opt(_choice("stderr", "syslog"), "stderr")
@@ -229,6 +255,7 @@ class Config:
     policy: PolicySection = field(default_factory=PolicySection)
     dns: DnsSection = field(default_factory=DnsSection)
     addressbook: AddressbookSection = field(default_factory=AddressbookSection)
+    greenlist: GreenlistSection = field(default_factory=GreenlistSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 
@@ -291,6 +318,10 @@ def _check_consistency(config: Config) -> None:
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
+    enabled = len(config.greenlist.enabled_signals())
+    if 0 < enabled < config.greenlist.min_signals:
+        raise ConfigError(f"{config.path}: [greenlist] min_signals ({config.greenlist.min_signals}) "
+                          f"exceeds the {enabled} signals switched on; nothing could be greenlisted")
 
 
 def load_config(path: str) -> Config:

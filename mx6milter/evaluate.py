@@ -9,6 +9,7 @@ from .addresses import AddressError, normalise_address
 from .auth import AuthOutcome, Dmarc, authenticate, render_auth_results
 from .config import Config
 from .dns import Resolver
+from .greenlist import Greenlist
 from .model import Decision, Evidence, Finding, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable, field_to_network, ip_candidates
@@ -43,6 +44,7 @@ class Evaluator:
         self.store = store
         self.resolver = resolver
         self.dmarc = dmarc or Dmarc()
+        self.greenlist = Greenlist(config, store, resolver, self.dmarc)
 
     def evaluate(self, session: Session, message: Message) -> Outcome:
         started = time.monotonic()
@@ -78,6 +80,8 @@ class Evaluator:
                                                  for dom in ident for s in domain_suffixes(dom)})],
             "ab": [(r, sender) for r in recipients] if sender else [],
         }
+        green = self.greenlist.prepare(budget, address, session.helo, auth)
+        queries.update(green.queries)      # the same one round trip
         whitelist = []
         try:
             answers = self.store.lookup(queries)
@@ -90,8 +94,10 @@ class Evaluator:
             whitelist += self._ip_findings(answers["ip"], checks)
             whitelist += self._domain_findings(answers["domain"], identities, checks)
             whitelist += self._addressbook_findings(answers["ab"], recipients, sender, auth, checks)
+        greenlist = green.conclude(answers, checks)
         auth_results = render_auth_results(self.config.policy.authserv_id, auth)
-        evidence = Evidence(SessionClass.IPV6, whitelist=tuple(whitelist), checks=tuple(checks),
+        evidence = Evidence(SessionClass.IPV6, whitelist=tuple(whitelist), greenlist=greenlist,
+                            checks=tuple(checks),
                             failures=tuple(failures), auth_results=auth_results)
         return evidence, auth
 

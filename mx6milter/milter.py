@@ -48,6 +48,7 @@ class Mx6Milter(Milter.Base):
         self.config = evaluator.config
         self.session = Session()
         self.judged = False
+        self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -90,7 +91,10 @@ class Mx6Milter(Milter.Base):
         self.session.recipients = []
         self.session.auth_authen = self._macro("{auth_authen}")
         self.session.queue_id = self._macro("i")
-        self.judged = self.evaluator.session_class(self.session) is SessionClass.IPV6
+        session_class = self.evaluator.session_class(self.session)
+        self.judged = session_class is SessionClass.IPV6
+        self.learning = session_class is SessionClass.IPV4 and \
+            self.evaluator.greenlist.recorder is not None
         return Milter.CONTINUE
 
     @safe_callback
@@ -108,7 +112,7 @@ class Mx6Milter(Milter.Base):
                 lower == "authentication-results"
                 and claims_authserv_id(text_value, self.config.policy.authserv_id)):
             self.remove.append((name, index))
-        if self.judged:
+        if self.judged or self.learning:
             self.headers.append((name, text_value.strip()))
             value = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             self.raw_headers.append(name.encode("ascii", "replace") + b":" + value + b"\r\n")
@@ -116,13 +120,13 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def eoh(self):
-        if not self.judged and not self.remove:
-            return Milter.ACCEPT      # nothing to judge, nothing to strip: skip the body
+        if not self.judged and not self.learning and not self.remove:
+            return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
 
     @safe_callback
     def body(self, chunk):
-        if self.judged and not self.truncated:
+        if (self.judged or self.learning) and not self.truncated:
             if self.body_size + len(chunk) > self.config.milter.max_message_size:
                 self.truncated = True
             else:
@@ -137,13 +141,26 @@ class Mx6Milter(Milter.Base):
         for name, index in reversed(self.remove):
             self.chgheader(name, index, "")
         if not self.judged:
+            if self.learning:
+                self._learn()
             return Milter.ACCEPT
-        message = Message(headers=tuple(self.headers),
-                          raw=b"".join(self.raw_headers) + b"\r\n" + b"".join(self.body_chunks),
-                          truncated=self.truncated)
-        outcome = self.evaluator.evaluate(self.session, message)
+        outcome = self.evaluator.evaluate(self.session, self._message())
         log.info(format_decision_log(self.session, outcome))
         return self._apply(outcome)
+
+    def _message(self) -> Message:
+        return Message(headers=tuple(self.headers),
+                       raw=b"".join(self.raw_headers) + b"\r\n" + b"".join(self.body_chunks),
+                       truncated=self.truncated)
+
+    def _learn(self) -> None:
+        """Queue an IPv4 message for the history; its verdict is accept whatever happens here."""
+        try:
+            self.evaluator.greenlist.recorder.submit(self.session.client_ip, self.session.helo,
+                                                     self.session.mail_from, self._message())
+        except Exception:
+            log.exception("IPv4 history: message not queued (queue id %s); accepted anyway",
+                          self.session.queue_id or "-")
 
     def _apply(self, outcome: Outcome):
         decision = outcome.decision

@@ -5,10 +5,16 @@ Schema version 1, every key under ``<key_prefix>v1:``::
     <p>KIND:sources            set of source names that hold entries of KIND
     <p>KIND:SOURCE             hash FIELD -> VALUE          (ip, domain)
     <p>ab:SOURCE:RECIPIENT     hash SENDER -> VALUE         (addressbook)
+    <p>history:ipv4:DOMAIN     hash "v" -> "COUNT FIRST_DAY LAST_DAY EXPIRES", with a TTL
 
 KIND is ``ip`` (FIELD is ``HEXPREFIX/LEN``, see ``ip_field``), ``domain``
 (FIELD is the A-label domain; VALUE starts with what must authenticate) or
 ``ab``. Every VALUE ends in the expiry as Unix seconds, 0 for never.
+The greenlist's kinds (greenlist.py): ``green`` (networks, FIELD as for
+``ip``), ``mishandle4xx`` (FIELD a prefix as for ``ip`` or a PTR domain),
+``asn`` (the prefix-to-ASN table: FIELD a prefix, VALUE ``ASN[,ASN...]``
+then the expiry), ``asnlist`` (FIELD an AS number) and ``history``
+(history.py: the From domains seen authenticated over IPv4).
 
 One source per hash lets ``load(replace=True)`` swap a whole feed: it is
 loaded under staging keys (``<p>KIND:SOURCE~TOKEN...``, which no lookup
@@ -32,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 SCHEMA_VERSION = 1
-KINDS = ("ip", "domain", "ab")
+KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history")
 # Source names become part of key names: no ':' (the key separator), no '~' (staging).
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
@@ -57,6 +63,36 @@ end
 return out
 """
 _LOOKUP_SHA = hashlib.sha1(_LOOKUP_LUA.encode()).hexdigest()
+
+# The lookup of kind "asn", chained so it stays in the same round trip: the
+# prefix-to-ASN hits as above, then for each origin ASN in them the ASN
+# greenlist's hits ("<p>asnlist:SOURCE" FIELD ASN) with key suffix "list".
+_ASN_LUA = """
+local base = ARGV[1]
+local lists = redis.call('SMEMBERS', base .. 'list:sources')
+local out, seen = {}, {}
+for _, src in ipairs(redis.call('SMEMBERS', base .. ':sources')) do
+  for i = 2, #ARGV, 2 do
+    local v = redis.call('HGET', base .. ':' .. src, ARGV[i + 1])
+    if v then
+      out[#out + 1] = src; out[#out + 1] = ''; out[#out + 1] = ARGV[i + 1]; out[#out + 1] = v
+      for asn in string.gmatch(string.match(v, '^%S+') or '', '%d+') do
+        if not seen[asn] then
+          seen[asn] = true
+          for _, list in ipairs(lists) do
+            local w = redis.call('HGET', base .. 'list:' .. list, asn)
+            if w then
+              out[#out + 1] = list; out[#out + 1] = 'list'; out[#out + 1] = asn; out[#out + 1] = w
+            end
+          end
+        end
+      end
+    end
+  end
+end
+return out
+"""
+_ASN_SHA = hashlib.sha1(_ASN_LUA.encode()).hexdigest()
 
 # Bulk writes, one batch per call. ARGV = live base ("<p>KIND:SOURCE"), staging
 # base ("" = write to the live keys), staging TTL, then (suffix, field, value)
@@ -227,7 +263,8 @@ class Store:
         try:
             replies = self._run_lookup(kinds, queries)
         except redis.exceptions.NoScriptError:
-            self.client.script_load(_LOOKUP_LUA)   # Redis restarted: once, then again
+            for script in (_LOOKUP_LUA, _ASN_LUA):   # Redis restarted: once, then again
+                self.client.script_load(script)
             try:
                 replies = self._run_lookup(kinds, queries)
             except redis.exceptions.RedisError as err:
@@ -250,7 +287,7 @@ class Store:
             args = [self.kind_key(kind)]
             for suffix, field in queries[kind]:
                 args += [suffix, field]
-            pipe.evalsha(_LOOKUP_SHA, 0, *args)
+            pipe.evalsha(_ASN_SHA if kind == "asn" else _LOOKUP_SHA, 0, *args)
         return pipe.execute(raise_on_error=True) if kinds else []
 
     def _mark_down(self, now: float) -> None:

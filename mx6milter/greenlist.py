@@ -1,0 +1,203 @@
+"""The greenlist tier: weaker signals that accept IPv6 mail subject to content filtering.
+
+Signals (each switchable in ``[greenlist]``), as Finding kinds:
+
+``fcrdns``        the client's PTR name resolves back to the client address
+                  (AAAA) and the HELO name is that name
+``network``       the client is inside a greenlisted network (Redis kind ``green``)
+``asn``           the longest prefix holding the client in the prefix-to-ASN table
+                  (kind ``asn``) originates from ASNs on the ASN greenlist
+                  (kind ``asnlist``); every origin must be listed
+``mishandle4xx``  a known legitimate sender that mishandles 4xx replies: by
+                  network, or by the domain of its forward-confirmed PTR name
+                  (kind ``mishandle4xx``; a PTR alone is whatever the owner of
+                  the reverse zone says, so it must resolve back first)
+``history``       the From domain's authenticated history over IPv4 (history.py)
+
+The rule: a message is greenlisted when at least ``min_signals`` different
+signals pass (1: any one). The DNS work happens before the decision's Redis
+read, so all Redis queries join the evaluator's one round trip.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from dataclasses import dataclass
+
+import dns.reversename
+
+from .dns import DnsTempError
+from .history import History, HistoryRecorder, authenticated_via
+from .model import Finding
+from .store import field_to_network, ip_candidates
+
+SIGNALS = ("fcrdns", "network", "asn", "mishandle4xx", "history")
+MAX_PTR_NAMES = 5        # a hostile reverse zone may list hundreds
+
+
+def _clean(name: str) -> str:
+    """A DNS name as it may appear in logs and headers."""
+    return re.sub(r"[^a-z0-9._-]", "_", name.lower())[:255]
+
+
+def parent_domains(name: str) -> list:
+    """'mta1.mail.example.com' -> ['mta1.mail.example.com', 'mail.example.com', 'example.com']."""
+    labels = name.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def check_fcrdns(budget, address: ipaddress.IPv6Address, helo: str) -> tuple:
+    """(Finding, forward-confirmed PTR names) for the client address and HELO name."""
+    reverse = dns.reversename.from_address(str(address)).to_text()
+    try:
+        ptrs = budget.query(reverse, "PTR")
+    except DnsTempError as err:
+        return Finding("fcrdns", "temperror", str(err)), ()
+    names = sorted({rdata.target.to_text(omit_final_dot=True).lower() for rdata in ptrs})
+    names = names[:MAX_PTR_NAMES]
+    if not names:
+        return Finding("fcrdns", "miss", "no PTR"), ()
+    confirmed, trouble = [], None
+    for name in names:
+        try:
+            forward = budget.query(name, "AAAA")
+        except DnsTempError as err:
+            trouble = err
+            continue
+        if any(ipaddress.ip_address(rdata.address) == address for rdata in forward):
+            confirmed.append(name)
+    if not confirmed:
+        if trouble is not None:
+            return Finding("fcrdns", "temperror", str(trouble)), ()
+        return Finding("fcrdns", "fail", f"ptr={_clean(names[0])} does not resolve to the client"), ()
+    helo_name = helo.strip().rstrip(".").lower()
+    if helo_name in confirmed:
+        return Finding("fcrdns", "pass", _clean(helo_name)), tuple(confirmed)
+    return (Finding("fcrdns", "helo-mismatch", f"ptr={_clean(confirmed[0])} helo={_clean(helo_name)}"),
+            tuple(confirmed))
+
+
+def combine(min_signals: int, found: list) -> tuple:
+    """The rule: (greenlist Findings, or (); a note Finding when too few passed, or None)."""
+    kinds = {finding.kind for finding in found}
+    if found and len(kinds) >= min_signals:
+        return tuple(found), None
+    if found:
+        return (), Finding("greenlist", "insufficient", f"{len(kinds)}/{min_signals} signals")
+    return (), None
+
+
+def _longest(hits: list):
+    """The IP-prefix hit with the longest prefix (ties: first source by name)."""
+    prefixed = [h for h in hits if "/" in h.field and h.key == ""]
+    if not prefixed:
+        return None
+    return max(sorted(prefixed, key=lambda h: h.source, reverse=True),
+               key=lambda h: int(h.field.split("/")[1]))
+
+
+class Greenlist:
+    """Gathers the greenlist signals for the evaluator; owns the IPv4 history recorder."""
+
+    def __init__(self, config, store, resolver, checker, clock=time.time):
+        self.section = config.greenlist
+        self.checker = checker
+        self.history = History(store, self.section, clock)
+        self.recorder = None
+        if self.section.history:
+            self.recorder = HistoryRecorder(self.history, resolver, checker, config.dns.budget,
+                                            self.section.history_queue_size)
+
+    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth) -> "Pending":
+        """The DNS part, and the Redis queries to add to the decision's one lookup."""
+        section = self.section
+        fcrdns, names = None, ()
+        if section.fcrdns or section.mishandle4xx:
+            fcrdns, names = check_fcrdns(budget, address, helo)
+        prefixes = [("", f) for f in ip_candidates(address)] \
+            if section.networks or section.asn or section.mishandle4xx else []
+        queries = {}
+        if section.networks:
+            queries["green"] = prefixes
+        if section.asn:
+            queries["asn"] = prefixes
+        if section.mishandle4xx:
+            domains = sorted({d for name in names for d in parent_domains(name)})
+            queries["mishandle4xx"] = prefixes + [("", d) for d in domains]
+        domain = auth.dmarc.from_domain if section.history else ""
+        if domain:
+            queries["history"] = History.query(domain)
+        return Pending(self, queries, fcrdns if section.fcrdns else None, names, domain,
+                       authenticated_via(auth, self.checker) if domain else "")
+
+    # --- one signal each, from the lookup's answers ------------------------------
+
+    @staticmethod
+    def network_finding(hits: list) -> Finding:
+        best = _longest(hits)
+        if best is None:
+            return Finding("network", "miss")
+        return Finding("network", "pass", f"{field_to_network(best.field)} source={best.source}")
+
+    @staticmethod
+    def asn_finding(hits: list) -> Finding:
+        best = _longest(hits)
+        if best is None:
+            return Finding("asn", "miss", "no ASN for the client")
+        origins = best.value.split(" ", 1)[0].split(",")
+        listed = {h.field for h in hits if h.key == "list"}
+        detail = "+".join(f"AS{asn}" for asn in origins) + f" {field_to_network(best.field)}"
+        if all(asn in listed for asn in origins):
+            return Finding("asn", "pass", detail)
+        return Finding("asn", "unlisted", detail)
+
+    @staticmethod
+    def mishandle4xx_finding(hits: list, names: tuple) -> Finding:
+        best = _longest(hits)
+        if best is not None:
+            return Finding("mishandle4xx", "pass",
+                           f"{field_to_network(best.field)} source={best.source}")
+        domains = [h for h in hits if "/" not in h.field]
+        if domains:
+            entry = max(domains, key=lambda h: (len(h.field), h.source))
+            name = next(n for n in names if n == entry.field or n.endswith("." + entry.field))
+            return Finding("mishandle4xx", "pass",
+                           f"ptr={_clean(name)} domain={_clean(entry.field)} source={entry.source}")
+        return Finding("mishandle4xx", "miss")
+
+
+@dataclass
+class Pending:
+    """One message's greenlist evidence between the DNS part and the Redis answer."""
+    greenlist: Greenlist
+    queries: dict
+    fcrdns: Finding | None
+    names: tuple
+    domain: str
+    via: str
+
+    def conclude(self, answers: dict | None, checks: list) -> tuple:
+        """Append every signal's Finding to CHECKS; return the greenlist Findings.
+
+        ``answers`` is None when Redis could not be read: only FCrDNS can count then.
+        """
+        green = self.greenlist
+        results = []
+        if self.fcrdns is not None:
+            results.append(self.fcrdns)
+        if answers is not None:
+            if "green" in self.queries:
+                results.append(green.network_finding(answers["green"]))
+            if "asn" in self.queries:
+                results.append(green.asn_finding(answers["asn"]))
+            if "mishandle4xx" in self.queries:
+                results.append(green.mishandle4xx_finding(answers["mishandle4xx"], self.names))
+            if "history" in self.queries:
+                results.append(green.history.judge(answers["history"], self.domain, self.via))
+        checks.extend(results)
+        found = [finding for finding in results if finding.result == "pass"]
+        greenlist, note = combine(green.section.min_signals, found)
+        if note is not None:
+            checks.append(note)
+        return greenlist
