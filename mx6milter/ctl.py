@@ -17,6 +17,7 @@ from .config import ConfigError
 from .ctl_common import DEFAULT_CONFIG, UsageError
 from .ctl_entries import register_addressbook, register_domain, register_ip, register_stats
 from .ctl_explain import register_explain
+from .ctl_greenlist import register as register_greenlist
 from .ctl_import import register_export, register_import
 from .ctl_mx6 import register as register_mx6
 from .entries import EntryError, parse_ipv6_prefix  # noqa: F401  (kept importable from here)
@@ -30,6 +31,7 @@ REGISTRARS = [
     register_stats,
     register_explain,
     register_mx6,          # plan, send, dns, check-domain
+    register_greenlist,    # green, asnlist, mishandle4xx, asn, history; import asn and those
 ]
 
 
