@@ -165,10 +165,11 @@ class Mx6Milter(Milter.Base):
     def _apply(self, outcome: Outcome):
         decision = outcome.decision
         if decision.action is Action.ACCEPT:
+            # header_leading_space: the MTA writes "Name:" + value, so the space is ours.
             if outcome.evidence.auth_results:
-                self.addheader("Authentication-Results", outcome.evidence.auth_results, 0)
+                self.addheader("Authentication-Results", " " + outcome.evidence.auth_results, 0)
             if decision.header:
-                self.addheader(self.config.policy.verdict_header, decision.header, 0)
+                self.addheader(self.config.policy.verdict_header, " " + decision.header, 0)
             return Milter.ACCEPT
         reply = decision.reply
         self.setreply(reply.code, reply.status, *reply.lines)

@@ -21,7 +21,9 @@ class RecordingCtx(TestCtx):
         self.changed = []    # (name, index, value)
 
     def addheader(self, field, value, idx):
-        self.added.append((field, value, idx))
+        # Mx6Milter negotiates SMFIP_HDR_LEADSPC: the MTA adds no space after the colon.
+        assert value.startswith(" "), f"{field}: added value lacks its leading space: {value!r}"
+        self.added.append((field, value[1:], idx))
 
     def chgheader(self, field, idx, value):
         self.changed.append((field, idx, value))
