@@ -1,0 +1,1 @@
+"""Benchmarks for mx6milter: ``python -m bench`` (see bench/README.rst)."""
