@@ -1,10 +1,23 @@
-"""Mail addresses and domains from hostile input: parsed, checked, normalised."""
+"""Mail addresses and domains from hostile input: parsed, checked, normalised.
+
+Domains become lower-case A-labels (IDNA 2008 with UTS #46 mapping, as mail
+software and DNS expect); local parts are kept as sent, or lower-cased when
+the operator asks for it. Nothing here raises anything but AddressError.
+"""
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
 
+import idna
+
+log = logging.getLogger(__name__)
+
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_MAX_DOMAIN = 253
+_MAX_LOCAL = 64
+_MAX_FROM = 8192      # longer From fields are not parsed (no legitimate one is that long)
 
 
 class AddressError(ValueError):
@@ -16,25 +29,35 @@ def domain_to_ascii(domain: str) -> str:
     domain = domain.strip().rstrip(".")
     if not domain:
         raise AddressError("empty domain")
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError as err:
-        raise AddressError(f"{domain!r}: not a valid domain ({err})") from None
+    if len(domain) > _MAX_DOMAIN:
+        raise AddressError("domain longer than 253 characters")
+    if domain.isascii():
+        ascii_domain = domain.lower()
+    else:
+        try:
+            ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError, ValueError) as err:
+            raise AddressError(f"{domain!r}: not a valid domain ({err})") from None
     labels = ascii_domain.split(".")
-    if len(ascii_domain) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+    if len(ascii_domain) > _MAX_DOMAIN or not all(_LABEL.fullmatch(label) for label in labels):
         raise AddressError(f"{domain!r}: not a valid domain")
     return ascii_domain
 
 
 def split_address(address: str) -> tuple:
+    """(local part, domain as given); raises AddressError."""
     address = address.strip()
     if address.startswith("<") and address.endswith(">"):
         address = address[1:-1]
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
-        raise AddressError(f"{address!r}: expected local-part@domain")
-    if re.search(r"[\s<>\x00-\x1f\x7f]", local) or len(local) > 64:
-        raise AddressError(f"{address!r}: bad local part")
+        raise AddressError(f"{address[:100]!r}: expected local-part@domain")
+    if re.search(r"[\s<>\x00-\x1f\x7f]", local) or len(local) > _MAX_LOCAL:
+        raise AddressError(f"{address[:100]!r}: bad local part")
+    try:
+        local.encode("utf-8")   # undecodable 8-bit input arrives as lone surrogates
+    except UnicodeError:
+        raise AddressError(f"{address[:100]!r}: local part is not UTF-8") from None
     return local, domain
 
 
@@ -53,10 +76,14 @@ def domain_of(address: str) -> str | None:
         return None
 
 
-def from_addresses(values) -> list:
-    """Every address in the From header fields given; [] if none parse."""
-    out = []
-    for _name, address in email.utils.getaddresses([str(v) for v in values]):
-        if address:
-            out.append(address)
-    return out
+def from_addresses(values) -> list | None:
+    """Every address in the From header fields given; None if they cannot be parsed."""
+    values = [str(v) for v in values]
+    if sum(len(v) for v in values) > _MAX_FROM:
+        return None
+    try:
+        pairs = email.utils.getaddresses(values)
+    except Exception as err:   # e.g. RecursionError on thousands of nested comments
+        log.info("From field could not be parsed: %r", err)
+        return None
+    return [address for _name, address in pairs if address]

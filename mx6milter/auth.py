@@ -1,7 +1,13 @@
-"""SPF, DKIM and DMARC on top of dns.py, and the Authentication-Results header."""
+"""SPF, DKIM and DMARC on top of dns.py, and the Authentication-Results header.
+
+Every check turns hostile input into a result, never an exception:
+``temperror`` only when DNS could not answer (so the message can fall back
+and be retried), ``permerror`` for input that will never verify.
+"""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -12,18 +18,20 @@ import dmarc
 import spf
 from publicsuffixlist import PublicSuffixList
 
-from .addresses import AddressError, domain_of, domain_to_ascii, from_addresses
+from .addresses import AddressError, domain_of, domain_to_ascii, from_addresses, split_address
 from .dns import Budget, DnsTempError
 
 log = logging.getLogger(__name__)
 
 # pyspf looks names up through its module-level DNSLookup. We route it, once,
-# through the resolver of the message being checked on this thread.
+# through the resolver (and time budget) of the message checked on this thread.
 _spf_context = threading.local()
 
 
 def _spf_lookup(name, qtype, strict=True, timeout=None):
-    budget: Budget = _spf_context.budget
+    budget: Budget | None = getattr(_spf_context, "budget", None)
+    if budget is None:
+        raise spf.TempError("DNS lookup outside an mx6milter SPF check")
     try:
         rdatas = budget.query(name, qtype)
     except DnsTempError as err:
@@ -47,10 +55,11 @@ spf.DNSLookup = _spf_lookup
 @dataclass(frozen=True)
 class SpfResult:
     result: str            # none neutral pass fail softfail temperror permerror
-    domain: str = ""
+    domain: str = ""       # A-label domain checked
     scope: str = "mailfrom"  # or "helo" for the null sender
-    identity: str = ""
+    identity: str = ""     # the MAIL FROM address, or the HELO name
     reason: str = ""
+    last_resort: str = ""  # result of [policy] spf_last_resort when the domain has no SPF
 
 
 @dataclass(frozen=True)
@@ -82,31 +91,64 @@ class AuthOutcome:
 
     @property
     def dkim_pass_domains(self) -> set:
-        return {d.domain for d in self.dkim if d.result == "pass"}
+        return {d.domain for d in self.dkim if d.result == "pass" and d.domain}
 
     @property
     def spf_pass_domain(self) -> str:
         return self.spf.domain if self.spf.result == "pass" else ""
 
+    @property
+    def aligned_via(self) -> str:
+        """How the From domain authenticated in alignment: "dkim", "spf" or "".
 
-def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str) -> SpfResult:
-    """SPF of MAIL FROM, or of the HELO name for the null sender."""
-    scope = "mailfrom" if mail_from else "helo"
-    identity = mail_from or helo
-    domain = domain_of(mail_from) if mail_from else _helo_domain(helo)
-    if not domain:
-        return SpfResult("none", "", scope, identity, "no usable domain")
+        DMARC pass under the domain's own record; for a domain that publishes
+        no usable record, an SPF or DKIM pass aligned in relaxed mode.
+        """
+        dm = self.dmarc
+        if dm.result not in ("pass", "none") or not dm.from_domain:
+            return ""
+        return "dkim" if dm.dkim_aligned else "spf" if dm.spf_aligned else ""
+
+
+# --- SPF ---------------------------------------------------------------------------
+
+
+def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str,
+              last_resort: str = "") -> SpfResult:
+    """SPF of MAIL FROM, or of the HELO name for the null sender.
+
+    ``last_resort`` is an SPF record evaluated (pyspf's best_guess) for a
+    domain that publishes none; its result is kept apart in ``last_resort``.
+    """
+    if mail_from:
+        scope, identity = "mailfrom", mail_from
+        try:
+            local, raw_domain = split_address(mail_from)
+            domain = domain_to_ascii(raw_domain)
+        except AddressError as err:
+            return SpfResult("none", "", scope, identity, f"no usable domain: {err}")
+        # pyspf splits at the first '@'; a quoted local part with '@' would fool it
+        sender = f"{local if '@' not in local else 'postmaster'}@{domain}"
+    else:
+        scope, identity = "helo", helo
+        domain = _helo_domain(helo)
+        if not domain:
+            return SpfResult("none", "", scope, identity, "HELO is not a domain name")
+        sender = ""
     _spf_context.budget = budget
+    guess = ""
     try:
-        query = spf.query(i=client_ip, s=mail_from if mail_from else "", h=helo or domain,
+        query = spf.query(i=client_ip, s=sender, h=helo or domain if sender else domain,
                           timeout=max(0.1, budget.remaining()))
         result, _code, explanation = query.check()
-    except Exception as err:  # pyspf raises odd things on hostile names; never crash the milter
-        log.warning("SPF check of %r raised %r; treated as temperror", identity, err)
-        result, explanation = "temperror", str(err)
+        if result == "none" and last_resort:
+            guess = query.best_guess(last_resort)[0]
+    except Exception as err:  # pyspf raises odd things on hostile records; never crash
+        log.warning("SPF check of %r raised %r; treated as permerror", identity, err)
+        result, explanation = "permerror", f"SPF evaluation failed: {err}"
     finally:
         _spf_context.budget = None
-    return SpfResult(result.lower(), domain, scope, identity, explanation)
+    return SpfResult(result.lower(), domain, scope, identity, explanation, guess.lower())
 
 
 def _helo_domain(helo: str) -> str | None:
@@ -118,51 +160,108 @@ def _helo_domain(helo: str) -> str | None:
         return None
 
 
+# --- DKIM --------------------------------------------------------------------------
+
+
+class _DkimLog:
+    """A logger for dkimpy that keeps its error messages: they say why a signature failed."""
+
+    def __init__(self):
+        self.errors = []
+
+    def error(self, msg, *args, **kwargs):
+        self.errors.append(str(msg) % args if args else str(msg))
+
+    warning = error
+
+    def debug(self, *args, **kwargs):
+        pass
+
+    info = debug
+
+    def isEnabledFor(self, level):
+        return False
+
+
+_DKIM_HEADER = re.compile(rb"(?im)^dkim-signature[ \t]*:")
+_DKIM_FAIL = ("body hash mismatch", "expired")
+
+
 def check_dkim(budget: Budget, raw: bytes, truncated: bool = False) -> tuple:
-    """Verify every DKIM-Signature, not only the first."""
-    temp_errors = []
+    """Verify every DKIM-Signature, not only the first; one DkimResult each."""
+    state = {"temp": None, "missing": False}
 
     def dnsfunc(name, timeout=5):
         try:
-            records = budget.txt(name.decode() if isinstance(name, bytes) else name)
+            text = name.decode("ascii") if isinstance(name, bytes) else str(name)
+        except UnicodeError:
+            state["missing"] = True
+            return None
+        try:
+            records = budget.txt(text)
         except DnsTempError as err:
-            temp_errors.append(str(err))
+            state["temp"] = str(err)
             raise dkim.DnsTimeoutError(str(err)) from err
-        return records[0] if records else None
+        if not records:
+            state["missing"] = True
+            return None
+        return records[0]
 
+    dkim_log = _DkimLog()
     try:
-        verifier = dkim.DKIM(raw, logger=logging.getLogger("mx6milter.dkimpy"),
-                             timeout=max(0.1, budget.remaining()))
+        verifier = dkim.DKIM(raw, logger=dkim_log, timeout=max(0.1, budget.remaining()))
         count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     except Exception as err:
         log.info("message could not be parsed for DKIM: %r", err)
+        if _DKIM_HEADER.search(raw):
+            return (DkimResult("permerror", reason="message could not be parsed"),)
         return ()
     results = []
     for index in range(count):
         if truncated:
             results.append(DkimResult("policy", reason="message over max_message_size, not verified"))
             continue
-        before = len(temp_errors)
+        state.update(temp=None, missing=False)
+        dkim_log.errors.clear()
+        verifier.signature_fields = {}
         try:
             ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
-            reason = "" if ok else "signature did not verify"
-            result = "pass" if ok else "fail"
+            if ok:
+                result, reason = "pass", ""
+            elif state["temp"]:
+                result, reason = "temperror", state["temp"]
+            elif state["missing"]:
+                result, reason = "permerror", "no key published for the selector"
+            elif dkim_log.errors:
+                result, reason = "permerror", f"unusable key: {dkim_log.errors[-1]}"
+            else:
+                result, reason = "fail", "signature did not verify"
         except dkim.DKIMException as err:
-            ok, result, reason = False, "permerror", str(err)
-        except Exception as err:  # hostile signature fields
-            ok, result, reason = False, "permerror", repr(err)
-        if not ok and len(temp_errors) > before:
-            result, reason = "temperror", temp_errors[-1]
-        fields = getattr(verifier, "signature_fields", {}) or {}
-        results.append(DkimResult(result, _decode(fields.get(b"d", b"")).lower(),
+            reason = str(err)
+            result = "fail" if any(word in reason for word in _DKIM_FAIL) else "permerror"
+            if "body hash mismatch" in reason:
+                reason = "body hash mismatch"   # without the two hashes
+        except Exception as err:  # hostile signature fields reaching dkimpy's internals
+            result, reason = "permerror", f"unusable signature: {err!r}"
+        fields = getattr(verifier, "signature_fields", None) or {}
+        results.append(DkimResult(result, _dkim_domain(fields.get(b"d", b"")),
                                   _decode(fields.get(b"s", b"")), _decode(fields.get(b"a", b"")),
                                   reason))
-        verifier.signature_fields = {}
     return tuple(results)
+
+
+def _dkim_domain(value) -> str:
+    try:
+        return domain_to_ascii(_decode(value))
+    except AddressError:
+        return ""
 
 
 def _decode(value) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+# --- DMARC -------------------------------------------------------------------------
 
 
 class Dmarc:
@@ -175,7 +274,7 @@ class Dmarc:
         return self.psl.privatesuffix(domain) or domain
 
     def aligned(self, from_domain: str, other: str, mode: str) -> bool:
-        if not other:
+        if not other or not from_domain:
             return False
         if mode == "s":
             return other == from_domain
@@ -188,31 +287,42 @@ class Dmarc:
             record, where = self._find_record(budget, from_domain, org)
         except DnsTempError as err:
             return DmarcResult("temperror", from_domain, reason=str(err))
-        if record is None:
-            return DmarcResult("none", from_domain, reason="no DMARC record")
-        try:
-            policy = dmarc.DMARC().parse_record(record, domain=from_domain,
-                                                org_domain=org if where != from_domain else None,
-                                                strict=False)
-        except dmarc.Error as err:
-            return DmarcResult("none", from_domain, reason=f"unusable DMARC record: {err}")
+        policy, problem = None, "no DMARC record"
+        if record is not None:
+            try:
+                policy = dmarc.DMARC().parse_record(
+                    record, domain=from_domain, org_domain=org if where != from_domain else None,
+                    strict=False)
+            except dmarc.Error as err:
+                problem = f"unusable DMARC record: {err}"
+        if policy is None:
+            # No policy: still say whether SPF or DKIM aligned (relaxed), for whitelists.
+            return DmarcResult("none", from_domain, "",
+                               self._spf_aligned(from_domain, spf_result, "r"),
+                               self._dkim_aligned(from_domain, dkim_results, "r"), problem)
         adkim = "s" if policy.adkim is dmarc.DMARCAlignment.STRICT else "r"
         aspf = "s" if policy.aspf is dmarc.DMARCAlignment.STRICT else "r"
         disposition = policy.p
         if where != from_domain and policy.sp is not dmarc.DMARCDisposition.UNSPECIFIED:
             disposition = policy.sp
-        spf_aligned = spf_result.result == "pass" and spf_result.scope == "mailfrom" and \
-            self.aligned(from_domain, spf_result.domain, aspf)
-        dkim_aligned = any(d.result == "pass" and self.aligned(from_domain, d.domain, adkim)
-                           for d in dkim_results)
+        spf_aligned = self._spf_aligned(from_domain, spf_result, aspf)
+        dkim_aligned = self._dkim_aligned(from_domain, dkim_results, adkim)
         result = "pass" if spf_aligned or dkim_aligned else "fail"
         return DmarcResult(result, from_domain, disposition.name.lower(), spf_aligned, dkim_aligned)
+
+    def _spf_aligned(self, from_domain: str, spf_result: SpfResult, mode: str) -> bool:
+        return spf_result.result == "pass" and spf_result.scope == "mailfrom" and \
+            self.aligned(from_domain, spf_result.domain, mode)
+
+    def _dkim_aligned(self, from_domain: str, dkim_results: tuple, mode: str) -> bool:
+        return any(d.result == "pass" and self.aligned(from_domain, d.domain, mode)
+                   for d in dkim_results)
 
     @staticmethod
     def _find_record(budget: Budget, from_domain: str, org: str):
         for where in dict.fromkeys((from_domain, org)):
             records = [r.decode("utf-8", "replace") for r in budget.txt("_dmarc." + where)]
-            records = [r for r in records if r.lower().replace(" ", "").startswith("v=dmarc1")]
+            records = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1")]
             if len(records) == 1:
                 return records[0], where
             if len(records) > 1:
@@ -227,6 +337,8 @@ def single_from_address(from_values) -> tuple:
     if len(from_values) > 1:
         return "", "several From headers"
     addresses = from_addresses(from_values)
+    if addresses is None:
+        return "", "unparseable From header"
     if len(addresses) != 1:
         return "", f"{len(addresses)} addresses in From"
     if domain_of(addresses[0]) is None:
@@ -235,8 +347,9 @@ def single_from_address(from_values) -> tuple:
 
 
 def authenticate(budget: Budget, checker: Dmarc, client_ip: str, helo: str, mail_from: str,
-                 from_values, raw: bytes, truncated: bool = False) -> AuthOutcome:
-    spf_result = check_spf(budget, client_ip, helo, mail_from)
+                 from_values, raw: bytes, truncated: bool = False,
+                 spf_last_resort: str = "") -> AuthOutcome:
+    spf_result = check_spf(budget, client_ip, helo, mail_from, spf_last_resort)
     dkim_results = check_dkim(budget, raw, truncated)
     from_address, problem = single_from_address(from_values)
     if problem:
@@ -250,24 +363,30 @@ def authenticate(budget: Budget, checker: Dmarc, client_ip: str, helo: str, mail
     return AuthOutcome(spf_result, dkim_results, dmarc_result, from_address, tuple(temp))
 
 
+# --- Authentication-Results --------------------------------------------------------
+
+
 def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
     """The Authentication-Results header value (RFC 8601), built with authres."""
-    spf_result = outcome.spf
-    spf_kwargs = ({"smtp_mailfrom": spf_result.identity} if spf_result.scope == "mailfrom"
-                  else {"smtp_helo": spf_result.identity})
-    results = [authres.SPFAuthenticationResult(result=spf_result.result, **{
-        k: _safe_value(v) for k, v in spf_kwargs.items() if v})]
+    sp = outcome.spf
+    identity = {"smtp_mailfrom" if sp.scope == "mailfrom" else "smtp_helo": _safe_value(sp.identity)}
+    results = [authres.SPFAuthenticationResult(
+        result=sp.result,
+        result_comment=f"last-resort {sp.last_resort}" if sp.last_resort else None,
+        reason=_safe_reason(sp.reason) if sp.result in ("temperror", "permerror") else None,
+        **{k: v for k, v in identity.items() if v})]
     if not outcome.dkim:
         results.append(authres.DKIMAuthenticationResult(result="none"))
     for d in outcome.dkim:
         results.append(authres.DKIMAuthenticationResult(
             result=d.result, header_d=_safe_value(d.domain) or None,
             header_s=_safe_value(d.selector) or None,
-            reason=_safe_value(d.reason) if d.result != "pass" and d.reason else None))
+            header_a=_safe_value(d.algorithm) or None,
+            reason=_safe_reason(d.reason) if d.result != "pass" and d.reason else None))
     dm = outcome.dmarc
     results.append(authres.dmarc.DMARCAuthenticationResult(
         result=dm.result, header_from=_safe_value(dm.from_domain) or None,
-        reason=_safe_value(dm.reason) if dm.reason else None,
+        reason=_safe_reason(dm.reason) if dm.reason else None,
         policy=dm.policy or None))
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     return header.header_value()
@@ -278,14 +397,34 @@ def _safe_value(value: str) -> str:
     return "".join(ch for ch in value if "!" <= ch <= "~" and ch not in '"()\\;')[:200]
 
 
+def _safe_reason(value: str) -> str:
+    # reason="..." is a quoted string: spaces are fine; quotes and backslashes are not, and
+    # ';' and parentheses go too, for the benefit of naive parsers further down the line.
+    text = "".join(ch if " " <= ch <= "~" and ch not in '"\\;()' else " " for ch in value)
+    return " ".join(text.split())[:160]
+
+
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
 def claims_authserv_id(value: str, authserv_id: str) -> bool:
     """Whether an incoming Authentication-Results header claims our authserv-id.
 
-    Unparseable headers are judged by their first token, so garbage cannot hide a claim.
+    The header counts as ours if either authres's parser or a plain reading
+    of its first token (comments and quotes removed) says so, so garbage
+    cannot hide a claim.
     """
+    ours = authserv_id.lower().rstrip(".")
     try:
         parsed = authres.AuthenticationResultsHeader.parse_value(value)
-        claimed = parsed.authserv_id or ""
+        if (parsed.authserv_id or "").strip().lower().rstrip(".") == ours:
+            return True
     except Exception:
-        claimed = value.strip().split(";", 1)[0].split(None, 1)[0] if value.strip() else ""
-    return claimed.strip().lower().rstrip(".") == authserv_id.lower()
+        pass
+    text = value[:4096]
+    for _ in range(8):   # nested comments, innermost first
+        text, count = _COMMENT.subn(" ", text)
+        if not count:
+            break
+    head = text.split(";", 1)[0].split()
+    return bool(head) and head[0].strip('"').lower().rstrip(".") == ours

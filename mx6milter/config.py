@@ -107,6 +107,13 @@ def _domain_name(value: str) -> str:
     return value
 
 
+def _spf_record_or_empty(value: str) -> str:
+    if value and not re.fullmatch(r"v=spf1( [\x21-\x7e]+)*", value, re.IGNORECASE):
+        raise ValueError("expected an SPF record such as "
+                         "'v=spf1 a/24//64 mx/24//64 -all', or nothing")
+    return value
+
+
 def _header_name(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,62}", value):
         raise ValueError("expected a header field name such as X-MX6-Verdict")
@@ -192,6 +199,7 @@ class PolicySection:
     mx6_text: str = _opt(_reply_text, "Fall back to IPv4: not accepted over IPv6 from this sender")
     registration_url: str = _opt(_url_or_empty, "")
     verdict_header: str = _opt(_header_name, "X-MX6-Verdict")
+    spf_last_resort: str = _opt(_spf_record_or_empty, "")   # for domains that publish no SPF
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,37 @@ class DnsTempError(Exception):
     """A lookup that could not be answered now (timeout, SERVFAIL, budget spent)."""
 
 
+class _CountingNameserver(dns.nameserver.Do53Nameserver):
+    """A plain UDP/TCP nameserver that counts the queries really sent to it."""
+
+    def __init__(self, address: str, port: int, owner: "Resolver"):
+        super().__init__(address, port)
+        self.owner = owner
+
+    def query(self, *args, **kwargs):
+        self.owner._count_lookup()
+        return super().query(*args, **kwargs)
+
+
 class Resolver:
     def __init__(self, nameservers=(), timeout: float = 2.0, cache_size: int = 10000):
         self.timeout = timeout
+        self._lock = threading.Lock()
+        self.lookups = 0          # queries sent to a server: the cache could not answer
         self._resolver = dns.resolver.Resolver(configure=not nameservers)
-        if nameservers:
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
-                                          for host, port in nameservers]
+        if not nameservers:       # the system's (/etc/resolv.conf), port included
+            res = self._resolver
+            nameservers = [(ns, res.nameserver_ports.get(ns, res.port))
+                           for ns in res.nameservers if isinstance(ns, str)]
+        self._resolver.nameservers = [_CountingNameserver(host, port, self)
+                                      for host, port in nameservers]
         self._resolver.timeout = timeout
         self._resolver.lifetime = timeout
         self._resolver.cache = dns.resolver.LRUCache(cache_size)
-        self._lock = threading.Lock()
-        self.lookups = 0          # answered from the network, not the cache
+
+    def _count_lookup(self) -> None:
+        with self._lock:
+            self.lookups += 1
 
     @classmethod
     def from_config(cls, dns_section) -> "Resolver":
@@ -42,32 +61,40 @@ class Resolver:
 
     def query(self, name: str, rdtype: str, deadline: float | None = None) -> list:
         """The rdatas of NAME/TYPE; [] for NXDOMAIN or no data. Raises DnsTempError."""
+        qname = _query_name(name)
+        if qname is None:
+            return []       # not a name that can exist
         lifetime = self.timeout
         if deadline is not None:
             lifetime = min(lifetime, deadline - time.monotonic())
             if lifetime <= 0:
                 raise DnsTempError(f"{name}/{rdtype}: DNS time budget spent")
-        cache = self._resolver.cache
-        misses_before = cache.statistics.misses if hasattr(cache, "statistics") else 0
         try:
-            answer = self._resolver.resolve(name, rdtype, lifetime=lifetime,
+            answer = self._resolver.resolve(qname, rdtype, lifetime=lifetime,
                                             raise_on_no_answer=False, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.YXDOMAIN):
             return []
         except dns.resolver.NoNameservers as err:
-            raise DnsTempError(f"{name}/{rdtype}: no server answered (SERVFAIL or refused)") from err
+            raise DnsTempError(f"{name}/{rdtype}: no server answered (SERVFAIL, refused "
+                               "or unreachable)") from err
         except dns.exception.Timeout as err:
             raise DnsTempError(f"{name}/{rdtype}: timed out") from err
-        except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong,
-                dns.exception.SyntaxError, UnicodeError, ValueError):
-            return []   # not a name that can exist
         except dns.exception.DNSException as err:
             raise DnsTempError(f"{name}/{rdtype}: {err}") from err
-        finally:
-            if hasattr(cache, "statistics") and cache.statistics.misses != misses_before:
-                with self._lock:
-                    self.lookups += 1
         return list(answer.rrset) if answer.rrset is not None else []
+
+
+def _query_name(name: str):
+    """NAME as an absolute dns.name.Name, or None for names from hostile input that
+    no mail domain can have: empty, root, bad labels or IDNA, control bytes or spaces."""
+    try:
+        qname = dns.name.from_text(name)
+    except Exception:   # empty or long labels, bad escapes, bad IDNA, ...
+        return None
+    labels = qname.labels[:-1] if qname.is_absolute() else qname.labels
+    if not labels or not all(labels) or any(b < 0x21 or b > 0x7e for label in labels for b in label):
+        return None
+    return qname
 
 
 class Budget:

@@ -17,6 +17,7 @@ from .store import Store, StoreUnavailable, field_to_network, ip_candidates
 log = logging.getLogger(__name__)
 
 DOMAIN_REQUIREMENTS = ("dmarc", "dkim", "spf", "any")
+DEFAULT_REQUIREMENT = "dmarc"      # the From domain authenticated in alignment
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,15 @@ def domain_suffixes(domain: str) -> list:
 
 def covers(entry: str, domain: str) -> bool:
     """A whitelist entry covers its domain and every subdomain of it."""
-    return bool(domain) and (domain == entry or domain.endswith("." + entry))
+    return bool(domain) and bool(entry) and (domain == entry or domain.endswith("." + entry))
+
+
+def requirement_of(value: str) -> str:
+    """What a domain entry ("REQUIREMENT EXPIRY") asks for; unreadable means the default."""
+    parts = value.split()
+    if len(parts) > 1 and parts[0] in DOMAIN_REQUIREMENTS:
+        return parts[0]
+    return DEFAULT_REQUIREMENT
 
 
 class Evaluator:
@@ -65,7 +74,8 @@ class Evaluator:
         budget = self.resolver.budget(self.config.dns.budget)
         from_values = [value for name, value in message.headers if name.lower() == "from"]
         auth = authenticate(budget, self.dmarc, str(address), session.helo, session.mail_from,
-                            from_values, message.raw, message.truncated)
+                            from_values, message.raw, message.truncated,
+                            self.config.policy.spf_last_resort)
         checks = [Finding("session", "ipv6", str(address)),
                   Finding("spf", auth.spf.result, auth.spf.identity)]
         checks += [Finding("dkim", d.result, d.domain) for d in auth.dkim] or [Finding("dkim", "none")]
@@ -102,11 +112,19 @@ class Evaluator:
         return evidence, auth
 
     def _authenticated_identities(self, auth: AuthOutcome) -> dict:
-        """Domains that authenticated, by how they did."""
+        """Domains that authenticated, by how they did.
+
+        "spf" is the MAIL FROM domain (the HELO name for the null sender) on an
+        SPF pass, or on a pass of the configured last-resort record for a
+        domain that publishes no SPF; "dmarc" is the From domain when SPF or
+        DKIM passed in alignment with it (``AuthOutcome.aligned_via``).
+        """
+        spf_domain = auth.spf_pass_domain or (auth.spf.domain if auth.spf.last_resort == "pass"
+                                              else "")
         return {
             "dkim": sorted(auth.dkim_pass_domains),
-            "spf": [auth.spf_pass_domain] if auth.spf_pass_domain else [],
-            "dmarc": [auth.dmarc.from_domain] if auth.dmarc.result == "pass" else [],
+            "spf": [spf_domain] if spf_domain else [],
+            "dmarc": [auth.dmarc.from_domain] if auth.aligned_via else [],
         }
 
     def _addressbook_keys(self, session: Session, auth: AuthOutcome, checks: list):
@@ -115,6 +133,9 @@ class Evaluator:
             return [], ""
         if len(session.recipients) > self.config.milter.max_recipients:
             checks.append(Finding("addressbook", "skipped", "too many recipients"))
+            return [], ""
+        if not session.recipients:
+            checks.append(Finding("addressbook", "skipped", "no recipients"))
             return [], ""
         fold = self.config.addressbook.fold_local_part
         try:
@@ -127,8 +148,10 @@ class Evaluator:
             try:
                 recipients.append(self.store.addressbook_id(normalise_address(rcpt, fold)))
             except AddressError:
-                recipients.append("")   # cannot be in anyone's addressbook
-        return recipients, sender
+                # Nobody's addressbook can hold it, so not every recipient knows the sender.
+                checks.append(Finding("addressbook", "miss", "unparseable recipient"))
+                return [], ""
+        return sorted(set(recipients)), sender
 
     @staticmethod
     def _ip_findings(hits: list, checks: list) -> list:
@@ -144,7 +167,7 @@ class Evaluator:
     def _domain_findings(hits: list, identities: dict, checks: list) -> list:
         found = []
         for hit in sorted(hits, key=lambda h: (h.field, h.source)):
-            requirement = hit.value.split(" ", 1)[0]
+            requirement = requirement_of(hit.value)
             ways = DOMAIN_REQUIREMENTS[:3] if requirement == "any" else (requirement,)
             how = [way for way in ways if any(covers(hit.field, d) for d in identities.get(way, ()))]
             if how:
@@ -169,15 +192,11 @@ class Evaluator:
             checks.append(Finding("addressbook", "miss",
                                   f"{len(recipients) - missing}/{len(recipients)} recipients know the sender"))
             return []
-        from_domain = auth.dmarc.from_domain
-        spf_ok = auth.spf.result == "pass" and auth.spf.scope == "mailfrom" and \
-            self.dmarc.aligned(from_domain, auth.spf.domain, "r")
-        dkim_ok = any(self.dmarc.aligned(from_domain, d, "r") for d in auth.dkim_pass_domains)
-        if not (spf_ok or dkim_ok):
+        via = auth.aligned_via
+        if not via:
             checks.append(Finding("addressbook", "unauthenticated",
                                   f"all {len(recipients)} recipients know the sender; From not authenticated"))
             return []
-        finding = Finding("addressbook", "pass",
-                          f"{len(recipients)} recipients via={'dkim' if dkim_ok else 'spf'}")
+        finding = Finding("addressbook", "pass", f"{len(recipients)} recipients via={via}")
         checks.append(finding)
         return [finding]

@@ -7,6 +7,7 @@ from mx6milter.dns import Resolver
 from mx6milter.evaluate import Evaluator
 from mx6milter.store import Store
 
+from dkimkeys import DkimKeys
 from dnsserver import DnsServer
 from servers import RedisServer
 
@@ -19,9 +20,15 @@ def redis_server():
 
 
 @pytest.fixture(scope="session")
-def dns_server():
-    """BIND serving tests/data/zones; tests that need DKIM keys in DNS start their own."""
-    server = DnsServer().start()
+def dkim_keys():
+    """RSA and Ed25519 DKIM keys, generated once per test run (tests/dkimkeys.py)."""
+    return DkimKeys.generate()
+
+
+@pytest.fixture(scope="session")
+def dns_server(dkim_keys):
+    """BIND serving tests/data/zones, with the public halves of ``dkim_keys`` filled in."""
+    server = DnsServer(values=dkim_keys.zone_values()).start()
     yield server
     server.close()
 
