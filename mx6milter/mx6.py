@@ -85,7 +85,8 @@ class Plan:
     hosts: tuple = ()
     lookups: tuple = ()                 # (name, type) in the order they were made
     errors: tuple = ()                  # temporary DNS failures, as text
-    srv_absent: str = ""                # aware, MX route: why SRV was not used
+    srv_absent: str = ""                # aware, MX route: why SRV was not used (nothing,
+                                        # dot) or "fallback": after the SRV targets failed
     families: tuple = (4, 6)            # address families the route may use
 
     @property
@@ -225,7 +226,8 @@ def resolve_ipv4_fallback(resolver, domain: str, mx_port: int = SMTP_PORT,
     """The MX route over IPv4, for when no IPv4 address of the SRV targets took the mail."""
     rec = _Recorder(resolver)
     route, hosts = resolve_mx(rec, normalize_domain(domain), (4,), mx_port, rng or random.Random())
-    return Plan(domain, True, route, hosts, tuple(rec.lookups), tuple(rec.errors), families=(4,))
+    return Plan(domain, True, route, hosts, tuple(rec.lookups), tuple(rec.errors),
+                srv_absent="fallback", families=(4,))
 
 
 # --- the plan in the proposal's words -----------------------------------------------
@@ -248,7 +250,9 @@ def describe(plan: Plan, fallback: str = "550 5.5.7") -> list:
     """The plan step by step, in the words of the MX6 proposal's scenarios."""
     lines = []
     domain = plan.domain
-    if plan.aware:
+    if plan.aware and plan.srv_absent == "fallback":
+        lines.append("No IPv4 host of the SRV record took the message")
+    elif plan.aware:
         lines.append(f'Looks up "SRV {SRV_PREFIX}{domain}"')
         if plan.route == "none":
             lines.append("Gets a temporary DNS failure: " + "; ".join(plan.errors))
