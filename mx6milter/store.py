@@ -163,7 +163,11 @@ class Hit:
 
     @property
     def expires(self) -> int:
-        return int(self.value.rsplit(" ", 1)[-1] or 0)
+        """Unix seconds, 0 for never; -1 (long expired) if unreadable, so it never counts."""
+        try:
+            return int(self.value.rsplit(" ", 1)[-1] or 0)
+        except ValueError:
+            return -1
 
 
 @dataclass

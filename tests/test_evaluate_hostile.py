@@ -131,3 +131,19 @@ def test_many_recipients_with_unparseable_ones(evaluator, dkim_keys):
     result = run_milter(evaluator, raw, client_ip="2001:db8:99::1", mail_from="x@esp.example",
                         rcpts=rcpts)
     assert result.rc == Milter.ACCEPT       # the domain whitelist does not depend on recipients
+
+
+# --- hostile data in Redis ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["dkim", "dkim soon", "any 12abc", "\x00", "dkim -5 x"])
+def test_unreadable_entries_in_redis_never_crash_and_never_count(evaluator_factory, dkim_keys,
+                                                                 value, caplog):
+    evaluator = evaluator_factory(POLICY)
+    evaluator.store.add("domain", "local", [("", "example.com", value)])
+    evaluator.store.add("ab", "local", [("user@example.org", "alice@example.com", value)])
+    raw = dkim_keys.sign(message(), "example.com", "rsa")
+    with caplog.at_level(logging.INFO):
+        result = run_milter(evaluator, raw, client_ip="2001:db8:99::1", mail_from="x@esp.example")
+    assert "BUG" not in caplog.text
+    assert result.rc == Milter.TEMPFAIL and result.reply[:2] == ("451", "4.7.1")
