@@ -27,6 +27,8 @@ def _usage(text: str) -> Exception:
 
 def _setup(args):
     """(resolver, fallback code, fallback status) from --nameserver or the config."""
+    if args.dns_timeout < 0 or args.dns_timeout > 60:
+        raise _usage("--dns-timeout: expected seconds between 0 (the default) and 60")
     if args.nameserver:
         try:
             servers = _nameservers(" ".join(args.nameserver))
@@ -58,8 +60,14 @@ def _add_dns_options(p) -> None:
 # --- plan ------------------------------------------------------------------------------
 
 
+def _check_port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise _usage(f"--port {port}: out of range")
+
+
 def cmd_plan(args) -> int:
     domain = _domain(args.domain)
+    _check_port(args.port)
     resolver, code, status = _setup(args)
     plan = mx6.resolve_plan(resolver, domain, aware=not args.unaware, mx_port=args.port)
     steps = mx6.describe(plan, f"{code} {status}")
@@ -121,8 +129,9 @@ def cmd_send(args) -> int:
     helo = args.helo or socket.getfqdn()
     if not re.fullmatch(r"[A-Za-z0-9._:\[\]-]{1,255}", helo):
         raise _usage(f"--helo {helo!r}: not a host name or address literal")
-    if not 0 < args.port < 65536:
-        raise _usage(f"--port {args.port}: out of range")
+    _check_port(args.port)
+    if not 0 < args.timeout <= 3600:
+        raise _usage("--timeout: expected seconds, more than 0 and at most 3600")
     try:
         options = sender.Options(
             helo=helo, aware=not args.unaware, fallback_code=code, fallback_status=status,
@@ -177,6 +186,8 @@ def register_send(sub) -> None:
 
 
 def cmd_dns(args) -> int:
+    if args.ttl is not None and not 0 <= args.ttl <= 2147483647:
+        raise _usage(f"--ttl {args.ttl}: out of range")
     try:
         lines = mx6.zone_records(args.domain, args.mx6_host, args.ipv4, args.ipv6,
                                  args.mx_host, args.port, args.ttl)

@@ -208,6 +208,14 @@ def test_plan_null_mx(bind):
      "/nonexistent/message"],
     ["send", "--nameserver", "127.0.0.1", "--from", "a@b.example", "--to", "u@with6.example",
      "--source-ipv6", "127.0.0.1", "/etc/hostname"],
+    ["send", "--nameserver", "127.0.0.1", "--from", "a@b.example", "--to", "u@with6.example",
+     "--timeout", "-1", "/etc/hostname"],
+    ["send", "--nameserver", "127.0.0.1", "--from", "a@b.example", "--to", "u@with6.example",
+     "/tmp"],
+    ["plan", "--nameserver", "127.0.0.1", "--port", "70000", "with6.example"],
+    ["plan", "--nameserver", "127.0.0.1", "--dns-timeout", "-1", "with6.example"],
+    ["dns", "--domain", "with6.example", "--mx6-host", "mx6.with6.example",
+     "--ipv4", "10.0.0.2", "--ipv6", "2001:db8::2", "--ttl", "-5"],
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args):
     result = mx6ctl(*args)
