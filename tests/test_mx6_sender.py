@@ -20,6 +20,7 @@ from servers import free_port, wait_for
 MESSAGE = b"From: s@example.net\nTo: u@example.org\nSubject: mx6 sender test\n\n.leading dot\nHello.\n"
 PORT = free_dual_port()                    # MX route (with the port override) and IPv4 sinks
 P_FB, P_V6ONLY = free_dual_port(), free_dual_port()     # SRV ports of IPv6 targets on ::1
+P_T1, P_T2 = free_dual_port(), free_dual_port()
 
 ZONE = f"""$TTL 300
 @               IN SOA  ns hostmaster 1 3600 600 86400 300
@@ -41,6 +42,13 @@ _mx6._tcp.v6only IN SRV 0 0 {P_V6ONLY} t.v6only
 t.v6only        IN AAAA ::1
 v6only          IN MX   10 mx.v6only
 mx.v6only       IN A    127.0.8.4
+; two SRV targets: after the fallback reply from the first, the second only over IPv4
+_mx6._tcp.two   IN SRV  0 0 {P_T1} t1.two
+_mx6._tcp.two   IN SRV  10 0 {P_T2} t2.two
+t1.two          IN AAAA ::1
+t1.two          IN A    127.0.8.9
+t2.two          IN AAAA ::1
+t2.two          IN A    127.0.8.10
 ; a null MX; a "." SRV target
 null            IN MX   0 .
 _mx6._tcp.dot   IN SRV  0 0 0 .
@@ -182,6 +190,16 @@ def test_plain_sender_bounces_on_the_fallback_code(dns_world, sinks):
     assert statuses(result) == [("u@plain6.t.example", "bounced")]
     assert result.transcript.connections() == [("::1", 6, PORT)]
     assert four.messages() == []
+
+
+def test_after_the_fallback_reply_no_ipv6_address_is_tried(dns_world, sinks):
+    sinks("::1", P_T1, *FALLBACK)                    # t1 over IPv4: nothing listens
+    t2_six, t2_four = sinks("::1", P_T2), sinks("127.0.8.10", P_T2)
+    result = make_sender(dns_world).send("s@example.net", ["u@two.t.example"], MESSAGE)
+    assert statuses(result) == [("u@two.t.example", "delivered")]
+    assert result.transcript.connections() == [("::1", 6, P_T1), ("127.0.8.9", 4, P_T1),
+                                               ("127.0.8.10", 4, P_T2)]
+    assert t2_six.messages() == [] and len(t2_four.messages()) == 1
 
 
 def test_4xx_over_ipv6_tries_ipv4_of_the_same_target(dns_world, sinks):
