@@ -184,6 +184,9 @@ class _DkimLog:
 
 
 _DKIM_HEADER = re.compile(rb"(?im)^dkim-signature[ \t]*:")
+# Each signature costs a DNS lookup and a pass over the body; a hostile message may
+# carry hundreds. Those beyond this many (from the top) are reported, not verified.
+MAX_DKIM_SIGNATURES = 10
 _DKIM_FAIL = ("body hash mismatch", "expired")
 
 
@@ -220,6 +223,10 @@ def check_dkim(budget: Budget, raw: bytes, truncated: bool = False) -> tuple:
     for index in range(count):
         if truncated:
             results.append(DkimResult("policy", reason="message over max_message_size, not verified"))
+            continue
+        if index >= MAX_DKIM_SIGNATURES:
+            results.append(DkimResult("policy", reason=f"more than {MAX_DKIM_SIGNATURES} "
+                                                       "signatures, not verified"))
             continue
         state.update(temp=None, missing=False)
         dkim_log.errors.clear()

@@ -281,3 +281,16 @@ def test_dns_failure_makes_every_check_temperror(dead_budget, dmarc, dkim_keys):
     assert outcome.dkim[0].result == "temperror"
     assert outcome.dmarc.result == "temperror"
     assert [t.split(":")[0] for t in outcome.temp_errors] == ["spf", "dkim", "dmarc"]
+
+
+def test_signatures_beyond_the_cap_are_reported_not_verified(budget, dkim_keys, dns_server):
+    from mx6milter.auth import MAX_DKIM_SIGNATURES
+    signed = dkim_keys.sign(message(), "example.com", "rsa")          # the lowest: never reached
+    for i in range(MAX_DKIM_SIGNATURES + 4):
+        signed = dkim_keys.sign(signed, "esp.example", f"s{i}")        # no such selectors
+    before = dns_server.query_count()
+    results = check_dkim(budget, signed)
+    assert len(results) == MAX_DKIM_SIGNATURES + 5
+    assert [r.result for r in results[:MAX_DKIM_SIGNATURES]] == ["permerror"] * MAX_DKIM_SIGNATURES
+    assert {r.result for r in results[MAX_DKIM_SIGNATURES:]} == {"policy"}
+    assert dns_server.query_count() - before == MAX_DKIM_SIGNATURES
