@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import dns.reversename
 
 from .dns import DnsTempError
-from .history import History, HistoryRecorder, authenticated_via
+from .history import History, HistoryRecorder
 from .model import Finding
 from .store import field_to_network, ip_candidates
 
@@ -102,7 +102,6 @@ class Greenlist:
 
     def __init__(self, config, store, resolver, checker, clock=time.time):
         self.section = config.greenlist
-        self.checker = checker
         self.history = History(store, self.section, clock)
         self.recorder = None
         if self.section.history:
@@ -129,7 +128,7 @@ class Greenlist:
         if domain:
             queries["history"] = History.query(domain)
         return Pending(self, queries, fcrdns if section.fcrdns else None, names, domain,
-                       authenticated_via(auth, self.checker) if domain else "")
+                       auth.aligned_via if domain else "")
 
     # --- one signal each, from the lookup's answers ------------------------------
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import redis
 
-from .auth import AuthOutcome, Dmarc, authenticate
+from .auth import Dmarc, authenticate
 from .model import Finding, Message
 from .policy import parse_client_ip
 
@@ -57,28 +57,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[4])
 return count
 """
-
-
-def authenticated_via(auth: AuthOutcome, checker: Dmarc) -> str:
-    """How the From domain authenticated: "dkim", "spf", or "" when it did not.
-
-    DMARC's own result when the domain publishes a record (its alignment
-    modes apply); without a record, relaxed alignment as DMARC would apply it.
-    """
-    dmarc = auth.dmarc
-    if not dmarc.from_domain:
-        return ""
-    if dmarc.result == "pass":
-        return "dkim" if dmarc.dkim_aligned else "spf"
-    if dmarc.result != "none":       # fail, temperror, permerror
-        return ""
-    if any(checker.aligned(dmarc.from_domain, d, "r") for d in sorted(auth.dkim_pass_domains)):
-        return "dkim"
-    spf = auth.spf
-    if spf.result == "pass" and spf.scope == "mailfrom" and \
-            checker.aligned(dmarc.from_domain, spf.domain, "r"):
-        return "spf"
-    return ""
 
 
 @dataclass(frozen=True)
@@ -231,8 +209,7 @@ class HistoryRecorder:
         from_values = [value for name, value in message.headers if name.lower() == "from"]
         auth = authenticate(budget, self.checker, str(address), helo, mail_from, from_values,
                             message.raw, message.truncated)
-        via = authenticated_via(auth, self.checker)
-        if not via:
+        if not auth.aligned_via:
             log.debug("IPv4 history: From domain %r not authenticated (spf=%s dmarc=%s)",
                       auth.dmarc.from_domain, auth.spf.result, auth.dmarc.result)
             return ""
