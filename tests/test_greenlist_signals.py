@@ -290,3 +290,48 @@ def test_every_signal_in_one_redis_round_trip(evaluator_factory, redis_server):
     passed = {f.kind for f in outcome.evidence.greenlist}
     assert passed == {"fcrdns", "mishandle4xx"}        # the rest miss for this client
     assert {f.kind for f in outcome.evidence.checks} >= {"network", "asn", "history"}
+
+
+# --- where the signals show: log line, mx6ctl explain; Redis down ------------------------------
+
+
+def test_signals_in_the_log_line(evaluator_factory):
+    from mx6milter.milter import format_decision_log
+    session = Session(client_ip="2001:db8:8::10", helo="mail.greenlist.example",
+                      mail_from="sender@greenlist.example", recipients=["user@example.org"])
+    outcome = evaluate(evaluator_factory(), "2001:db8:8::10")
+    line = format_decision_log(session, outcome)
+    assert "fcrdns=pass(mail.greenlist.example)" in line
+    assert ",network=miss," in line and ",asn=miss(no_ASN_for_the_client)," in line
+    assert " verdict=greenlisted action=accept reasons=fcrdns=pass(mail.greenlist.example) " in line
+
+
+def test_signals_in_mx6ctl_explain(tmp_path, redis_url, dns_server):
+    import json
+    from ctl_runner import Ctl
+    ctl = Ctl(tmp_path, redis_url, dns_server.nameservers)
+    message = ctl.file("m.eml", FROM_GREEN)
+    run = ctl("explain", "--client-ip", "2001:db8:8::11", "--helo", "liar.greenlist.example",
+              "--mail-from", "sender@greenlist.example", "--rcpt", "user@example.org",
+              "--json", message)
+    result = json.loads(run.out)
+    assert result["tier"] == "none"
+    assert {"kind": "fcrdns", "result": "fail",
+            "detail": "ptr=liar.greenlist.example does not resolve to the client"} in result["checks"]
+    run = ctl("explain", "--client-ip", "2001:db8:8::10", "--helo", "mail.greenlist.example",
+              "--mail-from", "sender@greenlist.example", "--rcpt", "user@example.org", message)
+    assert run.rc == 0, run.err
+    assert "X-MX6-Verdict: greenlisted; subject-to-content-filtering; " \
+           "evidence=fcrdns=pass(mail.greenlist.example)" in run.out
+
+
+def test_redis_down_fcrdns_still_counts(dns_server):
+    from conftest import make_config
+    from mx6milter.evaluate import Evaluator
+    from mx6milter.store import Store
+    config = make_config("", "redis://127.0.0.1:1/0", dns_server.nameservers)
+    evaluator = Evaluator(config, Store.from_config(config.redis), Resolver.from_config(config.dns))
+    outcome = evaluate(evaluator, "2001:db8:8::10")
+    assert "redis-unavailable" in outcome.evidence.failures
+    assert outcome.decision.tier is Tier.GREENLISTED
+    assert not [f for f in outcome.evidence.checks if f.kind in ("network", "asn", "mishandle4xx")]
