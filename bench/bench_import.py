@@ -105,6 +105,21 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def command_name(store: Store, command) -> str:
+    words = (command.decode("utf-8", "replace") if isinstance(command, bytes) else str(command)).split()
+    scripts = {store._load_script.sha: "load batch (Lua)", store._swap_script.sha: "swap (Lua)"}
+    if len(words) > 1 and words[0].upper() == "EVALSHA":
+        return scripts.get(words[1], "EVALSHA lookup")
+    return words[0] if words else ""
+
+
+def settle(client, timeout: float = 30.0) -> None:
+    """Wait until Redis has freed what UNLINK handed to its background thread."""
+    deadline = time.monotonic() + timeout
+    while client.info("memory").get("lazyfree_pending_objects", 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def run_import(config: Path, kind: str, path: Path, store: Store, extra=()) -> dict:
     client = store.client
     client.slowlog_reset()
@@ -120,6 +135,7 @@ def run_import(config: Path, kind: str, path: Path, store: Store, extra=()) -> d
     watcher.join()
     if process.returncode != 0:
         raise SystemExit(f"mx6ctl import {kind} failed: {process.stderr}")
+    settle(client)
     after = client.info("memory")["used_memory"]
     slow = client.slowlog_get(1000)
     longest = max(slow, key=lambda e: e["duration"]) if slow else None
@@ -134,7 +150,7 @@ def run_import(config: Path, kind: str, path: Path, store: Store, extra=()) -> d
         "lookup_p99_ms": round(percentile(watcher.latencies, 0.99), 2),
         "lookup_max_ms": round(max(watcher.latencies, default=float("nan")), 2),
         "longest_redis_command_ms": round(longest["duration"] / 1000, 1) if longest else 0.0,
-        "longest_redis_command": str(longest["command"])[:40] if longest else "",
+        "longest_redis_command": command_name(store, longest["command"]) if longest else "",
     }
 
 
@@ -181,7 +197,8 @@ def main(argv=None) -> int:
         return 0
     print(f"{args.count:,} entries per kind; addressbook: {args.recipients:,} recipients\n")
     header = (f"{'kind':<12} {'run':<10} {'s':>6} {'added':>9} {'present':>9} {'removed':>8} "
-              f"{'MiB after':>9} {'MiB peak':>8} {'lookup p50/p99/max ms':>22} {'longest cmd ms':>14}")
+              f"{'MiB after':>9} {'MiB peak':>8} {'lookup p50/p99/max ms':>22} {'longest cmd ms':>14}"
+              "  longest cmd")
     print(header)
     print("-" * len(header))
     for r in results:
@@ -189,7 +206,8 @@ def main(argv=None) -> int:
         lookups = f"{r['lookup_p50_ms']}/{r['lookup_p99_ms']}/{r['lookup_max_ms']}"
         print(f"{r['kind']:<12} {r['options']:<10} {r['seconds']:>6} {s['added']:>9} "
               f"{s['present']:>9} {s['removed']:>8} {r['memory_after_mib']:>9} "
-              f"{r['memory_peak_sampled_mib']:>8} {lookups:>22} {r['longest_redis_command_ms']:>14}")
+              f"{r['memory_peak_sampled_mib']:>8} {lookups:>22} {r['longest_redis_command_ms']:>14}"
+              f"  {r['longest_redis_command']}")
     print(f"\nRedis memory for both lists: {memory_total / 1048576:.1f} MiB; "
           f"lookup errors during imports: {sum(r['lookup_errors'] for r in results)}")
     return 0
