@@ -64,6 +64,13 @@ def _octal_mode(value: str) -> int:
     return int(value, 8)
 
 
+def _account_or_empty(value: str) -> str:
+    """A user or group name, or a number; looked up when the daemon starts."""
+    if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+", value):
+        raise ValueError("expected a user or group name, or a number")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in choices:
@@ -175,6 +182,10 @@ class MilterSection:
     timeout: float = _opt(_positive_float, "600")
     max_message_size: int = _opt(_size, "50M")
     max_recipients: int = _opt(_positive_int, "1000")
+    user: str = _opt(_account_or_empty, "")           # switch to it after binding; empty: stay
+    group: str = _opt(_account_or_empty, "")          # empty: the user's primary group
+    socket_group: str = _opt(_account_or_empty, "")   # group of the unix socket, e.g. postfix
+    drain_timeout: float = _opt(_positive_float, "30")   # SIGTERM: wait for sessions in flight
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 
 import Milter
 import milter as libmilter
@@ -17,6 +18,7 @@ from .config import Config, ConfigError, load_config
 from .dns import Resolver
 from .evaluate import Evaluator
 from .milter import Mx6Milter
+from .privileges import drop_privileges, make_socket_dir, own_socket, resolve_identity
 from .store import Store
 
 log = logging.getLogger("mx6milter")
@@ -75,10 +77,28 @@ class Daemon:
         self.evaluator = build_evaluator(config)
         self.stopping = threading.Event()
         self.stop_requested = threading.Event()
+        self.abandon_drain = threading.Event()   # a second SIGTERM: stop waiting
         self.error: BaseException | None = None
+        self.identity = resolve_identity(config.milter)
+        self.sessions = 0                        # milter connections open now
+        self.sessions_changed = threading.Condition()
 
-    def new_connection(self) -> Mx6Milter:
+    def new_connection(self) -> Milter.Base:
+        with self.sessions_changed:
+            self.sessions += 1
+        if self.stop_requested.is_set():
+            return Refuse()
         return Mx6Milter(self.evaluator)   # read per connection, so a reload takes effect
+
+    def close_connection(self, ctx) -> int:
+        counted = ctx.getpriv() is not None
+        try:
+            return Milter.close_callback(ctx)
+        finally:
+            if counted:
+                with self.sessions_changed:
+                    self.sessions -= 1
+                    self.sessions_changed.notify_all()
 
     def reload(self) -> None:
         try:
@@ -105,7 +125,7 @@ class Daemon:
         libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
         libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
         libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-        libmilter.set_close_callback(Milter.close_callback)
+        libmilter.set_close_callback(self.close_connection)
         libmilter.setconn(self.config.milter.socket)
         libmilter.settimeout(int(self.config.milter.timeout))
         libmilter.register("mx6milter", negotiate=Milter.negotiate_callback)
@@ -113,11 +133,10 @@ class Daemon:
     def _prepare_socket(self) -> None:
         spec = self.config.milter.socket
         if spec.startswith(("unix:", "local:")):
-            path = spec.split(":", 1)[1]
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            make_socket_dir(spec.split(":", 1)[1], self.identity)
         libmilter.opensocket(True)
         if spec.startswith(("unix:", "local:")):
-            os.chmod(spec.split(":", 1)[1], self.config.milter.socket_mode)
+            own_socket(spec.split(":", 1)[1], self.config.milter.socket_mode, self.identity)
         else:
             set_nodelay_on_listeners()
 
@@ -136,6 +155,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self.reload())
         self._register()
         self._prepare_socket()
+        drop_privileges(self.identity)    # bound: from here on no root is needed
         self_check(self.evaluator)
         worker = threading.Thread(target=self._run_libmilter, name="libmilter", daemon=True)
         worker.start()
@@ -144,6 +164,7 @@ class Daemon:
         while not self.stopping.wait(0.2):
             if self.stop_requested.is_set():
                 if stopper is None:
+                    self._drain()
                     # smfi_stop blocks until the listener's poll returns; wake it.
                     stopper = threading.Thread(target=libmilter.stop, name="stop", daemon=True)
                     stopper.start()
@@ -156,8 +177,35 @@ class Daemon:
         return 0
 
     def stop(self) -> None:
-        log.info("stopping on signal")
+        if self.stop_requested.is_set():
+            log.info("second stop signal: not waiting for sessions in flight")
+            self.abandon_drain.set()
+            return
+        log.info("stopping on signal: no new sessions; %d in flight", self.sessions)
         self.stop_requested.set()
+
+    def _drain(self) -> None:
+        """Let sessions in flight finish (up to drain_timeout) before stopping libmilter.
+
+        smfi_stop ends every session at once, so it waits until they are done;
+        meanwhile new connections get a tempfail (see Refuse).
+        """
+        deadline = time.monotonic() + self.config.milter.drain_timeout
+        with self.sessions_changed:
+            while self.sessions > 0 and not self.abandon_drain.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("drain_timeout: %d sessions still open; the MTA will "
+                                "tempfail them", self.sessions)
+                    return
+                self.sessions_changed.wait(min(left, 0.2))
+
+
+class Refuse(Milter.Base):
+    """A connection arriving while we drain: tempfail it, the MTA keeps the mail."""
+
+    def connect(self, hostname, family, hostaddr):
+        return Milter.TEMPFAIL   # the MTA's own 4xx, as if the milter were down
 
 
 def wake_listener(spec: str) -> None:
