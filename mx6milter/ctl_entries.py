@@ -7,7 +7,7 @@ from .ctl_common import (UsageError, add_expires_option, add_source_option, addr
                          note, now, open_store, public_suffix_test)
 from .entries import (REQUIREMENTS, EntryError, LineParser, format_expiry, parse_expiry,
                       value_expiry, value_requirement)
-from .store import field_to_network
+from .store import KINDS, field_to_network
 
 SOURCE_HELP = "source of the entries (add: default local; remove, list: default every source)"
 
@@ -197,7 +197,8 @@ def cmd_stats(args) -> int:
     config = load(args)
     store = open_store(config)
     rows = []
-    for name, kind in (("ip", "ip"), ("domain", "domain"), ("addressbook", "ab")):
+    for kind in KINDS:             # the greenlist's kinds too; kinds without sources add no row
+        name = "addressbook" if kind == "ab" else kind
         for source, (keys, entries) in store.stats(kind).items():
             row = {"kind": name, "source": source, "entries": entries}
             if kind == "ab":
