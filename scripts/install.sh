@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES="python3 python3-venv python3-dev gcc libmilter-dev redis-server \
 postfix bind9 bind9-utils miltertest opendkim opendkim-tools opendmarc swaks \
-iproute2 procps util-linux rspamd"
+iproute2 procps util-linux rspamd m4 liblockfile1 libwrap0"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -42,3 +42,5 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ setup.py -nt "$stamp" ];
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
+# A real Sendmail for the tests, unpacked beside Postfix (see that script).
+scripts/install-sendmail.sh
