@@ -289,8 +289,10 @@ class LineParser:
                              + ", ".join(o + "=" for o in self.OPTIONS[self.kind]))
         expected = self.WORDS[self.kind]
         if len(words) != len(expected):
+            hint = " (CSV? name the file .csv or give --format csv)" \
+                if self.kind == "ab" and "," in line else ""
             raise EntryError(f"expected {' '.join(expected)} [options], got {len(words)} "
-                             f"word{'s' if len(words) != 1 else ''}")
+                             f"word{'s' if len(words) != 1 else ''}{hint}")
         expires = (parse_expiry(options["expires"], self.now) if "expires" in options
                    else self.default_expires)
         return self.entry(*words, expires=expires, requirement=options.get("require"))

@@ -165,6 +165,8 @@ def test_addressbook_lines_use_the_milters_normalisation():
     assert parser.parse("user@example.org bounce=x@list.example").field == "bounce=x@list.example"
     with pytest.raises(EntryError, match="local-part@domain"):
         parser.parse("user friend@partner.example")
+    with pytest.raises(EntryError, match="CSV\\? name the file .csv"):
+        parser.parse("user@example.org,friend@partner.example")
     with pytest.raises(EntryError, match="not UTF-8"):
         parser.parse("user@example.org fr\udcffiend@partner.example")
 
