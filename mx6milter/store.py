@@ -45,14 +45,18 @@ STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by thems
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
 # (see _pack): redis-py's per-argument packing of ~260 arguments per kind
-# was half the CPU time of a decision. This prelude unpacks them into Q.
+# was half the CPU time of a decision. unpack_pairs() unpacks them, and only
+# for a kind that has sources at all.
 _UNPACK_LUA = """
-local Q, packed, pos = {}, ARGV[2] or '', 1
-while pos <= #packed do
-  local colon = string.find(packed, ':', pos, true)
-  local n = tonumber(string.sub(packed, pos, colon - 1))
-  Q[#Q + 1] = string.sub(packed, colon + 1, colon + n)
-  pos = colon + n + 1
+local function unpack_pairs()
+  local Q, packed, pos = {}, ARGV[2] or '', 1
+  while pos <= #packed do
+    local colon = string.find(packed, ':', pos, true)
+    local n = tonumber(string.sub(packed, pos, colon - 1))
+    Q[#Q + 1] = string.sub(packed, colon + 1, colon + n)
+    pos = colon + n + 1
+  end
+  return Q
 end
 """
 
@@ -62,6 +66,8 @@ _LOOKUP_LUA = _UNPACK_LUA + """
 local base = ARGV[1]
 local sources = redis.call('SMEMBERS', base .. ':sources')
 local out = {}
+if #sources == 0 then return out end
+local Q = unpack_pairs()
 for _, src in ipairs(sources) do
   for i = 1, #Q, 2 do
     local key = base .. ':' .. src
@@ -84,7 +90,10 @@ _ASN_LUA = _UNPACK_LUA + """
 local base = ARGV[1]
 local lists = redis.call('SMEMBERS', base .. 'list:sources')
 local out, seen = {}, {}
-for _, src in ipairs(redis.call('SMEMBERS', base .. ':sources')) do
+local sources = redis.call('SMEMBERS', base .. ':sources')
+if #sources == 0 then return out end
+local Q = unpack_pairs()
+for _, src in ipairs(sources) do
   for i = 1, #Q, 2 do
     local v = redis.call('HGET', base .. ':' .. src, Q[i + 1])
     if v then
