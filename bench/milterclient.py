@@ -208,26 +208,33 @@ class LoadResult:
         return sorted(v.latency for v in self.verdicts if kinds is None or v.kind in kinds)
 
 
-async def _load(address: str, envelopes: list, sessions: int) -> LoadResult:
+async def _load(address: str, envelopes: list, sessions: int, rate: float | None) -> LoadResult:
     queue = list(reversed(envelopes))
     verdicts, errors = [], [0]
+    loop = asyncio.get_running_loop()
+    slot = [0.0]
 
     async def worker():
         while queue:
             env = queue.pop()
+            if rate:                  # open loop: message i starts at i / rate
+                due, slot[0] = started + slot[0], slot[0] + 1 / rate
+                await asyncio.sleep(max(0.0, due - loop.time()))
             try:
                 verdicts.append(await send_one(address, env))
             except (MilterError, OSError, asyncio.IncompleteReadError):
                 errors[0] += 1
 
-    started = time.perf_counter()
+    started = loop.time()
+    began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(sessions)))
-    return LoadResult(verdicts, time.perf_counter() - started, errors[0])
+    return LoadResult(verdicts, time.perf_counter() - began, errors[0])
 
 
-def run_load(address: str, envelopes: list, sessions: int) -> LoadResult:
-    """Send every envelope through SESSIONS concurrent milter connections."""
-    return asyncio.run(_load(address, envelopes, sessions))
+def run_load(address: str, envelopes: list, sessions: int, rate: float | None = None) -> LoadResult:
+    """Send every envelope through SESSIONS concurrent milter connections, as fast
+    as they go, or (RATE) starting one message every 1/RATE seconds."""
+    return asyncio.run(_load(address, envelopes, sessions, rate))
 
 
 def percentile(sorted_values: list, fraction: float) -> float:

@@ -45,8 +45,9 @@ class LatencyRow:
     actions: dict
 
 
-def measure(address: str, envs: list, sessions: int, cache: str) -> LatencyRow:
-    result = run_load(address, envs, sessions)
+def measure(address: str, envs: list, sessions: int, cache: str,
+            rate: float | None = None) -> LatencyRow:
+    result = run_load(address, envs, sessions, rate)
     judged = result.latencies([k.name for k in inputs.KINDS if k.name != "ipv4"] + ["cold"])
     actions = {}
     for v in result.verdicts:

@@ -26,6 +26,9 @@ class NullMilter(Milter.Base):
     def header(self, name, value):
         return Milter.CONTINUE
 
+    def data(self):
+        return Milter.CONTINUE
+
     def eoh(self):
         return Milter.CONTINUE
 

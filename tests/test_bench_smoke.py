@@ -41,8 +41,9 @@ def run_tiny(tmp_path):
                        "opendkim+opendmarc"}
     assert all(s["messages"] > 0 and s["seconds"] > 0 for s in results["mta_samples"])
     rows = results["milter_rows"]
-    assert {(r["cache"], r["sessions"]) for r in rows} == {("cold", 1), ("cold", 16),
+    assert {(r["cache"], r["sessions"]) for r in rows} >= {("cold", 1), ("cold", 16),
                                                            ("warm", 1), ("warm", 16)}
+    assert any(r["cache"].startswith("warm, paced") and r["sessions"] == 16 for r in rows)
     assert all(r["errors"] == 0 for r in rows)
     warm = next(r for r in rows if r["cache"] == "warm" and r["sessions"] == 1)
     # The mix reached the daemon and got the verdicts it was built for.
