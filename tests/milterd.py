@@ -43,7 +43,8 @@ def milter_ini(socket_spec: str, redis_url: str, nameservers: str = "127.0.0.1:9
 
 class MilterDaemon:
     def __init__(self, directory: Path, socket_spec: str, redis_url: str,
-                 extra: str = "", nameservers: str = "127.0.0.1:9"):
+                 extra: str = "", nameservers: str = "127.0.0.1:9", wrapper: tuple = ()):
+        self.wrapper = list(wrapper)   # e.g. setpriv ... --, to start it with fewer rights
         self.dir = Path(directory)
         self.socket = socket_spec
         self.conf = self.dir / "mx6milter.conf"
@@ -67,7 +68,8 @@ class MilterDaemon:
         self.conf.chmod(0o644)
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([MX6MILTER, "-c", str(self.conf)], stdout=log, stderr=log)
+        self.process = subprocess.Popen([*self.wrapper, MX6MILTER, "-c", str(self.conf)],
+                                        stdout=log, stderr=log)
         log.close()
         wait_for(self._ready, timeout=30, what=f"mx6milter on {self.socket}")
         return self

@@ -384,27 +384,36 @@ def _alive(pid: int) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Start or stop a private Postfix instance.")
+    """start/stop a long-lived instance: the demo of scripts/run.sh."""
+    parser = argparse.ArgumentParser(description="Start or stop a private Postfix instance "
+                                     "on [::1]:PORT and 127.0.0.1:PORT, delivering to smtp-sink.")
     parser.add_argument("action", choices=("start", "stop"))
-    parser.add_argument("--dir", required=True)
+    parser.add_argument("--dir", required=True, help="its directory (config, queue, sink, log)")
     parser.add_argument("--port", type=int, default=2525)
-    parser.add_argument("--main-cf", default="", help="file with extra main.cf lines")
+    parser.add_argument("--main-cf", default="", help="a file of extra main.cf lines")
+    parser.add_argument("--no-chroot", action="store_true",
+                        help="smtpd not chrooted, so it reaches a milter socket in /run")
     args = parser.parse_args(argv)
     extra = Path(args.main_cf).read_text() if args.main_cf else ""
-    instance = PrivatePostfix(main_cf=extra, directory=args.dir, port=args.port)
+    listeners = DEFAULT_LISTENERS
+    if args.no_chroot:
+        listeners = re.sub(r"^(\S+\s+inet\s+n\s+-\s+)y", r"\1n", listeners, flags=re.MULTILINE)
+    instance = PrivatePostfix(main_cf=extra, listeners=listeners, directory=args.dir,
+                              port=args.port)
+    sink_pid = instance.dir / "sink.pid"
     if args.action == "start":
         instance.start(detach=True)
-        (instance.dir / "sink.pid").write_text(f"{instance.sink.process.pid}\n")
+        sink_pid.write_text(f"{instance.sink.process.pid}\n")
         print(f"Postfix listening on [::1]:{instance.port} and 127.0.0.1:{instance.port}; "
-              f"messages go to {instance.sink.dir}")
-    else:
-        instance.started = True
-        instance.stop()
-        try:
-            pid = int((instance.dir / "sink.pid").read_text())
-            os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+              f"what it accepts goes to {instance.sink.dir}/, its log to {instance.log_file}")
+        return 0
+    instance.started = True
+    instance.stop()
+    try:
+        os.kill(int(sink_pid.read_text()), signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    sink_pid.unlink(missing_ok=True)
     return 0
 
 
