@@ -6,6 +6,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, load_config
+from .privileges import check_names
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 
@@ -23,6 +24,7 @@ def milter_main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        check_names(config.milter)        # the accounts exist on this machine
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2

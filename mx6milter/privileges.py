@@ -41,6 +41,15 @@ def _group(key: str, value: str) -> int:
         raise ConfigError(f"[milter] {key} = {value!r}: no such group") from None
 
 
+def check_names(section: MilterSection) -> None:
+    """Raise ConfigError if user, group or socket_group names no account (--check-config)."""
+    if section.user:
+        _user(section.user)
+    for key in ("group", "socket_group"):
+        if getattr(section, key):
+            _group(key, getattr(section, key))
+
+
 def resolve_identity(section: MilterSection) -> Identity:
     """Look the names up now, so a typo stops the start instead of a later switch."""
     uid = gid = name = None

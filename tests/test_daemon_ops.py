@@ -79,9 +79,11 @@ def test_binds_as_root_then_runs_as_nobody_with_the_socket_given_to_postfix(milt
 def test_bad_user_or_group_stops_the_start_with_status_2(tmp_path, redis_url, key, value, message):
     conf = tmp_path / "m.conf"
     conf.write_text(milter_ini(f"unix:{tmp_path}/m.sock", redis_url, extra=f"[milter]\n{key} = {value}\n"))
-    result = subprocess.run([MX6MILTER, "-c", str(conf)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert message in result.stderr
+    for check in ([], ["--check-config"]):
+        result = subprocess.run([MX6MILTER, "-c", str(conf), *check], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 2
+        assert message in result.stderr
     assert not (tmp_path / "m.sock").exists()
 
 
