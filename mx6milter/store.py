@@ -470,12 +470,11 @@ def _join(base: str, suffix: str) -> str:
 
 def _pack(pairs) -> bytes:
     """(suffix, field) pairs as one Lua argument: each string as b"LEN:BYTES"."""
-    items = []
-    for pair in pairs:
-        for text in pair:
-            size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
-            items.append(f"{size}:{text}")
-    return "".join(items).encode("utf-8", "surrogateescape")
+    packed = "".join(f"{len(s)}:{s}{len(f)}:{f}" for s, f in pairs)
+    if packed.isascii():          # the usual case: lengths in characters are in bytes
+        return packed.encode("ascii")
+    items = [text.encode("utf-8", "surrogateescape") for pair in pairs for text in pair]
+    return b"".join(b"%d:%s" % (len(item), item) for item in items)
 
 
 def _glob_escape(text: str) -> str:
