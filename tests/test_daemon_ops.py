@@ -156,3 +156,12 @@ def test_second_sigterm_stops_without_waiting(tmp_path, redis_url):
         assert time.monotonic() - started < 5
         assert "second stop signal" in milter.log()
         session.communicate(timeout=30)
+
+
+def test_startup_self_check_warns_about_dns_and_starts_anyway(tmp_path, redis_url):
+    """Nothing answers DNS on 127.0.0.1:9: a warning, and IPv4 mail is served."""
+    with MilterDaemon(tmp_path, f"unix:{tmp_path}/m.sock", redis_url,
+                      nameservers="127.0.0.1:9") as milter:
+        assert "startup check: DNS does not answer" in milter.log()
+        assert "startup check: Redis" not in milter.log()
+        miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="")
