@@ -31,7 +31,7 @@ REGISTRARS = [
     register_stats,
     register_explain,
     register_mx6,          # plan, send, dns, check-domain
-    register_greenlist,    # green, asnlist, mishandle4xx, asn, history; import asn and those
+    register_greenlist,    # green, asnlist, mishandle4xx, asn, history (import: ctl_import.IMPORT_KINDS)
 ]
 
 

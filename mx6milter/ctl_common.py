@@ -6,7 +6,7 @@ import sys
 import time
 
 from .config import Config, load_config
-from .entries import AddressIds, EntryError, check_source
+from .entries import AddressIds, EntryError, check_source, parse_expiry
 from .store import Store
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
@@ -60,6 +60,28 @@ def add_expires_option(parser) -> None:
 
 def now() -> float:
     return time.time()
+
+
+def parse_expires(text: str) -> int:
+    """--expires as entries.parse_expiry reads it; a bad one is a usage error."""
+    try:
+        return parse_expiry(text, now())
+    except EntryError as err:
+        raise UsageError(str(err)) from None
+
+
+def parse_all(texts, parse) -> list:
+    """Every input checked before anything is written; all the bad ones named."""
+    out, errors = [], []
+    for text in texts:
+        try:
+            out.append(parse(text))
+        except EntryError as err:
+            errors.append(str(err))
+    if errors:
+        raise UsageError("\n".join(errors) if len(errors) == 1 else
+                         f"{len(errors)} bad entries, nothing written:\n  " + "\n  ".join(errors))
+    return out
 
 
 def note(message: str) -> None:

@@ -4,33 +4,11 @@ from __future__ import annotations
 import json
 
 from .ctl_common import (UsageError, add_expires_option, add_source_option, address_ids, load,
-                         note, now, open_store, public_suffix_test)
-from .entries import (REQUIREMENTS, EntryError, LineParser, format_expiry, parse_expiry,
-                      value_expiry, value_requirement)
+                         note, now, open_store, parse_all, parse_expires, public_suffix_test)
+from .entries import REQUIREMENTS, LineParser, format_expiry, value_expiry, value_requirement
 from .store import KINDS, field_to_network
 
 SOURCE_HELP = "source of the entries (add: default local; remove, list: default every source)"
-
-
-def _parse_all(texts, parse) -> list:
-    """Every input checked before anything is written; all the bad ones named."""
-    out, errors = [], []
-    for text in texts:
-        try:
-            out.append(parse(text))
-        except EntryError as err:
-            errors.append(str(err))
-    if errors:
-        raise UsageError("\n".join(errors) if len(errors) == 1 else
-                         f"{len(errors)} bad entries, nothing written:\n  " + "\n  ".join(errors))
-    return out
-
-
-def _expires(args) -> int:
-    try:
-        return parse_expiry(args.expires, now())
-    except EntryError as err:
-        raise UsageError(str(err)) from None
 
 
 def _describe(hit, clock: float) -> str:
@@ -54,14 +32,24 @@ def _report_removed(count: int, asked: int, source) -> None:
 
 
 def cmd_ip(args) -> int:
-    return _simple_kind(args, "ip", args.prefixes, "PREFIX")
+    parser = LineParser("ip", now())
+    return edit_entries(args, "ip", args.prefixes, "PREFIX",
+                        lambda text, expires: parser.entry(text, expires=expires),
+                        lambda hit: str(field_to_network(hit.field)))
 
 
 def cmd_domain(args) -> int:
-    return _simple_kind(args, "domain", args.domains, "DOMAIN")
+    parser = LineParser("domain", now(), is_public=public_suffix_test(),
+                        default_requirement=args.require)
+    return edit_entries(args, "domain", args.domains, "DOMAIN",
+                        lambda text, expires: parser.entry(text, expires=expires),
+                        lambda hit: f"{hit.field}\trequire={value_requirement(hit.value)}")
 
 
-def _simple_kind(args, kind: str, texts: list, metavar: str) -> int:
+def edit_entries(args, kind: str, texts: list, metavar: str, make_entry, show) -> int:
+    """``KIND add|remove|list`` of a list keyed by one word (the greenlist's lists too):
+    ``make_entry(text, expires)`` gives an Entry or raises EntryError, ``show(hit)``
+    what ``list`` prints of an entry before its source and expiry."""
     config = load(args)
     if args.action == "list":
         if texts:
@@ -69,16 +57,12 @@ def _simple_kind(args, kind: str, texts: list, metavar: str) -> int:
         store = open_store(config)
         clock = now()
         for hit in store.entries(kind, args.source):
-            entry = str(field_to_network(hit.field)) if kind == "ip" else \
-                f"{hit.field}\trequire={value_requirement(hit.value)}"
-            print(f"{entry}\t{_describe(hit, clock)}")
+            print(f"{show(hit)}\t{_describe(hit, clock)}")
         return 0
     if not texts:
         raise UsageError(f"{kind} {args.action}: give at least one {metavar}")
-    parser = LineParser(kind, now(), is_public=public_suffix_test() if kind == "domain" else None,
-                        default_expires=_expires(args) if args.action == "add" else 0,
-                        default_requirement=getattr(args, "require", None) or "dmarc")
-    entries = _parse_all(texts, lambda text: parser.entry(text, expires=parser.default_expires))
+    expires = parse_expires(args.expires) if args.action == "add" else 0
+    entries = parse_all(texts, lambda text: make_entry(text, expires))
     for entry in entries:
         if entry.note:
             note(entry.note)
@@ -129,8 +113,8 @@ def cmd_addressbook(args) -> int:
     if ids.private and args.action == "list":
         note("[addressbook] secret_file is set: the addressbook holds keyed hashes of the "
              "addresses, so only hashes (hmac:...) can be shown")
-    recipient = _parse_all([args.recipient], ids)[0] if args.recipient else None
-    senders = _parse_all(args.senders, ids)
+    recipient = parse_all([args.recipient], ids)[0] if args.recipient else None
+    senders = parse_all(args.senders, ids)
     if args.action == "list":
         return _list_addressbook(store, ids, args.source, recipient, senders)
     if recipient is None:
@@ -139,7 +123,7 @@ def cmd_addressbook(args) -> int:
         if not senders:
             raise UsageError("addressbook add: give at least one SENDER")
         source = args.source or "local"
-        expires = _expires(args)
+        expires = parse_expires(args.expires)
         _report_added(store.load("ab", source, [(recipient, s, str(expires)) for s in senders]),
                       source)
         return 0

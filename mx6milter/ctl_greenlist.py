@@ -5,7 +5,8 @@
     mx6ctl mishandle4xx add|remove|list [PREFIX|DOMAIN ...] senders that mishandle 4xx
     mx6ctl asn lookup ADDRESS ...                           the table's answer for an address
     mx6ctl history show DOMAIN ...                          a From domain's IPv4 history
-    mx6ctl import asn|green|asnlist|mishandle4xx FILE       bulk loads, as import does
+    mx6ctl import asn|green|asnlist|mishandle4xx FILE       bulk loads (ctl_import's
+                                                            IMPORT_KINDS, with the parsers here)
 
 ``import asn`` reads the common ``prefix<TAB>length<TAB>asn`` format (CAIDA's
 pfx2as; ``64500_64501`` or ``64500,64501`` for several origins), takes the
@@ -16,17 +17,16 @@ kinds read one entry a line like ``import ip`` (``expires=`` allowed).
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 
-from .ctl_common import (UsageError, add_expires_option, add_source_option, load, note, now,
-                         open_store, public_suffix_test)
-from .ctl_import import Input, Progress, Reporter, parse_lines
+from .ctl_common import UsageError, add_expires_option, add_source_option, load, now, open_store, \
+    public_suffix_test
+from .ctl_entries import edit_entries
 from .entries import (Entry, EntryError, format_expiry, parse_domain, parse_expiry,
-                      parse_ipv6_prefix, split_line, value_expiry)
+                      parse_ipv6_prefix, split_line)
 from .greenlist import Greenlist
 from .history import History
-from .store import EmptyReplace, field_to_network, ip_candidates, ip_field
+from .store import field_to_network, ip_candidates, ip_field
 
 KINDS = {   # kind -> (what an entry is, help)
     "green": ("PREFIX", "greenlisted IPv6 networks: accepted subject to content filtering"),
@@ -34,7 +34,6 @@ KINDS = {   # kind -> (what an entry is, help)
     "mishandle4xx": ("PREFIX|DOMAIN", "known legitimate senders that mishandle 4xx replies, "
                                       "by network or by (forward-confirmed) PTR domain"),
 }
-IMPORT_KINDS = ("asn",) + tuple(KINDS)
 MAX_ASN = 2 ** 32 - 1
 _ASN = re.compile(r"(?:AS)?(\d{1,10})", re.I)
 _ORIGIN_SPLIT = re.compile(r"[_,]")
@@ -131,53 +130,11 @@ class AsnTable:
 
 
 def cmd_entries(args) -> int:
-    config = load(args)
     kind = args.command
-    if args.action == "list":
-        if args.entries:
-            raise UsageError(f"{kind} list takes no {KINDS[kind][0]}")
-        store = open_store(config)
-        clock = now()
-        for hit in store.entries(kind, args.source):
-            expires = value_expiry(hit.value)
-            print(f"{show_field(kind, hit.field)}\tsource={hit.source}\texpires={format_expiry(expires)}"
-                  + ("\t(expired)" if expires and expires <= clock else ""))
-        return 0
-    if not args.entries:
-        raise UsageError(f"{kind} {args.action}: give at least one {KINDS[kind][0]}")
-    expires = _expires(args) if args.action == "add" else 0
-    parser = GreenLineParser(kind, now(), expires, public_suffix_test())
-    entries, errors = [], []
-    for text in args.entries:
-        try:
-            entries.append(parser.entry(text, expires))
-        except EntryError as err:
-            errors.append(str(err))
-    if errors:
-        raise UsageError("\n".join(errors) if len(errors) == 1 else
-                         f"{len(errors)} bad entries, nothing written:\n  " + "\n  ".join(errors))
-    for entry in entries:
-        if entry.note:
-            note(entry.note)
-    store = open_store(config)
-    if args.action == "add":
-        source = args.source or "local"
-        result = store.load(kind, source, [e.triple() for e in entries])
-        print(f"added {result.added} new, {result.present + result.repeated} already present "
-              f"(value updated) in source {source}")
-    else:
-        count = store.remove(kind, args.source, [(e.suffix, e.field) for e in entries])
-        where = f"source {args.source}" if args.source else "any source"
-        print(f"removed {count}" + (f"; {len(entries) - count} not found in {where}"
-                                    if count < len(entries) else ""))
-    return 0
-
-
-def _expires(args) -> int:
-    try:
-        return parse_expiry(args.expires, now())
-    except EntryError as err:
-        raise UsageError(str(err)) from None
+    parser = GreenLineParser(kind, now(), is_public=public_suffix_test() if kind == "mishandle4xx"
+                             else None)
+    return edit_entries(args, kind, args.entries, KINDS[kind][0], parser.entry,
+                        lambda hit: show_field(kind, hit.field))
 
 
 # --- asn lookup, history show ----------------------------------------------------------------
@@ -215,74 +172,6 @@ def cmd_history(args) -> int:
     return 0
 
 
-# --- import -----------------------------------------------------------------------------------
-
-
-def cmd_import(args) -> int:
-    """``import`` for the greenlist's kinds; the flow and options of ctl_import's."""
-    kind = args.kind
-    if getattr(args, "format", "auto") != "auto" or getattr(args, "recipient", None) or \
-            getattr(args, "require", "dmarc") != "dmarc":
-        raise UsageError(f"--format, --recipient and --require do not apply to import {kind}")
-    if args.allow_empty and not (args.replace or kind == "asn"):
-        raise UsageError("--allow-empty only means something with --replace")
-    config = load(args)
-    store = open_store(config)
-    expires = _expires(args)
-    source_name = args.source or "local"
-    replace = args.replace or kind == "asn"
-    parser = AsnTable(expires) if kind == "asn" else \
-        GreenLineParser(kind, now(), expires, public_suffix_test())
-    source = Input(args.file)
-    summary = {"kind": kind, "source": source_name, "file": args.file, "format": "lines",
-               "replace": replace}
-    if args.strict:
-        reporter = Reporter(args.file, args.quiet, skipping=False)
-        for number, _entry, error in parse_lines(source.lines(), parser):
-            if error:
-                reporter.reject(number, error)
-        reporter.finish()
-        if reporter.rejected:
-            summary.update(added=0, present=0, repeated=0, removed=0, rejected=reporter.rejected,
-                           written=False)
-            print(json.dumps(summary))
-            raise UsageError(f"{args.file}: {reporter.rejected} bad lines; nothing written (--strict)")
-        if kind == "asn":
-            parser = AsnTable(expires)      # count the IPv4 lines once
-    reporter = Reporter(args.file, args.quiet)
-    progress = Progress(source.size, enabled=None if not args.quiet else False,
-                        label=f"import {kind}")
-    seen = 0
-
-    def entries():
-        nonlocal seen
-        for number, entry, error in parse_lines(source.lines(), parser):
-            seen = number
-            progress.update(source.consumed, number)
-            if error:
-                reporter.reject(number, error)
-                continue
-            if entry.note:
-                reporter.note(number, entry.note)
-            yield entry.triple()
-
-    try:
-        result = store.load(kind, source_name, entries(), replace=replace,
-                            allow_empty=args.allow_empty)
-    except EmptyReplace:
-        raise UsageError(f"{args.file}: no valid IPv6 entries; refusing to replace source "
-                         f"{source_name} with an empty list (--allow-empty to empty it)") from None
-    finally:
-        progress.finish(source.consumed, seen)
-        reporter.finish()
-    summary.update(added=result.added, present=result.present, repeated=result.repeated,
-                   removed=result.removed, rejected=reporter.rejected, written=True)
-    if kind == "asn":
-        summary["ipv4_skipped"] = parser.ipv4_skipped
-    print(json.dumps(summary))
-    return 0
-
-
 # --- registration -----------------------------------------------------------------------------
 
 
@@ -305,23 +194,3 @@ def register(sub) -> None:
     p.add_argument("action", choices=("show",))
     p.add_argument("domains", nargs="+", metavar="DOMAIN")
     p.set_defaults(func=cmd_history)
-    _extend_import(sub)
-
-
-def _extend_import(sub) -> None:
-    """Teach ``import`` (ctl_import's parser) the greenlist's kinds.
-
-    One parser must own the word ``import``; this adds our kinds to its KIND
-    choices and sends them here, keeping every option it defines.
-    """
-    importer = sub.choices.get("import")
-    if importer is None:
-        raise RuntimeError("ctl_greenlist.register must come after ctl_import's in REGISTRARS")
-    kind_action = next(a for a in importer._actions if a.dest == "kind")
-    kind_action.choices = tuple(kind_action.choices) + IMPORT_KINDS
-    others = importer.get_default("func")
-    importer.set_defaults(func=lambda args: cmd_import(args) if args.kind in IMPORT_KINDS
-                          else others(args))
-    importer.description = (importer.description or "") + (
-        " Greenlist kinds: asn (prefix<TAB>length<TAB>asn lines, IPv6 only, always replaces "
-        "its source), green, asnlist, mishandle4xx.")

@@ -5,7 +5,8 @@
 lines are reported with their numbers and skipped, or with ``--strict`` the
 whole file is refused before anything is written. ``--replace`` makes the
 file the whole source, swapped in atomically by the store. ``export`` writes
-what ``import`` reads.
+what ``import`` reads. IMPORT_KINDS lists every kind ``import`` loads, the
+greenlist's (ctl_greenlist's parsers) included.
 """
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from . import vcard
 from .ctl_common import (KIND_NAMES, UsageError, add_expires_option, add_source_option,
-                         address_ids, load, now, open_store, public_suffix_test)
-from .entries import (REQUIREMENTS, Entry, EntryError, LineParser, format_expiry, format_line,
-                      parse_expiry, value_expiry)
+                         address_ids, load, now, open_store, parse_expires, public_suffix_test)
+from .ctl_greenlist import AsnTable, GreenLineParser
+from .entries import (DEFAULT_REQUIREMENT, REQUIREMENTS, Entry, EntryError, LineParser,
+                      format_expiry, format_line, parse_expiry, value_expiry)
 from .store import EmptyReplace
 
 MAX_SHOWN = 100    # bad lines printed; the rest are counted
@@ -227,22 +231,74 @@ class Reporter:
 # --- import ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ImportKind:
+    """A kind ``import`` loads.
+
+    ``parser(args, expires, ids)`` makes a fresh line parser (``parse(line)``
+    gives an Entry, None for a blank line, or raises EntryError) for each pass
+    over the file. A ``snapshot`` kind always replaces its source. ``extra``
+    adds the parser's own counts to the JSON summary.
+    """
+    store_kind: str
+    parser: Callable
+    options: tuple = ()              # of --format, --recipient, --require: those that apply
+    snapshot: bool = False
+    entries: str = "entries"         # what the valid lines are, for the empty-replace refusal
+    extra: Callable = lambda parser: {}
+
+
+def _entry_lines(kind: str) -> Callable:
+    def make(args, expires, ids):
+        return LineParser(kind, now(), ids, public_suffix_test() if kind == "domain" else None,
+                          default_expires=expires,
+                          default_requirement=args.require or DEFAULT_REQUIREMENT)
+    return make
+
+
+def _green_lines(kind: str) -> Callable:
+    return lambda args, expires, ids: GreenLineParser(
+        kind, now(), expires, public_suffix_test() if kind == "mishandle4xx" else None)
+
+
+IMPORT_KINDS = {
+    "ip": ImportKind("ip", _entry_lines("ip")),
+    "domain": ImportKind("domain", _entry_lines("domain"), options=("--require",)),
+    "addressbook": ImportKind("ab", _entry_lines("ab"), options=("--format", "--recipient")),
+    "asn": ImportKind("asn", lambda args, expires, ids: AsnTable(expires), snapshot=True,
+                      entries="IPv6 entries",
+                      extra=lambda table: {"ipv4_skipped": table.ipv4_skipped}),
+    "green": ImportKind("green", _green_lines("green")),
+    "asnlist": ImportKind("asnlist", _green_lines("asnlist")),
+    "mishandle4xx": ImportKind("mishandle4xx", _green_lines("mishandle4xx")),
+}
+OPTION_USE = {"--format": "addressbook imports", "--recipient": "vCard addressbook imports",
+              "--require": "domain imports"}
+
+
+def _check_options(args, spec: ImportKind) -> None:
+    given = {"--format": args.format not in ("auto", "lines"),
+             "--recipient": args.recipient is not None, "--require": args.require is not None}
+    for option, is_given in given.items():
+        if is_given and option not in spec.options:
+            shown = f"--format {args.format}" if option == "--format" else option
+            raise UsageError(f"{shown} is for {OPTION_USE[option]}; "
+                             f"it does not apply to import {args.kind}")
+
+
 def cmd_import(args) -> int:
-    config = load(args)
-    kind = KIND_NAMES[args.kind]
-    if kind != "ab" and args.format in ("csv", "vcard"):
-        raise UsageError(f"--format {args.format} is for addressbook imports")
-    if args.allow_empty and not args.replace:
+    spec = IMPORT_KINDS[args.kind]
+    kind = spec.store_kind
+    _check_options(args, spec)
+    replace = args.replace or spec.snapshot
+    if args.allow_empty and not replace:
         raise UsageError("--allow-empty only means something with --replace")
+    config = load(args)
     source_name = args.source or "local"
     store = open_store(config)
     ids = address_ids(config, store) if kind == "ab" else None
-    try:
-        expires = parse_expiry(args.expires, now())
-    except EntryError as err:
-        raise UsageError(str(err)) from None
-    parser = LineParser(kind, now(), ids, public_suffix_test() if kind == "domain" else None,
-                        default_expires=expires, default_requirement=args.require)
+    expires = parse_expires(args.expires)
+    parser = spec.parser(args, expires, ids)
     source = Input(args.file)
     fmt = args.format if args.format != "auto" else detect_format(args.file, kind, _first_line(source))
     recipient = None
@@ -256,7 +312,7 @@ def cmd_import(args) -> int:
     elif args.recipient:
         raise UsageError("--recipient is for vCard files; CSV and lines name the recipient per line")
 
-    def items():
+    def items(parser):
         numbered = source.lines()
         if fmt == "csv":
             return parse_csv(numbered, parser)
@@ -264,12 +320,11 @@ def cmd_import(args) -> int:
             return parse_vcard(numbered, parser, recipient)
         return parse_lines(numbered, parser)
 
-    reporter = Reporter(args.file, args.quiet)
     summary = {"kind": args.kind, "source": source_name, "file": args.file, "format": fmt,
-               "replace": args.replace}
+               "replace": replace}
     if args.strict:
-        reporter.suffix = ""
-        for number, _entry, error in items():
+        reporter = Reporter(args.file, args.quiet, skipping=False)
+        for number, _entry, error in items(parser):
             if error:
                 reporter.reject(number, error)
         reporter.finish()
@@ -278,7 +333,8 @@ def cmd_import(args) -> int:
                            written=False)
             print(json.dumps(summary))
             raise UsageError(f"{args.file}: {reporter.rejected} bad lines; nothing written (--strict)")
-        reporter = Reporter(args.file, args.quiet)   # the first pass showed no notes
+        parser = spec.parser(args, expires, ids)     # its counts start again
+    reporter = Reporter(args.file, args.quiet)       # the first pass showed no notes
 
     progress = Progress(source.size, enabled=None if not args.quiet else False,
                         label=f"import {args.kind}")
@@ -286,7 +342,7 @@ def cmd_import(args) -> int:
 
     def entries():
         nonlocal lines_seen
-        for number, entry, error in items():
+        for number, entry, error in items(parser):
             lines_seen = number
             progress.update(source.consumed, number)
             if error:
@@ -297,16 +353,17 @@ def cmd_import(args) -> int:
             yield entry.triple()
 
     try:
-        result = store.load(kind, source_name, entries(), replace=args.replace,
+        result = store.load(kind, source_name, entries(), replace=replace,
                             allow_empty=args.allow_empty)
     except EmptyReplace:
-        raise UsageError(f"{args.file}: no valid entries; refusing to replace source "
+        raise UsageError(f"{args.file}: no valid {spec.entries}; refusing to replace source "
                          f"{source_name} with an empty list (--allow-empty to empty it)") from None
     finally:
         progress.finish(source.consumed, lines_seen)
         reporter.finish()
     summary.update(added=result.added, present=result.present, repeated=result.repeated,
-                   removed=result.removed, rejected=reporter.rejected, written=True)
+                   removed=result.removed, rejected=reporter.rejected, written=True,
+                   **spec.extra(parser))
     print(json.dumps(summary))
     return 0
 
@@ -317,8 +374,10 @@ def register_import(sub) -> None:
         description="Load entries from FILE (- for standard input): one entry a line with "
                     "optional expires= (and require= for domains), # comments; addressbooks "
                     "also as CSV (recipient,sender[,expires]) or a vCard file of one recipient's "
-                    "contacts. Prints a JSON summary: added, present, repeated, removed, rejected.")
-    p.add_argument("kind", choices=tuple(KIND_NAMES))
+                    "contacts. Prints a JSON summary: added, present, repeated, removed, rejected. "
+                    "Greenlist kinds: asn (prefix<TAB>length<TAB>asn lines, IPv6 only, always "
+                    "replaces its source), green, asnlist, mishandle4xx.")
+    p.add_argument("kind", choices=tuple(IMPORT_KINDS))
     p.add_argument("file", metavar="FILE")
     p.add_argument("--replace", action="store_true",
                    help="the file becomes the whole source, swapped in atomically")
@@ -329,7 +388,7 @@ def register_import(sub) -> None:
     p.add_argument("--format", choices=("auto", "lines", "csv", "vcard"), default="auto",
                    help="addressbook file format (default: by extension .csv/.vcf, or content)")
     p.add_argument("--recipient", metavar="ADDRESS", help="vCard: whose contacts these are")
-    p.add_argument("--require", choices=REQUIREMENTS, default="dmarc",
+    p.add_argument("--require", choices=REQUIREMENTS, default=None,
                    help="domain: requirement of lines without require= (default dmarc)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no notes")
     add_source_option(p, "the source to load into (default local)")

@@ -94,6 +94,8 @@ def test_many_bad_lines_are_counted_not_all_printed(ctl):
     (["import", "ip", "/nonexistent/list.txt"], "cannot read"),
     (["import", "ip", "/"], "is a directory"),
     (["import", "ip", "FILE", "--format", "csv"], "for addressbook imports"),
+    (["import", "ip", "FILE", "--require", "dkim"], "--require is for domain imports"),
+    (["import", "ip", "FILE", "--recipient", "u@example.org"], "does not apply to import ip"),
     (["import", "ip", "FILE", "--allow-empty"], "only means something with --replace"),
     (["import", "addressbook", "FILE", "--format", "vcard"], "give --recipient"),
     (["import", "addressbook", "FILE", "--recipient", "u@example.org"], "for vCard files"),

@@ -147,8 +147,10 @@ def test_import_green_mishandle4xx_asnlist(config_file, capsys, tmp_path):
 def test_import_rejects_options_of_other_kinds(config_file, capsys, tmp_path):
     path = tmp_path / "g.txt"
     path.write_text("2001:db8:77::/48\n")
-    status, _, err = mx6ctl(config_file, capsys, "import", "green", str(path), "--require", "dkim")
-    assert status == 2 and "do not apply" in err
+    for option in (["--require", "dkim"], ["--require", "dmarc"], ["--format", "csv"],
+                   ["--recipient", "u@example.org"]):
+        status, _, err = mx6ctl(config_file, capsys, "import", "green", str(path), *option)
+        assert status == 2 and "it does not apply to import green" in err, option
 
 
 def test_loaded_lists_greenlist_a_message(config_file, capsys, tmp_path, evaluator_factory):
