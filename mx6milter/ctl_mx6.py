@@ -27,7 +27,7 @@ def _usage(text: str) -> Exception:
 
 def _setup(args):
     """(resolver, fallback code, fallback status) from --nameserver or the config."""
-    if args.dns_timeout < 0 or args.dns_timeout > 60:
+    if not 0 <= args.dns_timeout <= 60:           # also refuses nan, which waits forever
         raise _usage("--dns-timeout: expected seconds between 0 (the default) and 60")
     if args.nameserver:
         try:

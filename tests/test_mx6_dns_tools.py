@@ -214,6 +214,7 @@ def test_plan_null_mx(bind):
      "/tmp"],
     ["plan", "--nameserver", "127.0.0.1", "--port", "70000", "with6.example"],
     ["plan", "--nameserver", "127.0.0.1", "--dns-timeout", "-1", "with6.example"],
+    ["plan", "--nameserver", "127.0.0.1", "--dns-timeout", "nan", "with6.example"],
     ["dns", "--domain", "with6.example", "--mx6-host", "mx6.with6.example",
      "--ipv4", "10.0.0.2", "--ipv6", "2001:db8::2", "--ttl", "-5"],
 ])
