@@ -36,7 +36,12 @@ CSV_HEADER = ("recipient", "sender", "expires")
 
 
 class Input:
-    """The input file's lines as (number, text or None if not UTF-8); readable twice."""
+    """The input file's lines as (number, text or None if not UTF-8); readable twice.
+
+    Lines end with LF, CRLF or a lone CR (Excel's "CSV (Macintosh)"), from a
+    file as from standard input. UTF-16 (Windows address book exports) is
+    refused at once rather than reported as every line not being UTF-8.
+    """
 
     def __init__(self, path: str):
         self.path = path
@@ -45,14 +50,19 @@ class Input:
             if path == "-":
                 self._data = sys.stdin.buffer.read()
                 self.size = len(self._data)
+                start = self._data[:2]
             else:
                 if os.path.isdir(path):
                     raise UsageError(f"{path}: is a directory")
                 self._data = None
                 self.size = os.path.getsize(path)
-                open(path, "rb").close()   # fail now, not halfway through
+                with open(path, "rb") as handle:   # fail now, not halfway through
+                    start = handle.read(2)
         except OSError as err:
             raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
+        if start in (b"\xff\xfe", b"\xfe\xff"):
+            raise UsageError(f"{path}: UTF-16 text; mx6ctl reads UTF-8 "
+                             "(convert it: iconv -f UTF-16 -t UTF-8)")
 
     def lines(self):
         self.consumed = 0
@@ -62,7 +72,7 @@ class Input:
             return
         try:
             with open(self.path, "rb") as handle:
-                yield from self._decode(handle)
+                yield from self._decode(_split_lone_cr(handle))
         except OSError as err:
             raise UsageError(f"{self.path}: cannot read: {err.strerror or err}") from None
 
@@ -77,6 +87,15 @@ class Input:
             if number == 1:
                 text = text.lstrip("\ufeff")
             yield number, text.rstrip("\r\n")
+
+
+def _split_lone_cr(raw_lines):
+    """A file's LF-ended lines, split at a lone CR as bytes.splitlines splits stdin."""
+    for raw in raw_lines:
+        if raw.find(b"\r", 0, -2) == -1:    # the common case: no CR but maybe a final CRLF
+            yield raw
+        else:
+            yield from raw.splitlines(keepends=True)
 
 
 def detect_format(path: str, kind: str, first_line: str) -> str:

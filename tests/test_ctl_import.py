@@ -175,6 +175,33 @@ def test_vcard_detected_by_content_and_read_from_stdin(ctl, redis_url):
     assert raw(redis_url).hlen("mx6:v1:ab:local:user@example.org") == 2
 
 
+def test_lines_ended_by_a_lone_cr_read_as_from_standard_input(ctl, redis_url):
+    """Excel's "CSV (Macintosh)" ends lines with CR alone: a file reads as stdin does."""
+    book = b"recipient,sender\ruser@example.org,a@partner.example\ruser@example.org,b@partner.example\r"
+    path = ctl.file("mac.csv", book)
+    result = ctl("import", "addressbook", path, "--source", "file")
+    assert (summary(result)["added"], summary(result)["rejected"]) == (2, 0), result.err
+    piped = ctl.process("import", "addressbook", "-", "--format", "csv", "--source", "pipe",
+                        input=book)
+    assert json.loads(piped.stdout)["added"] == 2, piped.stderr
+    ips = ctl.file("mac.txt", b"2001:db8:1::/48\r\r2001:db8:2::/48 expires=2030-01-01\r\n2001:db8:3::/48")
+    result = ctl("import", "ip", ips)
+    assert (summary(result)["added"], summary(result)["rejected"]) == (3, 0), result.err
+
+
+@pytest.mark.parametrize("bom", [b"\xff\xfe", b"\xfe\xff"])
+def test_a_utf16_file_is_refused_with_the_reason(ctl, redis_url, bom):
+    codec = "utf-16-le" if bom == b"\xff\xfe" else "utf-16-be"
+    path = ctl.file("contacts.vcf", bom + VCARDS.encode(codec))
+    result = ctl("import", "addressbook", path, "--recipient", "user@example.org")
+    assert result.rc == 2 and result.out == ""
+    assert result.err == f"mx6ctl: {path}: UTF-16 text; mx6ctl reads UTF-8 " \
+                         "(convert it: iconv -f UTF-16 -t UTF-8)\n"
+    piped = ctl.process("import", "ip", "-", input=bom + "2001:db8::/48\n".encode(codec))
+    assert piped.returncode == 2 and b"UTF-16 text" in piped.stderr
+    assert raw(redis_url).keys("mx6:v1:*") == []
+
+
 # --- export round trips ----------------------------------------------------------------------
 
 
