@@ -427,6 +427,8 @@ def cmd_export(args) -> int:
     show = address_ids(config, store).show if kind == "ab" else (lambda s: s)
     clock = now()
     if args.output:
+        if os.path.isdir(args.output):
+            raise UsageError(f"{args.output}: is a directory")
         directory = os.path.dirname(os.path.abspath(args.output))
         try:
             handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory,
@@ -439,7 +441,10 @@ def cmd_export(args) -> int:
         written, expired = _write_export(handle, kind, args, store, show, clock)
         if args.output:
             handle.close()
-            os.replace(handle.name, args.output)
+            try:
+                os.replace(handle.name, args.output)
+            except OSError as err:
+                raise UsageError(f"{args.output}: cannot write: {err.strerror or err}") from None
     except BaseException:
         if args.output:
             handle.close()

@@ -102,6 +102,7 @@ def test_many_bad_lines_are_counted_not_all_printed(ctl):
     (["import", "ip", "FILE", "--expires", "yesterday"], "expected never"),
     (["export", "ip", "--format", "csv"], "for addressbook exports"),
     (["export", "ip", "-o", "/nonexistent/dir/out.txt"], "cannot write"),
+    (["export", "ip", "-o", "/tmp"], "/tmp: is a directory"),
 ])
 def test_import_usage_errors(ctl, redis_url, argv, words):
     path = ctl.file("list.txt", "2001:db8::/48\n")
