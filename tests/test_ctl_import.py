@@ -395,7 +395,10 @@ def run_reader(store, kind, queries, old, new, replace):
     while not reader.seen:
         time.sleep(0.001)
     replace()
-    time.sleep(0.05)
+    # Two more looks: the second began after the swap (a loaded machine is slow to them).
+    looks, deadline = len(reader.seen), time.monotonic() + 10
+    while len(reader.seen) < looks + 2 and time.monotonic() < deadline and reader.is_alive():
+        time.sleep(0.01)
     reader.stop.set()
     reader.join(10)
     assert reader.error is None
