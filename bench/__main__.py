@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                          f"choose a directory under /tmp or bench/out")
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results = {"plan": plan_name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-               "machine": machine(), "command": command.strip()}
+               "machine": machine(), "command": command.strip(), "loadavg_start": os.getloadavg()}
     log = lambda text: print(text, flush=True)   # noqa: E731
     started = time.monotonic()
     log(f"bench: plan {plan_name}, parts {','.join(parts)}, output {out}")
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
         dns.close()
         redis.close()
     results["seconds"] = round(time.monotonic() - started)
+    results["loadavg_end"] = os.getloadavg()
     text = header(results) + report.render(results)
     print("\n" + text)
     (out / "report.rst").write_text(text)
@@ -130,7 +131,13 @@ def header(results: dict) -> str:
     return (f"Run {results['date']}, plan {results['plan']}, {results.get('seconds', '?')} s\n"
             f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
             f"Python {m['python']}, Postfix {m['postfix']}, code {m['git']}\n"
-            f"Command: {results['command']}\n\n")
+            f"Command: {results['command']}\n"
+            f"Load average (1/5/15 min) at start {_load(results.get('loadavg_start'))}, "
+            f"at end {_load(results.get('loadavg_end'))}: other work on the machine\n\n")
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.1f}" for v in values) if values else "?"
 
 
 def _jsonable(value):
