@@ -117,6 +117,11 @@ class Daemon:
     def _register(self) -> None:
         Milter.factory = self.new_connection
         libmilter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS)
+        # An exception our callbacks cannot catch (pymilter failing to decode a
+        # non-UTF-8 HELO before calling us) must not become libmilter's default
+        # 451 "Filter failure", which hits IPv4 mail too. IPv6 mail is still judged
+        # at end of message, where no such exception can happen (no arguments).
+        libmilter.set_exception_policy(Milter.CONTINUE)
         libmilter.set_connect_callback(Milter.connect_callback)
         libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
         libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
