@@ -411,7 +411,9 @@ def _safe_reason(value: str) -> str:
     return " ".join(text.split())[:160]
 
 
-_COMMENT = re.compile(r"\([^()]*\)")
+_COMMENT_CHAR = re.compile(r"[()\\]")
+_TOKEN = re.compile(r"[^\s();]+")
+_SPACE = re.compile(r"\s+")
 
 
 def claims_authserv_id(value: str, authserv_id: str) -> bool:
@@ -422,18 +424,37 @@ def claims_authserv_id(value: str, authserv_id: str) -> bool:
     cannot hide a claim.
     """
     ours = authserv_id.lower().rstrip(".")
-    text = value[:4096]
     try:
         # Only the part before the first ';' names the authserv-id; parsing a whole
         # 100 KB header of results costs authres seconds, on IPv4 mail too.
+        text = value[:4096]
         parsed = authres.AuthenticationResultsHeader.parse_value(text.split(";", 1)[0] + "; none")
         if (parsed.authserv_id or "").strip().lower().rstrip(".") == ours:
             return True
     except Exception:
         pass
-    for _ in range(8):   # nested comments, innermost first
-        text, count = _COMMENT.subn(" ", text)
-        if not count:
-            break
-    head = text.split(";", 1)[0].split()
-    return bool(head) and head[0].strip('"').lower().rstrip(".") == ours
+    return _first_token(value).strip('"').lower().rstrip(".") == ours
+
+
+def _first_token(text: str) -> str:
+    """The first word outside comments (RFC 5322 CFWS), however long or deeply nested
+    the comments before it; "" if there is none. Linear in the header's length."""
+    pos, depth = 0, 0
+    while pos < len(text):
+        if depth:
+            found = _COMMENT_CHAR.search(text, pos)
+            if found is None:
+                return ""            # an unterminated comment hides nothing
+            char, pos = found.group(), found.end()
+            if char == "\\":
+                pos += 1             # quoted-pair: the next character is literal
+            else:
+                depth += 1 if char == "(" else -1
+        elif text[pos] == "(":
+            depth, pos = 1, pos + 1
+        elif text[pos].isspace():
+            pos = _SPACE.match(text, pos).end()
+        else:
+            token = _TOKEN.match(text, pos)
+            return token.group() if token else ""
+    return ""

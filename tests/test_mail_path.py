@@ -5,9 +5,15 @@ in-process pymilter harness for several messages on one connection.
 """
 from __future__ import annotations
 
+import Milter
 import pytest
 
+from conftest import make_config
+from harness import run_milter
 from milterd import MilterDaemon
+from mx6milter.dns import Resolver
+from mx6milter.evaluate import Evaluator
+from mx6milter.store import Store
 from test_miltertest import miltertest
 
 
@@ -23,3 +29,27 @@ def test_helo_that_is_not_utf8_is_no_filter_failure(daemon, client, expect):
     answered 451 4.3.0 "Filter failure" to the HELO of IPv4 mail."""
     miltertest("eightbit_helo.lua", daemon.socket, CLIENT=client, EXPECT=expect)
     assert "UnicodeDecodeError" in daemon.log()
+
+
+@pytest.fixture
+def ipv4_evaluator(redis_url):
+    """An evaluator for sessions that never reach DNS (IPv4)."""
+    config = make_config("[policy]\nauthserv_id = mx.example.org\n", redis_url)
+    return Evaluator(config, Store.from_config(config.redis), Resolver.from_config(config.dns))
+
+
+@pytest.mark.parametrize("comment", [
+    "(" * 9 + "deep" + ")" * 9,            # the old reading unnested 8 levels
+    "(" + "x" * 5000 + ")",                # the old reading looked at 4096 characters
+    r"(a \) b ; c)",                       # quoted-pair and ';' inside a comment
+])
+def test_forged_authentication_results_behind_a_leading_comment_is_removed(ipv4_evaluator,
+                                                                          comment):
+    """RFC 8601 allows CFWS before the authserv-id; a reader that skips it sees our id."""
+    forged = f"{comment} mx.example.org; dkim=pass header.d=example.net"
+    raw = (b"From: a@example.net\r\nAuthentication-Results: " + forged.encode() +
+           b"\r\nAuthentication-Results: (mx.example.org) other.example; dkim=pass\r\n"
+           b"Subject: hi\r\n\r\nbody\r\n")
+    result = run_milter(ipv4_evaluator, raw, client_ip="192.0.2.10")
+    assert result.rc == Milter.ACCEPT
+    assert result.changed == [("Authentication-Results", 1, "")]
