@@ -294,10 +294,10 @@ class Store:
             try:
                 replies = self._run_lookup(kinds, queries)
             except redis.exceptions.RedisError as err:
-                self._mark_down(now)
+                self._mark_down()
                 raise StoreUnavailable(str(err)) from err
         except redis.exceptions.RedisError as err:
-            self._mark_down(now)
+            self._mark_down()
             raise StoreUnavailable(str(err)) from err
         answers = {kind: [] for kind in queries}
         for kind, flat in zip(kinds, replies):
@@ -314,9 +314,10 @@ class Store:
                          _pack(queries[kind]))
         return pipe.execute(raise_on_error=True) if kinds else []
 
-    def _mark_down(self, now: float) -> None:
+    def _mark_down(self) -> None:
         # Fail fast for a second so a dead Redis does not cost every message a timeout.
-        self._down_until = now + 1.0
+        # From the failure, not the start: a timeout may itself last a second or more.
+        self._down_until = self.clock() + 1.0
 
     def ping(self) -> bool:
         try:

@@ -5,6 +5,10 @@ in-process pymilter harness for several messages on one connection.
 """
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import Milter
 import pytest
 
@@ -13,7 +17,8 @@ from harness import run_milter
 from milterd import MilterDaemon
 from mx6milter.dns import Resolver
 from mx6milter.evaluate import Evaluator
-from mx6milter.store import Store
+from mx6milter.store import Store, StoreUnavailable
+from servers import RedisServer
 from test_miltertest import miltertest
 
 
@@ -53,3 +58,36 @@ def test_forged_authentication_results_behind_a_leading_comment_is_removed(ipv4_
     result = run_milter(ipv4_evaluator, raw, client_ip="192.0.2.10")
     assert result.rc == Milter.ACCEPT
     assert result.changed == [("Authentication-Results", 1, "")]
+
+
+def redis_section(url: str, timeout: float):
+    return make_config(f"[redis]\ntimeout = {timeout}\n", url).redis
+
+
+def test_a_redis_that_stops_answering_costs_one_timeout_then_fails_fast():
+    """A hung Redis (SIGSTOP): the first lookup waits [redis] timeout, the ones in
+    the next second fail at once, then lookups work again once it answers."""
+    server = RedisServer().start()
+    try:
+        store = Store.from_config(redis_section(server.url, 1.0))
+        queries = {"ip": [("", "20010db8/32")]}
+        assert store.lookup(queries) == {"ip": []}
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.lookup(queries)
+            assert time.monotonic() - started >= 0.9
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.lookup(queries)
+            # The window was counted from the start of the failed lookup, so with a
+            # timeout of 1 s it had already passed: every message waited again.
+            assert time.monotonic() - started < 0.2
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        time.sleep(1.0)
+        assert store.lookup(queries) == {"ip": []}
+    finally:
+        server.close()
+
