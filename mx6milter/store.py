@@ -287,15 +287,12 @@ class Store:
             raise StoreUnavailable("redis marked down after a recent failure")
         kinds = [kind for kind, pairs in queries.items() if pairs]
         try:
-            replies = self._run_lookup(kinds, queries)
-        except redis.exceptions.NoScriptError:
-            for script in (_LOOKUP_LUA, _ASN_LUA):   # Redis restarted: once, then again
-                self.client.script_load(script)
             try:
                 replies = self._run_lookup(kinds, queries)
-            except redis.exceptions.RedisError as err:
-                self._mark_down()
-                raise StoreUnavailable(str(err)) from err
+            except redis.exceptions.NoScriptError:
+                for script in (_LOOKUP_LUA, _ASN_LUA):   # Redis restarted: once, then again
+                    self.client.script_load(script)
+                replies = self._run_lookup(kinds, queries)
         except redis.exceptions.RedisError as err:
             self._mark_down()
             raise StoreUnavailable(str(err)) from err

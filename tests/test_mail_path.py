@@ -91,3 +91,20 @@ def test_a_redis_that_stops_answering_costs_one_timeout_then_fails_fast():
     finally:
         server.close()
 
+
+def test_noscript_with_a_user_that_may_not_load_scripts_is_redis_unavailable(redis_server,
+                                                                             redis_url):
+    """After a Redis restart the scripts are gone; loading them again may fail too
+    (here an ACL user without SCRIPT). That is Redis being unavailable, not a bug:
+    in report mode a bug answers 451 where Redis unavailable accepts and reports."""
+    admin = redis_server.client()
+    admin.execute_command("ACL", "SETUSER", "noscript", "on", ">secret-pw", "~*", "&*",
+                          "+@all", "-script")
+    try:
+        url = f"redis://noscript:secret-pw@127.0.0.1:{redis_server.port}/0"
+        store = Store.from_config(redis_section(url, 1.0))
+        admin.script_flush()
+        with pytest.raises(StoreUnavailable):
+            store.lookup({"ip": [("", "20010db8/32")]})
+    finally:
+        admin.execute_command("ACL", "DELUSER", "noscript")
