@@ -33,6 +33,11 @@ def _socket(value: str) -> str:
 
 def _redis_url(value: str) -> str:
     if re.fullmatch(r"(redis|rediss|unix)://\S+", value):
+        from redis.connection import parse_url
+        try:
+            parse_url(value)   # what the daemon will do: a bad port must stop --check-config
+        except ValueError as err:
+            raise ValueError(f"{err}; expected redis://HOST:PORT/DB") from None
         return value
     raise ValueError("expected redis://HOST:PORT/DB, rediss://... or unix:///PATH")
 

@@ -108,6 +108,9 @@ class Daemon:
         except ConfigError as err:
             log.error("reload refused, keeping the running configuration: %s", err)
             return
+        except Exception:   # raised in the signal handler it would end the daemon
+            log.exception("reload refused, keeping the running configuration")
+            return
         if config.milter != self.config.milter:
             log.warning("reload: [milter] changes take effect only after a restart")
         setup_logging(config)
