@@ -13,11 +13,12 @@ import Milter
 import pytest
 
 from conftest import make_config
-from harness import run_milter
+from harness import RecordingCtx, run_milter
 from milterd import MilterDaemon
 from mx6milter.config import ConfigError
 from mx6milter.dns import Resolver
 from mx6milter.evaluate import Evaluator
+from mx6milter.milter import Mx6Milter
 from mx6milter.store import Store, StoreUnavailable
 from servers import RedisServer
 from test_miltertest import miltertest
@@ -125,3 +126,49 @@ def test_sighup_with_an_unusable_redis_url_keeps_the_daemon_running(daemon):
     daemon.wait_log("reload refused, keeping the running configuration")
     assert daemon.process.poll() is None
     miltertest("eightbit_helo.lua", daemon.socket, CLIENT="192.0.2.10", EXPECT="a")
+
+
+def send_message(ctx, headers, body=b"body\r\n", abort_after_headers=False):
+    """One transaction on an open TestCtx connection; returns (eom answer, changes)."""
+    ctx.changed.clear()
+    assert ctx._envfrom("<a@example.net>") == Milter.CONTINUE
+    assert ctx._envrcpt("<b@example.org>") == Milter.CONTINUE
+    for name, value in headers:
+        assert ctx._priv.header_bytes(name, value) == Milter.CONTINUE
+    # TestCtx's _eoh/_eom/_abort close the connection; libmilter does not.
+    if abort_after_headers:            # RSET or a dropped DATA
+        assert ctx._priv.abort() == Milter.CONTINUE
+        return None, list(ctx.changed)
+    rc = ctx._priv.eoh()
+    if rc == Milter.CONTINUE:
+        assert ctx._priv.body(body) == Milter.CONTINUE
+        ctx._stage = Milter.M_EOM      # for TestCtx.getsymval
+        rc = ctx._priv.eom()
+        ctx._stage = None
+    return rc, list(ctx.changed)
+
+
+def test_several_messages_on_one_connection_share_no_header_edits(ipv4_evaluator, caplog):
+    Milter.factory = lambda: Mx6Milter(ipv4_evaluator)
+    ctx = RecordingCtx()
+    ctx._setsymval("i", "4ABC")
+    assert ctx._connect(host="client.example.net", helo="mail.example.net",
+                        ip="192.0.2.10") == Milter.CONTINUE
+    foreign = b" other.example; dkim=pass"
+    ours = b" mx.example.org; dkim=pass"
+    # Same name in other cases counts as the same header (Postfix and Sendmail
+    # match names case-insensitively), and a kept header before it counts too.
+    rc, changed = send_message(ctx, [("authentication-results", foreign),
+                                     ("X-MX6-VERDICT", b" forged"),
+                                     ("AUTHENTICATION-RESULTS", ours),
+                                     ("x-mx6-verdict", b" forged again")])
+    assert rc == Milter.ACCEPT
+    assert changed == [("x-mx6-verdict", 2, ""), ("AUTHENTICATION-RESULTS", 2, ""),
+                       ("X-MX6-VERDICT", 1, "")]
+    rc, changed = send_message(ctx, [("Subject", b" clean")])
+    assert (rc, changed) == (Milter.ACCEPT, [])
+    _, changed = send_message(ctx, [("X-MX6-Verdict", b" forged")], abort_after_headers=True)
+    assert changed == []
+    rc, changed = send_message(ctx, [("Subject", b" clean after RSET")])
+    assert (rc, changed) == (Milter.ACCEPT, [])
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
