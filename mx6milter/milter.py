@@ -23,7 +23,9 @@ def safe_callback(method):
     """No exception escapes a callback: log it as a bug, then answer safely.
 
     A judged (IPv6) session gets a 451 4.3.0 tempfail; anything else is
-    passed, because IPv4 mail must never be harmed by a fault of ours.
+    passed, because IPv4 mail must never be harmed by a fault of ours. Passed
+    with CONTINUE, not ACCEPT: ACCEPT before end of message would skip the
+    rest of it, and with it the removal of forged headers at eom.
     """
     @functools.wraps(method)
     def wrapper(self, *args):
@@ -35,7 +37,7 @@ def safe_callback(method):
             if self.judged:
                 self.setreply("451", "4.3.0", "Temporary local problem; please try again")
                 return Milter.TEMPFAIL
-            return Milter.ACCEPT
+            return Milter.CONTINUE
     return wrapper
 
 

@@ -172,3 +172,23 @@ def test_several_messages_on_one_connection_share_no_header_edits(ipv4_evaluator
     rc, changed = send_message(ctx, [("Subject", b" clean after RSET")])
     assert (rc, changed) == (Milter.ACCEPT, [])
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+class ClassifyBug(Evaluator):
+    """A bug in the envelope stage (fault injected: no input reaches one today)."""
+
+    def session_class(self, session):
+        raise RuntimeError("injected")
+
+
+def test_a_bug_before_end_of_message_still_strips_forged_headers(redis_url, caplog):
+    """The safety net answered ACCEPT for a session not (yet) judged: the MTA then
+    skipped the rest of the message, so forged verdicts went through untouched."""
+    config = make_config("[policy]\nauthserv_id = mx.example.org\n", redis_url)
+    evaluator = ClassifyBug(config, Store.from_config(config.redis),
+                            Resolver.from_config(config.dns))
+    raw = b"From: a@example.net\r\nX-MX6-Verdict: whitelisted; forged\r\n\r\nbody\r\n"
+    result = run_milter(evaluator, raw, client_ip="192.0.2.10")
+    assert "BUG in envfrom callback" in caplog.text
+    assert (result.stage, result.rc) == ("eom", Milter.ACCEPT)
+    assert result.changed == [("X-MX6-Verdict", 1, "")]
