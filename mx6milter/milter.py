@@ -79,6 +79,9 @@ class Mx6Milter(Milter.Base):
                                client_name=hostname or "",
                                daemon_name=self._macro("{daemon_name}"),
                                daemon_addr=self._macro("{daemon_addr}", "{if_addr}"))
+        # Provisional until MAIL FROM brings {auth_authen}: a fault before then in an
+        # IPv6 session must tempfail, not let the message pass unjudged.
+        self.judged = self.evaluator.session_class(self.session) is SessionClass.IPV6
         return Milter.CONTINUE
 
     @safe_callback

@@ -192,3 +192,28 @@ def test_a_bug_before_end_of_message_still_strips_forged_headers(redis_url, capl
     assert "BUG in envfrom callback" in caplog.text
     assert (result.stage, result.rc) == ("eom", Milter.ACCEPT)
     assert result.changed == [("X-MX6-Verdict", 1, "")]
+
+
+class EnvelopeBug(Evaluator):
+    """Classifies at connect, then fails in the envelope stage (fault injected)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = 0
+
+    def session_class(self, session):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("injected")
+        return super().session_class(session)
+
+
+def test_a_bug_in_the_envelope_of_an_ipv6_session_tempfails(redis_url, caplog):
+    """An IPv6 session is judged from connect on: a fault before MAIL FROM completed
+    must not let its message through unjudged."""
+    config = make_config("", redis_url)
+    evaluator = EnvelopeBug(config, Store.from_config(config.redis), Resolver.from_config(config.dns))
+    result = run_milter(evaluator, b"From: a@example.net\r\n\r\nbody\r\n", client_ip="2001:db8:99::1")
+    assert "BUG in envfrom callback" in caplog.text
+    assert (result.stage, result.rc) == ("envelope", Milter.TEMPFAIL)
+    assert result.reply[:2] == ("451", "4.3.0")
