@@ -1,13 +1,17 @@
 """One DNS resolver for everything: configured servers, timeouts, a TTL cache.
 
-Answers, NXDOMAIN and NODATA are all cached for their TTL by dnspython's
-LRU cache. A per-message ``Budget`` bounds the total time one message may
-spend waiting for DNS; once spent, lookups fail as temporary errors.
+Answers, NXDOMAIN and NODATA are cached for their TTL (the SOA's negative TTL
+for the last two), temporary failures for ``FAILURE_TTL`` seconds, in one LRU
+cache of our own in front of dnspython: a repeat costs a dict lookup instead of
+dnspython's resolve() (about 30 times as much CPU). A per-message ``Budget``
+bounds the total time one message may spend waiting for DNS; once spent,
+lookups the cache cannot answer fail as temporary errors.
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 
 import dns.exception
 import dns.name
@@ -15,9 +19,58 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+# A temporary failure (SERVFAIL, REFUSED, no server reachable, a full timeout) of
+# a name and type is remembered this long, for every type of lookup, not only the
+# greenlist's PTR. It still raises DnsTempError: a failure never becomes "no
+# record", only temperror, and temperror only sends the message to IPv4 (or to
+# the report), so no mail is lost. The cost of a failure asked again on every
+# message is worst for a timeout: each message from that client or sender holds
+# an MTA session and a milter thread for up to [dns] timeout, and a hostile
+# sender can arrange that for its own domain or reverse zone. Remembered, it
+# costs one wait per 30 s. The price: a blip in a whitelisted sender's SPF, DKIM
+# key or DMARC record sends its IPv6 mail to IPv4 for up to 30 s. RFC 9520 asks
+# resolvers to cache resolution failures (at least 1 s, at most 5 min) for the
+# same reasons. A timeout cut short by the message's budget says nothing about
+# the name and is not remembered.
+FAILURE_TTL = 30.0
+
+_NXDOMAIN = object()   # the type slot of a cache entry for a whole name
+
 
 class DnsTempError(Exception):
     """A lookup that could not be answered now (timeout, SERVFAIL, budget spent)."""
+
+
+class _Cache:
+    """(name, type) -> rdatas or a failure's text, until a monotonic expiry.
+
+    LRU-bounded and locked: libmilter runs callbacks in many threads."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        """The value (a tuple of rdatas, or a str for a failure), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key, ttl: float, value) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
 
 class _CountingNameserver(dns.nameserver.Do53Nameserver):
@@ -33,8 +86,11 @@ class _CountingNameserver(dns.nameserver.Do53Nameserver):
 
 
 class Resolver:
-    def __init__(self, nameservers=(), timeout: float = 2.0, cache_size: int = 10000):
+    def __init__(self, nameservers=(), timeout: float = 2.0, cache_size: int = 10000,
+                 failure_ttl: float = FAILURE_TTL):
         self.timeout = timeout
+        self.failure_ttl = failure_ttl
+        self._cache = _Cache(cache_size)
         self._lock = threading.Lock()
         self.lookups = 0          # queries sent to a server: the cache could not answer
         self._resolver = dns.resolver.Resolver(configure=not nameservers)
@@ -46,7 +102,7 @@ class Resolver:
                                       for host, port in nameservers]
         self._resolver.timeout = timeout
         self._resolver.lifetime = timeout
-        self._resolver.cache = dns.resolver.LRUCache(cache_size)
+        self._resolver.cache = None     # ours (_Cache) instead: one bound, one LRU order
 
     def _count_lookup(self) -> None:
         with self._lock:
@@ -60,7 +116,18 @@ class Resolver:
         return Budget(self, time.monotonic() + seconds)
 
     def query(self, name: str, rdtype: str, deadline: float | None = None) -> list:
-        """The rdatas of NAME/TYPE; [] for NXDOMAIN or no data. Raises DnsTempError."""
+        """The rdatas of NAME/TYPE; [] for NXDOMAIN or no data. Raises DnsTempError.
+
+        A cached answer (or failure) is returned even once the budget is spent:
+        it costs no waiting."""
+        key = (_cache_name(name), rdtype)
+        cached = self._cache.get(key)
+        if cached is None:      # NXDOMAIN covers every type of the name
+            cached = self._cache.get((key[0], _NXDOMAIN))
+        if cached is not None:
+            if isinstance(cached, str):
+                raise DnsTempError(cached)
+            return list(cached)
         qname = _query_name(name)
         if qname is None:
             return []       # not a name that can exist
@@ -72,16 +139,53 @@ class Resolver:
         try:
             answer = self._resolver.resolve(qname, rdtype, lifetime=lifetime,
                                             raise_on_no_answer=False, search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.YXDOMAIN):
+        except dns.resolver.NXDOMAIN as err:
+            self._remember_nxdomain(key, qname, err)
+            return []
+        except dns.resolver.YXDOMAIN:
             return []
         except dns.resolver.NoNameservers as err:
-            raise DnsTempError(f"{name}/{rdtype}: no server answered (SERVFAIL, refused "
-                               "or unreachable)") from err
+            raise self._failure(key, f"{name}/{rdtype}: no server answered (SERVFAIL, "
+                                "refused or unreachable)") from err
         except dns.exception.Timeout as err:
-            raise DnsTempError(f"{name}/{rdtype}: timed out") from err
+            raise self._failure(key, f"{name}/{rdtype}: timed out",
+                                remember=lifetime >= self.timeout) from err
         except dns.exception.DNSException as err:
-            raise DnsTempError(f"{name}/{rdtype}: {err}") from err
-        return list(answer.rrset) if answer.rrset is not None else []
+            raise self._failure(key, f"{name}/{rdtype}: {err}") from err
+        rdatas = tuple(answer.rrset) if answer.rrset is not None else ()
+        # expiration (wall clock) honours the TTL, or the SOA's negative TTL for NODATA
+        self._cache.put(key, answer.expiration - time.time(), rdatas)
+        return list(rdatas)
+
+    def _remember_nxdomain(self, key, qname, err) -> None:
+        # The negative TTL: min(SOA TTL, SOA minimum) from the authority section
+        # (0 without an SOA: not cached), and the TTLs of any CNAMEs on the way.
+        try:
+            chain = err.response(qname).resolve_chaining()
+        except Exception:       # a response dnspython accepted but cannot walk
+            return
+        # Through a CNAME the name itself exists: only this type is known empty.
+        where = key if chain.cnames else (key[0], _NXDOMAIN)
+        self._cache.put(where, chain.minimum_ttl, ())
+
+    def _failure(self, key, text: str, remember: bool = True) -> DnsTempError:
+        if remember:
+            self._cache.put(key, self.failure_ttl,
+                            f"{text} (failure remembered up to {self.failure_ttl:g} s)")
+        return DnsTempError(text)
+
+
+def _cache_name(name):
+    """NAME as a cache key: "Example.COM." and "example.com" are one entry.
+
+    lower() folds only ASCII safely (IDNA maps the rest its own way), so other
+    names are keyed as given. An escaped final dot is part of the last label."""
+    if not isinstance(name, str) or not name.isascii():
+        return name
+    name = name.lower()
+    if name.endswith(".") and not name.endswith("\\."):
+        name = name[:-1]
+    return name
 
 
 def _query_name(name: str):
