@@ -25,8 +25,6 @@ import re
 import time
 from dataclasses import dataclass
 
-import dns.reversename
-
 from .dns import DnsTempError
 from .history import History, HistoryRecorder
 from .model import Finding
@@ -47,9 +45,15 @@ def parent_domains(name: str) -> list:
     return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
+def reverse_name(address: ipaddress.IPv6Address) -> str:
+    """'2001:db8::1' -> '1.0.0.0...8.b.d.0.1.0.0.2.ip6.arpa.', without dnspython's
+    Name machinery, which cost more than the cached lookup itself on every message."""
+    return ".".join(reversed(f"{int(address):032x}")) + ".ip6.arpa."
+
+
 def check_fcrdns(budget, address: ipaddress.IPv6Address, helo: str) -> tuple:
     """(Finding, forward-confirmed PTR names) for the client address and HELO name."""
-    reverse = dns.reversename.from_address(str(address)).to_text()
+    reverse = reverse_name(address)
     try:
         ptrs = budget.query(reverse, "PTR")
     except DnsTempError as err:
