@@ -31,10 +31,10 @@ def milter_main(argv=None) -> int:
     if args.check_config:
         print(f"{args.config}: OK (mode {config.policy.mode}, socket {config.milter.socket})")
         return 0
-    from .daemon import Daemon, setup_logging   # pymilter is only needed to run
+    from .daemon import Daemon, Supervisor, setup_logging   # pymilter is only needed to run
     setup_logging(config)
     try:
-        return Daemon(config).run()
+        return (Supervisor if config.milter.processes > 1 else Daemon)(config).run()
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2

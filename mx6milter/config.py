@@ -56,6 +56,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _processes(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 64:
+        raise ValueError("must be a whole number from 1 to 64")
+    return number
+
+
 def _size(value: str) -> int:
     m = re.fullmatch(r"(\d+)\s*([kKmMgG]?)", value)
     if not m:
@@ -191,6 +198,7 @@ class MilterSection:
     group: str = _opt(_account_or_empty, "")          # empty: the user's primary group
     socket_group: str = _opt(_account_or_empty, "")   # group of the unix socket, e.g. postfix
     drain_timeout: float = _opt(_positive_float, "30")   # SIGTERM: wait for sessions in flight
+    processes: int = _opt(_processes, "1")   # >1: workers forked after binding, one GIL each
 
 
 @dataclass(frozen=True)

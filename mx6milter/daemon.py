@@ -1,6 +1,9 @@
 """Running the milter: logging, the libmilter socket, signals, reload."""
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import fcntl
 import logging
 import logging.handlers
 import os
@@ -18,10 +21,15 @@ from .config import Config, ConfigError, load_config
 from .dns import Resolver
 from .evaluate import Evaluator
 from .milter import Mx6Milter
-from .privileges import drop_privileges, make_socket_dir, own_socket, resolve_identity
+from .privileges import (check_names, drop_privileges, make_socket_dir, own_socket,
+                         resolve_identity)
 from .store import Store
 
 log = logging.getLogger("mx6milter")
+
+# Sent by the supervisor to its workers; blocked around fork() so none reaches a
+# child before it has its own handlers.
+FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def setup_logging(config: Config) -> None:
@@ -31,6 +39,10 @@ def setup_logging(config: Config) -> None:
     if config.log.destination == "syslog":
         handler = logging.handlers.SysLogHandler(address="/dev/log", facility=config.log.syslog_facility)
         handler.setFormatter(logging.Formatter("mx6milter[%(process)d]: %(levelname)s %(message)s"))
+    elif config.milter.processes > 1:   # several workers share stderr: say which one speaks
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s mx6milter[%(process)d] %(levelname)s %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s mx6milter %(levelname)s %(message)s"))
@@ -83,6 +95,7 @@ class Daemon:
         self.identity = resolve_identity(config.milter)
         self.sessions = 0                        # milter connections open now
         self.sessions_changed = threading.Condition()
+        self.forked = False                      # a Supervisor's worker: see _serve
 
     def new_connection(self) -> Milter.Base:
         with self.sessions_changed:
@@ -118,36 +131,15 @@ class Daemon:
         log.info("configuration reloaded from %s", config.path)
 
     def _register(self) -> None:
-        Milter.factory = self.new_connection
-        libmilter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS)
-        # An exception our callbacks cannot catch (pymilter failing to decode a
-        # non-UTF-8 HELO before calling us) must not become libmilter's default
-        # 451 "Filter failure", which hits IPv4 mail too. IPv6 mail is still judged
-        # at end of message, where no such exception can happen (no arguments).
-        libmilter.set_exception_policy(Milter.CONTINUE)
-        libmilter.set_connect_callback(Milter.connect_callback)
-        libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-        libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-        libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-        libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-        libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-        libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-        libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-        libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-        libmilter.set_close_callback(self.close_connection)
-        libmilter.setconn(self.config.milter.socket)
-        libmilter.settimeout(int(self.config.milter.timeout))
-        libmilter.register("mx6milter", negotiate=Milter.negotiate_callback)
+        register_milter(self.config, self.new_connection, self.close_connection)
 
     def _prepare_socket(self) -> None:
-        spec = self.config.milter.socket
-        if spec.startswith(("unix:", "local:")):
-            make_socket_dir(spec.split(":", 1)[1], self.identity)
-        libmilter.opensocket(True)
-        if spec.startswith(("unix:", "local:")):
-            own_socket(spec.split(":", 1)[1], self.config.milter.socket_mode, self.identity)
-        else:
-            set_nodelay_on_listeners()
+        prepare_socket(self.config, self.identity)
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload())
 
     def _run_libmilter(self) -> None:
         try:
@@ -159,12 +151,24 @@ class Daemon:
 
     def run(self) -> int:
         # Handlers first: a SIGTERM during start-up must still stop us cleanly.
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+        self._install_signal_handlers()
         self._register()
         self._prepare_socket()
         drop_privileges(self.identity)    # bound: from here on no root is needed
+        return self._serve()
+
+    def run_forked(self) -> int:
+        """One worker of a Supervisor. The parent bound the socket, registered the
+        filter and dropped privileges before forking; only our callbacks change."""
+        self.forked = True
+        self._install_signal_handlers()
+        signal.signal(signal.SIGUSR1, lambda *_: None)   # only to interrupt the listener's poll
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)   # blocked by the parent for the fork
+        Milter.factory = self.new_connection
+        libmilter.set_close_callback(self.close_connection)
+        return self._serve()
+
+    def _serve(self) -> int:
         self_check(self.evaluator)
         worker = threading.Thread(target=self._run_libmilter, name="libmilter", daemon=True)
         worker.start()
@@ -177,7 +181,12 @@ class Daemon:
                     # smfi_stop blocks until the listener's poll returns; wake it.
                     stopper = threading.Thread(target=libmilter.stop, name="stop", daemon=True)
                     stopper.start()
-                wake_listener(self.config.milter.socket)
+                if self.forked:
+                    # The first worker to stop may unlink the shared socket, so
+                    # connecting cannot wake us: a signal makes poll() return EINTR.
+                    signal.pthread_kill(worker.ident, signal.SIGUSR1)
+                else:
+                    wake_listener(self.config.milter.socket)
         worker.join(timeout=10)
         if self.error:
             log.error("libmilter stopped: %s", self.error)
@@ -208,6 +217,243 @@ class Daemon:
                                 "tempfail them", self.sessions)
                     return
                 self.sessions_changed.wait(min(left, 0.2))
+
+
+def register_milter(config: Config, factory, close_connection) -> None:
+    """Register the filter with libmilter: the same in one process and in a Supervisor."""
+    Milter.factory = factory
+    libmilter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS)
+    # An exception our callbacks cannot catch (pymilter failing to decode a
+    # non-UTF-8 HELO before calling us) must not become libmilter's default
+    # 451 "Filter failure", which hits IPv4 mail too. IPv6 mail is still judged
+    # at end of message, where no such exception can happen (no arguments).
+    libmilter.set_exception_policy(Milter.CONTINUE)
+    libmilter.set_connect_callback(Milter.connect_callback)
+    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    libmilter.set_close_callback(close_connection)
+    libmilter.setconn(config.milter.socket)
+    libmilter.settimeout(int(config.milter.timeout))
+    libmilter.register("mx6milter", negotiate=Milter.negotiate_callback)
+
+
+def prepare_socket(config: Config, identity) -> None:
+    """Bind the listening socket, give it its mode and owner (root may be needed)."""
+    spec = config.milter.socket
+    if spec.startswith(("unix:", "local:")):
+        make_socket_dir(spec.split(":", 1)[1], identity)
+    libmilter.opensocket(True)
+    if spec.startswith(("unix:", "local:")):
+        own_socket(spec.split(":", 1)[1], config.milter.socket_mode, identity)
+    else:
+        set_nodelay_on_listeners()
+
+
+class Supervisor:
+    """[milter] processes > 1: bind once, fork that many workers, watch them.
+
+    One Python process decides on one core at most (the GIL); workers that each
+    run libmilter on the inherited listening socket use them all, and the kernel
+    gives each connection to one of them. The parent only binds, forwards
+    signals and replaces workers that die; it never builds the Evaluator used
+    for mail, so no Redis connection, resolver cache or thread crosses a fork.
+    """
+
+    RESTART_DELAY = (1.0, 60.0)   # first and largest pause before restarting a worker that died young
+    YOUNG = 10.0                  # seconds: a worker that dies earlier counts towards the back-off
+
+    def __init__(self, config: Config):
+        build_evaluator(config)   # refuse a bad secret_file now, as a single process does
+        self.config = config
+        self.identity = resolve_identity(config.milter)
+        self.workers: dict = {}         # pid -> (slot, started at)
+        self.restart_at: dict = {}      # slot -> monotonic time it may be forked again
+        self.failures: dict = {}        # slot -> deaths in a row of young workers
+        self.stop_signals = 0
+        self.reload_requested = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        register_milter(self.config, Refuse, Milter.close_callback)   # each worker sets its own
+        prepare_socket(self.config, self.identity)
+        set_listeners_nonblocking()
+        drop_privileges(self.identity)
+        for slot in range(self.config.milter.processes):
+            self._fork(slot)
+        log.info("listening on %s, mode %s, %d worker processes", self.config.milter.socket,
+                 self.config.policy.mode, self.config.milter.processes)
+        forwarded = 0
+        while self.stop_signals == 0:
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
+            self._reap(stopping=False)
+            now = time.monotonic()
+            for slot, due in list(self.restart_at.items()):
+                if now >= due:
+                    del self.restart_at[slot]
+                    self._fork(slot)
+            time.sleep(0.2)   # a signal cuts it short
+        deadline = time.monotonic() + self.config.milter.drain_timeout + 15
+        log.info("stopping: signalling %d workers", len(self.workers))
+        while self.workers:
+            if forwarded < self.stop_signals:   # a second signal: workers stop waiting too
+                forwarded = self.stop_signals
+                self._signal_all(signal.SIGTERM)
+            if time.monotonic() > deadline:
+                log.error("workers %s still running past drain_timeout; killing them",
+                          sorted(self.workers))
+                self._signal_all(signal.SIGKILL)
+                deadline = float("inf")
+            self._reap(stopping=True)
+            time.sleep(0.1)
+        log.info("stopped")
+        return 0
+
+    def _on_stop(self, *_) -> None:
+        self.stop_signals += 1
+
+    def _on_reload(self, *_) -> None:
+        self.reload_requested = True
+
+    def _fork(self, slot: int) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            pid = os.fork()
+        except OSError as err:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+            log.error("cannot start worker %d: %s", slot, err)
+            self._schedule_restart(slot, young=True)
+            return
+        if pid == 0:
+            os._exit(self._worker_main())   # never returns into the parent's loop
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        self.workers[pid] = (slot, time.monotonic())
+        log.info("worker %d started, pid %d", slot, pid)
+
+    def _worker_main(self) -> int:
+        try:
+            die_with_parent()
+            for handler in logging.getLogger().handlers:
+                handler.close()   # the parent's syslog socket stays the parent's
+            setup_logging(self.config)
+            return Daemon(self.config).run_forked()
+        except BaseException:   # whatever it is, the parent logs the exit and restarts us
+            log.exception("worker failed")
+            return 1
+
+    def _reap(self, stopping: bool) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            if pid not in self.workers:
+                continue
+            slot, started = self.workers.pop(pid)
+            if stopping:
+                log.info("worker %d (pid %d) exited: %s", slot, pid, describe_status(status))
+                continue
+            young = time.monotonic() - started < self.YOUNG
+            delay = self._schedule_restart(slot, young)
+            log.error("worker %d (pid %d) died: %s; restarting it in %.0f s", slot, pid,
+                      describe_status(status), delay)
+
+    def _schedule_restart(self, slot: int, young: bool) -> float:
+        """Back off exponentially while a worker keeps dying young, so a crash loop does not spin."""
+        failures = self.failures.get(slot, 0) + 1 if young else 0
+        self.failures[slot] = failures
+        first, largest = self.RESTART_DELAY
+        delay = 0.0 if failures == 0 else min(largest, first * 2 ** (failures - 1))
+        self.restart_at[slot] = time.monotonic() + delay
+        return delay
+
+    def _reload(self) -> None:
+        """Validate here, so a bad file is refused once and no worker is asked to load it."""
+        try:
+            config = load_config(self.config.path)
+            check_names(config.milter)
+            build_evaluator(config)
+        except ConfigError as err:
+            log.error("reload refused, keeping the running configuration: %s", err)
+            return
+        except Exception:
+            log.exception("reload refused, keeping the running configuration")
+            return
+        if config.milter != self.config.milter:
+            log.warning("reload: [milter] changes take effect only after a restart")
+        # Workers forked from now on read the new file; the socket stays as bound.
+        self.config = dataclasses.replace(config, milter=self.config.milter)
+        setup_logging(self.config)
+        log.info("configuration %s is valid: reloading %d workers", config.path, len(self.workers))
+        self._signal_all(signal.SIGHUP)
+
+    def _signal_all(self, signum: int) -> None:
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass   # reaped on the next round
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def die_with_parent() -> None:
+    """A worker whose supervisor is gone (kill -9) must not keep the socket alone."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:   # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def set_listeners_nonblocking() -> None:
+    """O_NONBLOCK on the listening socket the workers share.
+
+    Every worker polls it; when a connection arrives all wake and one wins the
+    accept(). With a blocking socket the others would sleep in accept() and not
+    notice a stop; non-blocking, they get EAGAIN, which libmilter ignores.
+    Accepted sockets do not inherit the flag on Linux.
+    """
+    for fd in listening_sockets():
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+
+def listening_sockets() -> list:
+    """Our file descriptors that are listening sockets (libmilter's, after opensocket)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                found.append(fd)
+        finally:
+            sock.close()
+    return found
 
 
 class Refuse(Milter.Base):
