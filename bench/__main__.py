@@ -170,6 +170,17 @@ def milter_level(out, inp, plan, redis, dns, results, running, log) -> None:
     log(f"  {rows[-1]}")
     daemon.stop()
     running.remove(daemon)
+    # [milter] processes = 2: the same saturated warm load, two GILs.
+    address2 = f"unix:{out}/mx6-level-2p.sock"
+    daemon = procs.mx6milter("mx6-level-2p", out, address2, redis.url, dns.nameservers,
+                             processes=2).start()
+    running.append(daemon)
+    run_load(address2, milterlevel.envelopes(inp, 40), 4)
+    rows.append(milterlevel.measure(address2, milterlevel.envelopes(inp, plan["warm"][16]), 16,
+                                    "warm, 2 processes"))
+    log(f"  {rows[-1]}")
+    daemon.stop()
+    running.remove(daemon)
     null_address = f"unix:{out}/null-level.sock"
     null = procs.null_milter("null-level", out, null_address).start()
     running.append(null)
@@ -196,6 +207,8 @@ def mta_level(out, inp, plan, redis, dns, results, running, log) -> None:
                                             f"inet:{null_nagle}@127.0.0.1"),
         "mx6-unix": procs.mx6milter("mx6-unix", out, f"unix:{out}/mx6.sock", redis.url,
                                     dns.nameservers),
+        "mx6-unix-2p": procs.mx6milter("mx6-unix-2p", out, f"unix:{out}/mx6-2p.sock", redis.url,
+                                       dns.nameservers, processes=2),
         "mx6-tcp": procs.mx6milter("mx6-tcp", out, f"inet:{tcp}@127.0.0.1", redis.url,
                                    dns.nameservers),
         "mx6-tcp-nagle": procs.mx6milter("mx6-tcp-nagle", out, f"inet:{nagle}@127.0.0.1",
@@ -211,6 +224,7 @@ def mta_level(out, inp, plan, redis, dns, results, running, log) -> None:
         "null-tcp": f"inet:127.0.0.1:{null_tcp}",
         "null-tcp-nagle": f"inet:127.0.0.1:{null_nagle}",
         "mx6-unix": f"unix:{out}/mx6.sock",
+        "mx6-unix-2p": f"unix:{out}/mx6-2p.sock",
         "mx6-tcp": f"inet:127.0.0.1:{tcp}",
         "mx6-tcp-nagle": f"inet:127.0.0.1:{nagle}",
         "opendkim+opendmarc": f"unix:{out}/opendkim.sock, unix:{out}/opendmarc.sock",

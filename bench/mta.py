@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 
 from . import inputs, procs
 
-CONFIGS = ("none", "null-unix", "null-tcp", "null-tcp-nagle", "mx6-unix", "mx6-tcp",
-           "mx6-tcp-nagle", "opendkim+opendmarc")
+CONFIGS = ("none", "null-unix", "null-tcp", "null-tcp-nagle", "mx6-unix", "mx6-unix-2p",
+           "mx6-tcp", "mx6-tcp-nagle", "opendkim+opendmarc")
 LABELS = {
     "none": "Postfix, no milter",
     "null-unix": "do-nothing pymilter, unix socket",
     "null-tcp": "do-nothing pymilter, TCP (TCP_NODELAY)",
     "null-tcp-nagle": "do-nothing pymilter, TCP without TCP_NODELAY",
     "mx6-unix": "mx6milter, unix socket",
+    "mx6-unix-2p": "mx6milter, unix socket, 2 processes",
     "mx6-tcp": "mx6milter, TCP (TCP_NODELAY)",
     "mx6-tcp-nagle": "mx6milter, TCP without TCP_NODELAY",
     "opendkim+opendmarc": "OpenDKIM + OpenDMARC, unix sockets",

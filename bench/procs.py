@@ -119,11 +119,12 @@ class Process:
 
 
 def mx6milter_config(path: Path, socket: str, redis_url: str, nameservers: str,
-                     level: str = "info") -> Path:
+                     level: str = "info", processes: int = 1) -> Path:
     path.write_text(f"""\
 [milter]
 socket = {socket}
 socket_mode = 0666
+processes = {processes}
 [redis]
 url = {redis_url}
 [policy]
@@ -138,9 +139,10 @@ level = {level}
 
 
 def mx6milter(name: str, out: Path, socket: str, redis_url: str, nameservers: str,
-              nagle: bool = False, level: str = "info") -> Process:
+              nagle: bool = False, level: str = "info", processes: int = 1) -> Process:
     """The real daemon; nagle=True starts it with TCP_NODELAY left off, for the A/B."""
-    config = mx6milter_config(out / f"{name}.conf", socket, redis_url, nameservers, level)
+    config = mx6milter_config(out / f"{name}.conf", socket, redis_url, nameservers, level,
+                              processes)
     launcher = ["-m", "bench.nagle_launcher"] if nagle else ["-m", "mx6milter.cli"]
     return Process(name, [PYTHON, *launcher, "-c", str(config)], out / f"{name}.log", socket,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})

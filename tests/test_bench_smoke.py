@@ -37,8 +37,8 @@ def run_tiny(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     configs = {s["config"] for s in results["mta_samples"]}
-    assert configs == {"none", "null-unix", "null-tcp", "null-tcp-nagle", "mx6-unix", "mx6-tcp", "mx6-tcp-nagle",
-                       "opendkim+opendmarc"}
+    assert configs == {"none", "null-unix", "null-tcp", "null-tcp-nagle", "mx6-unix", "mx6-unix-2p",
+                       "mx6-tcp", "mx6-tcp-nagle", "opendkim+opendmarc"}
     assert all(s["messages"] > 0 and s["seconds"] > 0 for s in results["mta_samples"])
     rows = results["milter_rows"]
     assert {(r["cache"], r["sessions"]) for r in rows} >= {("cold", 1), ("cold", 16),
