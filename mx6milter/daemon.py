@@ -96,6 +96,7 @@ class Daemon:
         self.sessions = 0                        # milter connections open now
         self.sessions_changed = threading.Condition()
         self.forked = False                      # a Supervisor's worker: see _serve
+        self.first_stop = 0.0                    # when a worker's first stop signal came
 
     def new_connection(self) -> Milter.Base:
         with self.sessions_changed:
@@ -162,6 +163,8 @@ class Daemon:
         filter and dropped privileges before forking; only our callbacks change."""
         self.forked = True
         self._install_signal_handlers()
+        signal.signal(signal.SIGTERM, lambda *_: self._stop_forked())
+        signal.signal(signal.SIGINT, lambda *_: self._stop_forked())
         signal.signal(signal.SIGUSR1, lambda *_: None)   # only to interrupt the listener's poll
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)   # blocked by the parent for the fork
         Milter.factory = self.new_connection
@@ -193,6 +196,17 @@ class Daemon:
             return 1
         log.info("stopped")
         return 0
+
+    def _stop_forked(self) -> None:
+        """A stop signal reaches a worker twice at once: forwarded by the supervisor, and
+        straight from systemd (KillMode=control-group) or a terminal's Ctrl-C. Only a
+        signal a second or more after the first counts as the second one."""
+        now = time.monotonic()
+        if self.stop_requested.is_set() and now - self.first_stop < 1.0:
+            return
+        if not self.stop_requested.is_set():
+            self.first_stop = now
+        self.stop()
 
     def stop(self) -> None:
         if self.stop_requested.is_set():

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from bench.milterclient import Envelope, run_load
-from milterd import MilterDaemon, mx6ctl, proc_ids, wait_gone
+from milterd import MilterDaemon, listener_nodelay, mx6ctl, proc_ids, wait_gone
 from mx6milter.config import ConfigError, parse_config
-from servers import wait_for
+from mx6milter.daemon import Supervisor
+from servers import free_port, wait_for
 from test_daemon_ops import NOBODY, open_dir, start_slow_session  # noqa: F401 (fixture)
 
 MESSAGE = (b"From: Sender <sender@example.net>\r\nTo: user@example.org\r\n"
@@ -122,7 +123,8 @@ def test_sigterm_drains_every_worker_and_leaves_no_process(milter):
     pids = workers(milter.pid)
     session = start_slow_session(milter, pause=2, client="2001:db8:6::10", expect="accept")
     started = time.monotonic()
-    milter.process.send_signal(signal.SIGTERM)
+    for pid in [milter.pid, *pids]:   # as systemd's KillMode=control-group does; the
+        os.kill(pid, signal.SIGTERM)  # worker then has it twice, and must still drain
     milter.wait_log("1 in flight")
     output = session.communicate(timeout=30)[0]
     assert session.returncode == 0, output        # answered after the SIGTERM
@@ -131,3 +133,26 @@ def test_sigterm_drains_every_worker_and_leaves_no_process(milter):
     for pid in pids:
         wait_gone(pid, timeout=5)
     assert milter.log().count("INFO stopped") == 3   # both workers and the parent
+    assert "second stop signal" not in milter.log()
+
+
+def test_restart_back_off_grows_while_a_worker_keeps_dying_young():
+    supervisor = Supervisor(parse_config(""))
+    delays = [supervisor._schedule_restart(0, young=True) for _ in range(8)]
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert supervisor._schedule_restart(0, young=False) == 0   # it had lived: at once
+    assert supervisor._schedule_restart(0, young=True) == 1
+    assert supervisor._schedule_restart(1, young=True) == 1    # per worker slot
+
+
+def test_tcp_socket_keeps_tcp_nodelay_in_the_workers(tmp_path, redis_url):
+    port = free_port()
+    with MilterDaemon(tmp_path, f"inet:{port}@127.0.0.1", redis_url,
+                      extra="[milter]\nprocesses = 2\n") as milter:
+        wait_for(lambda: len(workers(milter.pid)) == 2, timeout=10, what="two workers")
+        for pid in workers(milter.pid):
+            assert listener_nodelay(pid, port)
+        envelopes = [Envelope("192.0.2.10", "mail.example.net", "sender@example.net",
+                              ("user@example.org",), MESSAGE) for _ in range(20)]
+        result = run_load(f"inet:{port}@127.0.0.1", envelopes, 4)
+        assert result.errors == 0 and [v.action for v in result.verdicts] == ["accept"] * 20
