@@ -299,13 +299,23 @@ class Supervisor:
         register_milter(self.config, Refuse, Milter.close_callback)   # each worker sets its own
         prepare_socket(self.config, self.identity)
         set_listeners_nonblocking()
+        socket_id = socket_file_id(self.config.milter.socket)
         drop_privileges(self.identity)
         for slot in range(self.config.milter.processes):
             self._fork(slot)
         log.info("listening on %s, mode %s, %d worker processes", self.config.milter.socket,
                  self.config.policy.mode, self.config.milter.processes)
-        forwarded = 0
+        forwarded, status = 0, 0
         while self.stop_signals == 0:
+            current = socket_file_id(self.config.milter.socket)
+            if socket_id and current != () and current != socket_id:
+                # libmilter removes the socket file when a worker's listener ends on its
+                # own; the others would then serve a socket no MTA can reach.
+                log.error("the socket file of %s is gone or replaced; stopping, so that "
+                          "the service manager starts us afresh", self.config.milter.socket)
+                status = 1
+                self.stop_signals = 1
+                break
             if self.reload_requested:
                 self.reload_requested = False
                 self._reload()
@@ -330,7 +340,7 @@ class Supervisor:
             self._reap(stopping=True)
             time.sleep(0.1)
         log.info("stopped")
-        return 0
+        return status
 
     def _on_stop(self, *_) -> None:
         self.stop_signals += 1
@@ -419,6 +429,20 @@ class Supervisor:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass   # reaped on the next round
+
+
+def socket_file_id(spec: str):
+    """(device, inode) of a unix socket's file, None if it is gone, () for TCP or unknown."""
+    kind, _, path = spec.partition(":")
+    if kind not in ("unix", "local"):
+        return ()
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ()   # not ours to judge (e.g. a directory we may no longer search)
+    return (info.st_dev, info.st_ino)
 
 
 def describe_status(status: int) -> str:

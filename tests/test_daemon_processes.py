@@ -136,6 +136,16 @@ def test_sigterm_drains_every_worker_and_leaves_no_process(milter):
     assert "second stop signal" not in milter.log()
 
 
+def test_a_removed_socket_file_stops_everyone_with_status_1(milter):
+    """What is left when a worker's libmilter ends on its own and removes the file."""
+    pids = workers(milter.pid)
+    milter.unix_path.unlink()
+    assert milter.process.wait(timeout=10) == 1
+    for pid in pids:
+        wait_gone(pid, timeout=5)
+    assert "socket file of " + milter.socket + " is gone or replaced" in milter.log()
+
+
 def test_restart_back_off_grows_while_a_worker_keeps_dying_young():
     supervisor = Supervisor(parse_config(""))
     delays = [supervisor._schedule_restart(0, young=True) for _ in range(8)]
