@@ -529,18 +529,8 @@ def set_nodelay_on_listeners() -> None:
 
     Without it Nagle's algorithm and delayed ACKs stall every milter reply on TCP.
     """
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        try:
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                continue
-            sock = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            continue
-        try:
-            if sock.family in (socket.AF_INET, socket.AF_INET6) and \
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+    for fd in listening_sockets():
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 log.debug("TCP_NODELAY set on listening fd %d", fd)
-        finally:
-            sock.close()
