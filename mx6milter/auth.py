@@ -431,7 +431,7 @@ def claims_authserv_id(value: str, authserv_id: str) -> bool:
         parsed = authres.AuthenticationResultsHeader.parse_value(text.split(";", 1)[0] + "; none")
         if (parsed.authserv_id or "").strip().lower().rstrip(".") == ours:
             return True
-    except Exception:
+    except Exception:   # authres raises many kinds on garbage: the plain reading decides
         pass
     return _first_token(value).strip('"').lower().rstrip(".") == ours
 
