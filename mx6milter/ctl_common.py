@@ -86,3 +86,21 @@ def parse_all(texts, parse) -> list:
 
 def note(message: str) -> None:
     print(f"mx6ctl: note: {message}", file=sys.stderr)
+
+
+MAX_MESSAGE_FILE = 64 << 20     # a message file larger than this is refused, not loaded
+
+
+def read_message_file(path: str) -> bytes:
+    """MESSAGE_FILE ('-' for standard input), at most MAX_MESSAGE_FILE bytes."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_MESSAGE_FILE + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_MESSAGE_FILE + 1)
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the message: {err.strerror or err}") from None
+    if len(data) > MAX_MESSAGE_FILE:
+        raise UsageError(f"{path}: larger than {MAX_MESSAGE_FILE >> 20} MB")
+    return data

@@ -12,7 +12,7 @@ import re
 import sys
 
 from .addresses import AddressError, normalise_address
-from .ctl_common import UsageError, load
+from .ctl_common import UsageError, load, read_message_file
 from .model import Message, Session, SessionClass
 from .policy import parse_client_ip
 from .store import StoreUnavailable
@@ -65,16 +65,6 @@ def build_message(raw: bytes, max_size: int) -> Message:
                                  for name, value in headers),
                    raw=raw_headers + b"\r\n" + (b"" if truncated else body),
                    truncated=truncated)
-
-
-def read_message_file(path: str) -> bytes:
-    try:
-        if path == "-":
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read the message: {err.strerror or err}") from None
 
 
 # --- the explanation --------------------------------------------------------------------

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
 
 from . import mx6, sender
 from .config import PolicySection, _nameservers, load_config
-from .ctl_common import UsageError
+from .ctl_common import UsageError, read_message_file
 from .dns import Resolver
 
 EX_TEMPFAIL = 75
-MAX_MESSAGE = 64 << 20      # refuse to load more than this from MESSAGE_FILE
 
 
 def _usage(text: str) -> Exception:
@@ -100,16 +98,7 @@ def register_plan(sub) -> None:
 
 
 def _read_message(path: str) -> bytes:
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_MESSAGE + 1)
-        else:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_MESSAGE + 1)
-    except OSError as err:
-        raise _usage(f"{path}: cannot read: {err}") from None
-    if len(data) > MAX_MESSAGE:
-        raise _usage(f"{path}: larger than {MAX_MESSAGE >> 20} MB")
+    data = read_message_file(path)
     if not data.strip():
         raise _usage(f"{path}: empty message")
     return data
