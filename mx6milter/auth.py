@@ -6,6 +6,8 @@ and be retried), ``permerror`` for input that will never verify.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import threading
@@ -184,6 +186,100 @@ class _DkimLog:
 
 
 _DKIM_HEADER = re.compile(rb"(?im)^dkim-signature[ \t]*:")
+
+# RSA verification is one pow(signature, e, n) that holds the interpreter (every
+# session, IPv4 too) for as long as it runs: seconds for a 16,384-bit n and e.
+# Keys are screened before dkimpy sees them. RFC 8301 asks verifiers to handle
+# 1,024 to 4,096 bits; real keys use e = 65537 (sometimes 3 or 17). With these
+# bounds one verification costs at most a few milliseconds.
+MIN_RSA_BITS = 1024
+MAX_RSA_BITS = 4096
+MAX_RSA_EXPONENT_BITS = 64
+# A DKIM key record longer than this cannot hold a key within the bounds.
+MAX_KEY_RECORD = 4096
+
+
+def dkim_key_problem(record: bytes) -> str:
+    """Why a DKIM key record must not reach the RSA arithmetic, or "" if it may.
+
+    Only RSA keys (k=rsa, the default) are screened: an Ed25519 key is 32 bytes
+    and checked by dkimpy itself. A record this cannot read is left to dkimpy,
+    whose own parser then refuses it; a key whose numbers it can read but that
+    lie outside the bounds is refused here, before any arithmetic."""
+    if len(record) > MAX_KEY_RECORD:
+        return f"key record longer than {MAX_KEY_RECORD} bytes"
+    tags = {}
+    for part in record.split(b";"):
+        name, sep, value = part.partition(b"=")
+        if sep:
+            tags[name.strip().lower()] = value
+    if tags.get(b"k", b"rsa").strip().lower() != b"rsa" or b"p" not in tags:
+        return ""
+    try:
+        der = base64.b64decode(b"".join(tags[b"p"].split()), validate=True)
+    except (binascii.Error, ValueError):
+        return ""
+    if not der:
+        return ""                          # p= empty: a revoked key
+    numbers = rsa_public_numbers(der)
+    if numbers is None:
+        return "unreadable RSA public key"
+    modulus, exponent = numbers
+    if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
+        return (f"RSA key of {modulus.bit_length()} bits, outside "
+                f"{MIN_RSA_BITS}-{MAX_RSA_BITS} (RFC 8301)")
+    if exponent < 3 or exponent % 2 == 0 or exponent.bit_length() > MAX_RSA_EXPONENT_BITS:
+        return f"RSA public exponent of {exponent.bit_length()} bits is not a usable exponent"
+    return ""
+
+
+def rsa_public_numbers(der: bytes):
+    """(n, e) of a DER SubjectPublicKeyInfo or bare RSAPublicKey, or None.
+
+    Reads lengths and converts with int.from_bytes (linear, in C): nothing here
+    costs more than one pass over the bytes, however large the numbers."""
+    outer = _der_items(der, 0x30)
+    if outer is None or len(outer) != 1:
+        return None
+    items = _der_items(outer[0], None)
+    if items is None:
+        return None
+    if len(items) == 2 and items[0][0] == 0x30 and items[1][0] == 0x03:
+        bits = items[1][1]                 # SubjectPublicKeyInfo: skip the unused-bits byte
+        inner = _der_items(bits[1:], 0x30) if bits[:1] == b"\x00" else None
+        if inner is None or len(inner) != 1:
+            return None
+        items = _der_items(inner[0], None)
+        if items is None:
+            return None
+    if len(items) != 2 or any(tag != 0x02 or not value for tag, value in items):
+        return None
+    return tuple(int.from_bytes(value, "big") for _tag, value in items)
+
+
+def _der_items(data: bytes, expect_tag):
+    """The DER elements of DATA as (tag, value), or None if DATA is not a sequence
+    of whole elements. With EXPECT_TAG, the values of elements that must all have
+    that tag."""
+    items, pos = [], 0
+    while pos < len(data):
+        if pos + 2 > len(data):
+            return None
+        tag, length, pos = data[pos], data[pos + 1], pos + 2
+        if length & 0x80:
+            count = length & 0x7F
+            if count == 0 or count > 4 or pos + count > len(data):
+                return None
+            length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
+        if pos + length > len(data):
+            return None
+        items.append((tag, data[pos:pos + length]))
+        pos += length
+    if expect_tag is not None:
+        if any(tag != expect_tag for tag, _ in items):
+            return None
+        return [value for _, value in items]
+    return items
 # Each signature costs a DNS lookup and a pass over the body; a hostile message may
 # carry hundreds. Those beyond this many (from the top) are reported, not verified.
 MAX_DKIM_SIGNATURES = 10
@@ -208,6 +304,9 @@ def check_dkim(budget: Budget, raw: bytes, truncated: bool = False) -> tuple:
         if not records:
             state["missing"] = True
             return None
+        problem = dkim_key_problem(records[0])
+        if problem:
+            raise dkim.KeyFormatError(problem)
         return records[0]
 
     dkim_log = _DkimLog()
@@ -227,6 +326,11 @@ def check_dkim(budget: Budget, raw: bytes, truncated: bool = False) -> tuple:
         if index >= MAX_DKIM_SIGNATURES:
             results.append(DkimResult("policy", reason=f"more than {MAX_DKIM_SIGNATURES} "
                                                        "signatures, not verified"))
+            continue
+        if budget.remaining() <= 0:
+            # Each verification is bounded (key sizes, message size); their number is
+            # bounded by the time the message may take as well.
+            results.append(DkimResult("temperror", reason="time budget spent"))
             continue
         state.update(temp=None, missing=False)
         dkim_log.errors.clear()

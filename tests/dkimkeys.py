@@ -29,6 +29,18 @@ def _rsa_key(bits: int = 2048) -> tuple:
     return private, base64.b64encode(public_der).decode("ascii")
 
 
+def _hostile_rsa_key(bits: int) -> str:
+    """p= base64 of an RSAPublicKey whose modulus and exponent both have BITS bits."""
+    def der(tag: int, body: bytes) -> bytes:
+        size = len(body).to_bytes(2, "big")
+        return bytes([tag, 0x82]) + size + body
+
+    n = e = (1 << (bits - 1)) | 0xFFFF | 1
+    key = der(0x30, der(0x02, b"\x00" + n.to_bytes(bits // 8, "big")) +
+              der(0x02, b"\x00" + e.to_bytes(bits // 8, "big")))
+    return base64.b64encode(key).decode("ascii")
+
+
 def _ed25519_key() -> tuple:
     """(private seed as base64 bytes, dkimpy's form; public key as p= base64)."""
     key = nacl.signing.SigningKey.generate()
@@ -66,6 +78,10 @@ class DkimKeys:
         return {
             "DKIM_RSA": _txt_rdata(f"v=DKIM1; k=rsa; p={self.rsa_public}"),
             "DKIM_ED25519": _txt_rdata(f"v=DKIM1; k=ed25519; p={self.ed25519_public}"),
+            # The red team's keys: verifying with them is seconds of pow() (n and e of
+            # 16,384 bits), or a tenth of a second each (n and e of 4,096 bits).
+            "DKIM_HOSTILE": _txt_rdata(f"v=DKIM1; k=rsa; p={_hostile_rsa_key(16384)}"),
+            "DKIM_BIG_EXPONENT": _txt_rdata(f"v=DKIM1; k=rsa; p={_hostile_rsa_key(4096)}"),
         }
 
     def sign(self, message: bytes, domain: str, selector: str = "rsa",

@@ -141,6 +141,18 @@ def test_dkim_key_missing_or_unusable_is_permerror(budget, dkim_keys):
     assert junk.result == "permerror" and junk.reason.startswith("unusable key")
 
 
+@pytest.mark.parametrize("selector, words", [
+    ("hostile", "key record longer than"),          # n and e of 16,384 bits: 8 s of pow()
+    ("bigexp", "exponent of 4096 bits"),
+])
+def test_hostile_rsa_keys_are_refused_before_any_arithmetic(budget, dkim_keys, selector, words):
+    signed = dkim_keys.sign(dkim_keys.sign(message(), "example.com", selector),
+                            "example.com", "rsa")
+    results = check_dkim(budget, signed)
+    assert [r.result for r in results] == ["pass", "permerror"]
+    assert words in results[1].reason and results[1].reason.startswith("unusable key")
+
+
 def test_dkim_temperror_when_the_dns_server_does_not_answer(dead_budget, dkim_keys):
     [result] = check_dkim(dead_budget, dkim_keys.sign(message(), "example.com", "rsa"))
     assert result.result == "temperror"
