@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from servers import RedisServer  # noqa: E402
 
 from mx6milter.config import parse_config  # noqa: E402
-from mx6milter.history import DAY, History  # noqa: E402
+from mx6milter.evidence.history import DAY, History  # noqa: E402
 from mx6milter.store import Store  # noqa: E402
 
 TLDS = ("com", "net", "org", "de", "co.uk", "example", "info", "fr", "nl", "io")

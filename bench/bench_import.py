@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from servers import RedisServer  # noqa: E402
 
 from mx6milter.config import RedisSection  # noqa: E402
-from mx6milter.store import Store, ip_candidates  # noqa: E402
+from mx6milter.store import Store  # noqa: E402
+from mx6milter.prefixes import ip_candidates  # noqa: E402
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
 

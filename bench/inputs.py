@@ -179,7 +179,7 @@ def build(directory: Path, cold_count: int = 0) -> Inputs:
 
 def seed_redis(store, extra_ips: int = 10000, extra_pairs: int = 10000) -> None:
     """The whitelist entries two of the kinds match, among some unrelated ones."""
-    from mx6milter.store import ip_field
+    from mx6milter.prefixes import ip_field
     ip_kind = next(k for k in KINDS if k.name == "ip")
     book = next(k for k in KINDS if k.name == "addrbook")
     net = ipaddress.ip_network(f"{ip_kind.client}/48", strict=False)

@@ -43,7 +43,7 @@ def redis_memory(store_factory, ip_entries: int, pairs: int, recipients: int = 1
         store = store_factory(server)
         client = server.client()
         before = client.info("memory")["used_memory"]
-        from mx6milter.store import ip_field
+        from mx6milter.prefixes import ip_field
         base = int(ipaddress.ip_address("2001:db8:4000::"))
         started = time.perf_counter()
         for start in range(0, ip_entries, batch):

@@ -87,3 +87,15 @@ def from_addresses(values) -> list | None:
         log.info("From field could not be parsed: %r", err)
         return None
     return [address for _name, address in pairs if address]
+
+
+def strip_brackets(address: str) -> str:
+    """'<a@b>' -> 'a@b': an SMTP path as the MTA passes it, without its brackets."""
+    address = address.strip()
+    return address[1:-1] if address.startswith("<") and address.endswith(">") else address
+
+
+def domain_suffixes(domain: str) -> list:
+    """'a.b.example.org' -> ['a.b.example.org', 'b.example.org', 'example.org']."""
+    labels = domain.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)] if len(labels) > 1 else []

@@ -18,12 +18,10 @@ import Milter
 import milter as libmilter
 
 from .config import Config, ConfigError, load_config
-from .dns import Resolver
-from .evaluate import Evaluator
 from .milter import Mx6Milter
 from .privileges import (check_names, drop_privileges, make_socket_dir, own_socket,
                          resolve_identity)
-from .store import Store
+from .service import build_evaluator, self_check
 
 log = logging.getLogger("mx6milter")
 
@@ -49,37 +47,6 @@ def setup_logging(config: Config) -> None:
     root.addHandler(handler)
     root.setLevel(config.log.level.upper())
     logging.getLogger("mx6milter.dkimpy").setLevel(logging.CRITICAL)   # its errors are our results
-
-
-def read_secret(path: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            secret = handle.read().strip()
-    except OSError as err:
-        raise ConfigError(f"[addressbook] secret_file: cannot read {path}: {err}") from None
-    if len(secret) < 16:
-        raise ConfigError(f"[addressbook] secret_file: {path} holds fewer than 16 bytes")
-    return secret
-
-
-def build_evaluator(config: Config) -> Evaluator:
-    store = Store.from_config(config.redis, read_secret(config.addressbook.secret_file))
-    return Evaluator(config, store, Resolver.from_config(config.dns))
-
-
-def self_check(evaluator: Evaluator) -> None:
-    """Warn, never refuse: the milter must start even when Redis or DNS is down."""
-    if not evaluator.store.ping():
-        log.warning("startup check: Redis at %s does not answer; IPv6 mail will fall back "
-                    "until it does", evaluator.config.redis.url)
-    try:
-        # Not the root: the resolver answers [] for "." without asking anyone.
-        evaluator.resolver.query("org", "NS")
-    except Exception as err:
-        log.warning("startup check: DNS does not answer (%s); IPv6 mail will fall back "
-                    "until it does", err)
 
 
 class Daemon:

@@ -21,10 +21,10 @@ import socket
 from dataclasses import dataclass
 
 from .addresses import AddressError, domain_to_ascii, normalise_address
-from .store import SOURCE_NAME, ip_field
+from .prefixes import ip_field
 
-REQUIREMENTS = ("dmarc", "dkim", "spf", "any")   # evaluate.DOMAIN_REQUIREMENTS
-DEFAULT_REQUIREMENT = "dmarc"
+REQUIREMENTS = ("dmarc", "dkim", "spf", "any")   # what a domain entry asks to authenticate
+DEFAULT_REQUIREMENT = "dmarc"      # the From domain authenticated in alignment
 MIN_PREFIX_LENGTH = 16      # shorter prefixes cover whole registries: surely a typo
 MAX_LINE = 4096
 HASHED = re.compile(r"hmac:([0-9a-f]{32})")
@@ -40,8 +40,13 @@ class EntryError(ValueError):
 # --- names, prefixes, domains, addresses --------------------------------------------
 
 
+# Source names become part of Redis key names: no ':' (the key separator), no '~'
+# (staging keys of a replace).
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def check_source(name: str) -> str:
-    if not SOURCE_NAME.fullmatch(name or ""):
+    if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
         raise EntryError(f"{name!r}: a source name is 1 to 64 of the characters A-Z a-z 0-9 _ . - "
                          "(it becomes part of Redis key names)")
     return name
@@ -200,6 +205,8 @@ def parse_expiry(text: str, now: float) -> int:
 def format_expiry(epoch: int) -> str:
     if not epoch:
         return "never"
+    if epoch < 0:
+        return "unreadable"
     when = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -216,15 +223,18 @@ def domain_value(requirement: str, expires: int) -> str:
 
 
 def value_requirement(value: str) -> str:
-    parts = value.split(" ")
-    return parts[0] if len(parts) > 1 else DEFAULT_REQUIREMENT
+    """What a domain entry ("REQUIREMENT EXPIRY") asks for; unreadable means the default."""
+    parts = value.split()
+    return parts[0] if len(parts) > 1 and parts[0] in REQUIREMENTS else DEFAULT_REQUIREMENT
 
 
 def value_expiry(value: str) -> int:
+    """Unix seconds, 0 for never; -1 if unreadable: long expired, so it never counts
+    (the milter ignores it, mx6ctl shows it as expired)."""
     try:
         return int(value.rsplit(" ", 1)[-1] or 0)
     except ValueError:
-        return 0
+        return -1
 
 
 def check_requirement(text: str) -> str:
@@ -309,7 +319,7 @@ class LineParser:
 
 def format_line(kind: str, suffix: str, field: str, value: str, show=lambda s: s) -> str:
     """The line ``import`` reads back as this entry; ``show`` renders addressbook ids."""
-    from .store import field_to_network
+    from .prefixes import field_to_network
     if kind == "ip":
         words = [str(field_to_network(field))]
     elif kind == "domain":

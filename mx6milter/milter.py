@@ -7,16 +7,13 @@ import socket
 
 import Milter
 
-from .auth import claims_authserv_id
+from .addresses import strip_brackets
+from .evidence.auth import claims_authserv_id
 from .evaluate import Evaluator, Outcome
 from .model import Action, Message, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
 
-
-def _strip_brackets(address: str) -> str:
-    address = address.strip()
-    return address[1:-1] if address.startswith("<") and address.endswith(">") else address
 
 
 def safe_callback(method):
@@ -49,6 +46,7 @@ class Mx6Milter(Milter.Base):
         self.evaluator = evaluator
         self.config = evaluator.config
         self.session = Session()
+        self.session_class = SessionClass.LOCAL    # computed once per transaction, at MAIL FROM
         self.judged = False
         self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
         self._reset_message()
@@ -92,11 +90,11 @@ class Mx6Milter(Milter.Base):
     @safe_callback
     def envfrom(self, mail_from, *params):
         self._reset_message()
-        self.session.mail_from = _strip_brackets(mail_from)
+        self.session.mail_from = strip_brackets(mail_from)
         self.session.recipients = []
         self.session.auth_authen = self._macro("{auth_authen}")
         self.session.queue_id = self._macro("i")
-        session_class = self.evaluator.session_class(self.session)
+        self.session_class = session_class = self.evaluator.session_class(self.session)
         self.judged = session_class is SessionClass.IPV6
         self.learning = session_class is SessionClass.IPV4 and \
             self.evaluator.greenlist.recorder is not None
@@ -104,7 +102,7 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def envrcpt(self, rcpt, *params):
-        self.session.recipients.append(_strip_brackets(rcpt))
+        self.session.recipients.append(strip_brackets(rcpt))
         return Milter.CONTINUE
 
     def data(self):
@@ -156,7 +154,7 @@ class Mx6Milter(Milter.Base):
             if self.learning:
                 self._learn()
             return Milter.ACCEPT
-        outcome = self.evaluator.evaluate(self.session, self._message())
+        outcome = self.evaluator.evaluate(self.session, self._message(), self.session_class)
         log.info(format_decision_log(self.session, outcome))
         return self._apply(outcome)
 

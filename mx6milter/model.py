@@ -64,6 +64,16 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Findings:
+    """What one evidence source returns: every check it made, and those that count."""
+    checks: tuple = ()               # every Finding, hits and misses
+    evidence: tuple = ()             # the Findings that speak for the message
+
+    def __add__(self, other: "Findings") -> "Findings":
+        return Findings(self.checks + other.checks, self.evidence + other.evidence)
+
+
+@dataclass(frozen=True)
 class Evidence:
     session_class: SessionClass
     whitelist: tuple = ()            # Findings that make the message whitelisted

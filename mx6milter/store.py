@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,10 +35,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .entries import check_source, value_expiry
+
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history")
-# Source names become part of key names: no ':' (the key separator), no '~' (staging).
-SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
@@ -185,11 +183,7 @@ class Hit:
 
     @property
     def expires(self) -> int:
-        """Unix seconds, 0 for never; -1 (long expired) if unreadable, so it never counts."""
-        try:
-            return int(self.value.rsplit(" ", 1)[-1] or 0)
-        except ValueError:
-            return -1
+        return value_expiry(self.value)
 
 
 @dataclass
@@ -207,33 +201,6 @@ class LoadResult:
 
 class EmptyReplace(ValueError):
     """A replace with no entries at all; refused unless explicitly allowed."""
-
-
-# --- IPv6 prefixes as hash fields -------------------------------------------------
-
-
-def ip_field(network: ipaddress.IPv6Network) -> str:
-    """'2001:db8::/32' -> '20010db8/32': the hex digits the prefix covers."""
-    length = network.prefixlen
-    digits = (length + 3) // 4
-    text = f"{int(network.network_address):032x}"[:digits]
-    return f"{text}/{length}"
-
-
-def field_to_network(field: str) -> ipaddress.IPv6Network:
-    text, length = field.split("/")
-    return ipaddress.IPv6Network((int(text.ljust(32, "0"), 16), int(length)))
-
-
-def ip_candidates(address: ipaddress.IPv6Address) -> list:
-    """Every prefix containing the address, longest first: fields to look up."""
-    value = int(address)
-    fields = []
-    for length in range(128, -1, -1):
-        masked = (value >> (128 - length)) << (128 - length) if length else 0
-        digits = (length + 3) // 4
-        fields.append(f"{masked:032x}"[:digits] + f"/{length}")
-    return fields
 
 
 class Store:
@@ -454,12 +421,6 @@ class Store:
 
     def write_schema_marker(self) -> None:
         self.client.set(self.base + "schema", SCHEMA_VERSION)
-
-
-def check_source(name: str) -> str:
-    if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
-        raise ValueError(f"{name!r}: a source name is 1 to 64 of A-Z a-z 0-9 _ . -")
-    return name
 
 
 def _join(base: str, suffix: str) -> str:

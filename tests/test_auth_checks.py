@@ -1,10 +1,10 @@
-"""SPF, DKIM and DMARC (mx6milter.auth) against a real BIND serving tests/data/zones,
+"""SPF, DKIM and DMARC (mx6milter.evidence.auth) against a real BIND serving tests/data/zones,
 with messages signed in the tests by dkimpy with keys the tests generated."""
 import socket
 
 import pytest
 
-from mx6milter.auth import Dmarc, authenticate, check_dkim, check_spf, render_auth_results
+from mx6milter.evidence.auth import Dmarc, authenticate, check_dkim, check_spf, render_auth_results
 from mx6milter.dns import Resolver
 
 from dkimkeys import message
@@ -296,7 +296,7 @@ def test_dns_failure_makes_every_check_temperror(dead_budget, dmarc, dkim_keys):
 
 
 def test_signatures_beyond_the_cap_are_reported_not_verified(budget, dkim_keys, dns_server):
-    from mx6milter.auth import MAX_DKIM_SIGNATURES
+    from mx6milter.evidence.auth import MAX_DKIM_SIGNATURES
     signed = dkim_keys.sign(message(), "example.com", "rsa")          # the lowest: never reached
     for i in range(MAX_DKIM_SIGNATURES + 4):
         signed = dkim_keys.sign(signed, "esp.example", f"s{i}")        # no such selectors

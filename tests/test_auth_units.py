@@ -9,9 +9,11 @@ import pytest
 
 from mx6milter.addresses import (AddressError, domain_of, domain_to_ascii, from_addresses,
                                  normalise_address)
-from mx6milter.auth import (AuthOutcome, DkimResult, Dmarc, DmarcResult, SpfResult,
+from mx6milter.evidence.auth import (AuthOutcome, DkimResult, Dmarc, DmarcResult, SpfResult,
                             claims_authserv_id, render_auth_results, single_from_address)
-from mx6milter.evaluate import covers, domain_suffixes, requirement_of
+from mx6milter.addresses import domain_suffixes
+from mx6milter.entries import value_requirement
+from mx6milter.evidence.whitelist import covers
 
 
 # --- addresses ------------------------------------------------------------------------
@@ -208,7 +210,7 @@ def test_domain_entries_cover_their_subdomains_only():
     ("0", "dmarc"), ("", "dmarc"), ("everything 0", "dmarc"), ("DKIM 0", "dmarc"),
 ])
 def test_domain_entry_requirement_defaults_to_aligned(value, requirement):
-    assert requirement_of(value) == requirement
+    assert value_requirement(value) == requirement
 
 
 def test_huge_authentication_results_headers_are_judged_fast():

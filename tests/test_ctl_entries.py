@@ -7,8 +7,8 @@ import redis
 
 from mx6milter.addresses import normalise_address
 from mx6milter.config import load_config
-from mx6milter.daemon import build_evaluator
-from mx6milter.store import ip_field
+from mx6milter.service import build_evaluator
+from mx6milter.prefixes import ip_field
 from mx6milter.entries import parse_ipv6_prefix
 
 from ctl_runner import Ctl

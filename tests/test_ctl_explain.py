@@ -13,9 +13,10 @@ import Milter
 import pytest
 
 from mx6milter.config import load_config
-from mx6milter.daemon import build_evaluator
+from mx6milter.service import build_evaluator
 from mx6milter.entries import parse_ipv6_prefix
-from mx6milter.store import Store, ip_field
+from mx6milter.store import Store
+from mx6milter.prefixes import ip_field
 
 from ctl_runner import Ctl
 from harness import run_milter

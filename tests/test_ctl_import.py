@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from mx6milter.config import load_config
-from mx6milter.ctl_common import open_store
-from mx6milter.store import Store, ip_field
+from mx6milter.ctl.common import open_store
+from mx6milter.store import Store
+from mx6milter.prefixes import ip_field
 
 from ctl_runner import Ctl
 

@@ -1,8 +1,8 @@
 """mx6ctl explain and send read MESSAGE_FILE through one bounded reader. No Redis."""
 import pytest
 
-from mx6milter import ctl_common
-from mx6milter.ctl_common import UsageError, read_message_file
+from mx6milter.ctl import common
+from mx6milter.ctl.common import UsageError, read_message_file
 
 
 def test_reads_a_file(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mx6milter.auth import MAX_RSA_BITS, dkim_key_problem, rsa_public_numbers
+from mx6milter.evidence.auth import MAX_RSA_BITS, dkim_key_problem, rsa_public_numbers
 
 
 def _der_int(value: int) -> bytes:

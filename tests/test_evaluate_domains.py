@@ -285,7 +285,7 @@ def test_dns_failure_falls_back_with_the_would_be_authentication_results(evaluat
 
 def test_dns_failure_does_not_hide_an_ip_whitelist_entry(evaluator_factory, dkim_keys):
     from mx6milter.ctl import parse_ipv6_prefix
-    from mx6milter.store import ip_field
+    from mx6milter.prefixes import ip_field
     from servers import free_port
     evaluator = evaluator_factory(POLICY + "[dns]\ntimeout = 0.3\nbudget = 1\n",
                                   nameservers=f"127.0.0.1:{free_port()}")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mx6milter import ctl
-from mx6milter.ctl_greenlist import AsnTable, GreenLineParser, parse_asn
+from mx6milter.ctl.greenlist import AsnTable, GreenLineParser, parse_asn
 from mx6milter.entries import EntryError
 from mx6milter.model import Message, Session, Tier
 
@@ -172,7 +172,7 @@ def test_history_show(config_file, capsys, evaluator_factory):
     evaluator = evaluator_factory()
     _, out, _ = mx6ctl(config_file, capsys, "history", "show", "greenlist.example")
     assert out == "greenlist.example\tno IPv4 history\n"
-    from mx6milter.history import History, DAY
+    from mx6milter.evidence.history import History, DAY
     day = [1_800_000_000]
     history = History(evaluator.store, evaluator.config.greenlist, clock=lambda: day[0])
     history.record("greenlist.example")

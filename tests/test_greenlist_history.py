@@ -10,8 +10,8 @@ import pytest
 
 from mx6milter.dns import Resolver
 from mx6milter.evaluate import Evaluator
-from mx6milter.greenlist import Greenlist
-from mx6milter.history import DAY, Entry
+from mx6milter.evidence.greenlist import Greenlist
+from mx6milter.evidence.history import DAY, Entry
 from mx6milter.model import Message, Session, Tier
 from mx6milter.store import Store
 

@@ -11,9 +11,9 @@ import Milter
 import pytest
 
 from mx6milter.dns import Resolver
-from mx6milter.greenlist import check_fcrdns
+from mx6milter.evidence.greenlist import check_fcrdns
 from mx6milter.model import Message, Session, Tier
-from mx6milter.store import ip_field
+from mx6milter.prefixes import ip_field
 
 from harness import run_milter
 
@@ -340,6 +340,6 @@ def test_redis_down_fcrdns_still_counts(dns_server):
 @pytest.mark.parametrize("text", ["2001:db8::1", "2001:db8:8::25", "::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
 def test_reverse_name_is_what_dnspython_builds(text):
     import dns.reversename
-    from mx6milter.greenlist import reverse_name
+    from mx6milter.evidence.greenlist import reverse_name
     address = ipaddress.IPv6Address(text)
     assert reverse_name(address) == dns.reversename.from_address(text).to_text()

@@ -2,7 +2,7 @@
 import Milter
 import pytest
 
-from mx6milter.store import ip_field
+from mx6milter.prefixes import ip_field
 from mx6milter.ctl import parse_ipv6_prefix
 
 from harness import run_milter

@@ -16,7 +16,7 @@ import pytest
 from harness import run_milter
 from milterd import MilterDaemon, mx6ctl
 from mx6milter.config import load_config
-from mx6milter.daemon import build_evaluator
+from mx6milter.service import build_evaluator
 from servers import free_port
 
 SCRIPTS = Path(__file__).resolve().parent / "miltertest"

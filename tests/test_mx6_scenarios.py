@@ -10,7 +10,7 @@ Real parts only:
   removed after). The IPv6 listeners run the real mx6milter daemon: in mx6 mode for
   with6.example, in defensive mode for defensive.example. Every accepted message is
   relayed to that instance's smtp-sink, where the tests read where it arrived.
-* Senders: mx6milter.sender, MX6-aware, or plain (aware=False) as the unaware party,
+* Senders: mx6milter.outbound.sender, MX6-aware, or plain (aware=False) as the unaware party,
   from 127.0.7.10 and 2001:db8:67::10; once through `mx6ctl send`.
 
 Each test asserts the lookups the DNS server received, the connections made, and the
@@ -28,8 +28,9 @@ import pytest
 from mx6milter.config import RedisSection
 from mx6milter.dns import Resolver
 from mx6milter.entries import parse_ipv6_prefix
-from mx6milter.sender import Options, Sender
-from mx6milter.store import Store, ip_field
+from mx6milter.outbound.sender import Options, Sender
+from mx6milter.store import Store
+from mx6milter.prefixes import ip_field
 
 from dnsserver import DnsServer, ZONE_TEMPLATES
 from milterd import MX6CTL, MilterDaemon

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mx6milter import sender
+from mx6milter.outbound import sender
 from mx6milter.dns import Resolver
 
 from dnsserver import DnsServer

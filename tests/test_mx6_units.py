@@ -8,7 +8,8 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 
-from mx6milter import mx6, sender
+from mx6milter.outbound import plan as mx6
+from mx6milter.outbound import sender, zone
 from mx6milter.dns import DnsTempError
 
 
@@ -188,7 +189,7 @@ def test_unicode_domain_becomes_a_label():
 
 
 def test_zone_records_as_the_proposal_asks():
-    lines = mx6.zone_records("with6.example", "mx6.with6.example", ["10.0.0.2"], ["2001:db8::2"])
+    lines = zone.zone_records("with6.example", "mx6.with6.example", ["10.0.0.2"], ["2001:db8::2"])
     records = [line.split() for line in lines if not line.startswith(";")]
     assert records == [
         ["with6.example.", "IN", "MX", "0", "mx.with6.example."],
@@ -213,11 +214,11 @@ def test_zone_records_refuse_what_would_break_the_proposal(kwargs, message):
                 ipv6=["2001:db8::2"])
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        mx6.zone_records(**args)
+        zone.zone_records(**args)
 
 
 def test_zone_records_warn_about_another_port():
-    lines = mx6.zone_records("with6.example", "mx6.with6.example", ["10.0.0.2"], ["2001:db8::2"],
+    lines = zone.zone_records("with6.example", "mx6.with6.example", ["10.0.0.2"], ["2001:db8::2"],
                              port=2525)
     assert any(line.startswith("; WARNING: port 2525") for line in lines)
 
@@ -234,7 +235,7 @@ def test_zone_records_warn_about_another_port():
     ([], ""),
 ])
 def test_enhanced_status_of_a_reply(lines, status):
-    assert sender.Reply(550, lines).status == status
+    assert sender.ServerReply(550, lines).status == status
 
 
 @pytest.mark.parametrize("code, lines, aware, expected", [
@@ -247,13 +248,13 @@ def test_enhanced_status_of_a_reply(lines, status):
 ])
 def test_fallback_reply_needs_basic_and_enhanced_code(code, lines, aware, expected):
     s = sender.Sender(None, sender.Options(aware=aware))
-    assert s.is_fallback(sender.Reply(code, lines)) is expected
+    assert s.is_fallback(sender.ServerReply(code, lines)) is expected
 
 
 def test_configured_fallback_code_is_recognised():
     s = sender.Sender(None, sender.Options(fallback_code="551", fallback_status="5.7.26"))
-    assert s.is_fallback(sender.Reply(551, ["5.7.26 please use IPv4"]))
-    assert not s.is_fallback(sender.Reply(550, ["5.5.7 Fall back to IPv4"]))
+    assert s.is_fallback(sender.ServerReply(551, ["5.7.26 please use IPv4"]))
+    assert not s.is_fallback(sender.ServerReply(550, ["5.5.7 Fall back to IPv4"]))
 
 
 def test_wire_data_crlf_and_dot_stuffing():
@@ -268,11 +269,11 @@ def test_wire_data_crlf_and_dot_stuffing():
                                  "user@exa mple.org", "üser@example.org", "x" * 300 + "@e.org",
                                  "user@"])
 def test_hostile_envelope_addresses_are_refused(bad):
-    with pytest.raises(sender.UsageError):
+    with pytest.raises(sender.BadSendOption):
         sender.check_address(bad, "recipient")
 
 
 def test_null_sender_allowed_only_where_asked():
     assert sender.check_address("<>", "sender", empty_ok=True) == ""
-    with pytest.raises(sender.UsageError):
+    with pytest.raises(sender.BadSendOption):
         sender.check_address("<>", "recipient")

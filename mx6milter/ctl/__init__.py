@@ -13,14 +13,14 @@ import sys
 
 import redis
 
-from .config import ConfigError
-from .ctl_common import DEFAULT_CONFIG, UsageError
-from .ctl_entries import register_addressbook, register_domain, register_ip, register_stats
-from .ctl_explain import register_explain
-from .ctl_greenlist import register as register_greenlist
-from .ctl_import import register_export, register_import
-from .ctl_mx6 import register as register_mx6
-from .entries import EntryError, parse_ipv6_prefix  # noqa: F401  (kept importable from here)
+from ..config import ConfigError
+from .common import DEFAULT_CONFIG, UsageError
+from .entries import register_addressbook, register_domain, register_ip, register_stats
+from .explain import register_explain
+from .greenlist import register as register_greenlist
+from .import_export import register_export, register_import
+from .mx6 import register as register_mx6
+from ..entries import EntryError, parse_ipv6_prefix  # noqa: F401  (kept importable from here)
 
 REGISTRARS = [
     register_ip,

@@ -5,9 +5,10 @@ import argparse
 import sys
 import time
 
-from .config import Config, load_config
-from .entries import AddressIds, EntryError, check_source, parse_expiry
-from .store import Store
+from ..config import Config, load_config
+from ..entries import AddressIds, EntryError, check_source, parse_expiry
+from ..service import read_secret
+from ..store import Store
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 COMMAND_TIMEOUT = 120.0   # bulk writes and scans; the milter keeps [redis] timeout
@@ -23,7 +24,6 @@ def load(args) -> Config:
 
 
 def open_store(config: Config) -> Store:
-    from .daemon import read_secret
     return Store.from_config(config.redis, read_secret(config.addressbook.secret_file),
                              command_timeout=COMMAND_TIMEOUT)
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 
-from .ctl_common import (UsageError, add_expires_option, add_source_option, address_ids, load,
+from .common import (UsageError, add_expires_option, add_source_option, address_ids, load,
                          note, now, open_store, parse_all, parse_expires, public_suffix_test)
-from .entries import REQUIREMENTS, LineParser, format_expiry, value_expiry, value_requirement
-from .store import KINDS, field_to_network
+from ..entries import REQUIREMENTS, LineParser, format_expiry, value_expiry, value_requirement
+from ..store import KINDS
+from ..prefixes import field_to_network
 
 SOURCE_HELP = "source of the entries (add: default local; remove, list: default every source)"
 

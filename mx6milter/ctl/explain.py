@@ -11,18 +11,16 @@ import json
 import re
 import sys
 
-from .addresses import AddressError, normalise_address
-from .ctl_common import UsageError, load, read_message_file
-from .model import Message, Session, SessionClass
-from .policy import parse_client_ip
-from .store import StoreUnavailable
+from ..addresses import strip_brackets
+from .common import UsageError, load, read_message_file
+from ..model import Message, Session, SessionClass
+from ..policy import parse_client_ip
+from ..service import build_evaluator   # the daemon's own construction
+from ..evidence.whitelist import addressbook_ids
+from ..store import StoreUnavailable
 
 _HEADER_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
-
-def _strip_brackets(address: str) -> str:
-    address = address.strip()
-    return address[1:-1] if address.startswith("<") and address.endswith(">") else address
 
 
 def split_message(raw: bytes) -> tuple:
@@ -81,20 +79,12 @@ def per_recipient(evaluator, session: Session, auth) -> list:
     """Which recipients have the From address in their addressbook (informational)."""
     if auth is None or not auth.from_address:
         return []
-    store = evaluator.store
-    fold = evaluator.config.addressbook.fold_local_part
-    try:
-        sender = store.addressbook_id(normalise_address(auth.from_address, fold))
-    except AddressError:
+    sender, ids = addressbook_ids(evaluator.store, evaluator.config.addressbook.fold_local_part,
+                                  auth.from_address, session.recipients)
+    if not sender:
         return []
-    ids = []
-    for rcpt in session.recipients:
-        try:
-            ids.append((rcpt, store.addressbook_id(normalise_address(rcpt, fold))))
-        except AddressError:
-            ids.append((rcpt, None))
     try:
-        hits = store.lookup({"ab": [(rid, sender) for _, rid in ids if rid]})["ab"]
+        hits = evaluator.store.lookup({"ab": [(rid, sender) for _, rid in ids if rid]})["ab"]
     except StoreUnavailable:
         return []
     sources = {}
@@ -117,11 +107,8 @@ def explain(evaluator, session: Session, message: Message) -> dict:
                     "auth_user": session.auth_authen, "class": evidence.session_class.value,
                     "judged": evidence.session_class is SessionClass.IPV6},
         "checks": [{"kind": f.kind, "result": f.result, "detail": f.detail} for f in evidence.checks],
-        "authenticated_domains": {
-            "dkim": sorted(auth.dkim_pass_domains) if auth else [],
-            "spf": [auth.spf_pass_domain] if auth and auth.spf_pass_domain else [],
-            "dmarc": [auth.dmarc.from_domain] if auth and auth.dmarc.result == "pass" else [],
-        },
+        "authenticated_domains": {way: list(outcome.identities.get(way, ()))
+                                  for way in ("dkim", "spf", "dmarc")},
         "from_address": auth.from_address if auth else "",
         "addressbook": per_recipient(evaluator, session, auth),
         "failures": list(evidence.failures),
@@ -193,11 +180,10 @@ def cmd_explain(args) -> int:
     if parse_client_ip(args.client_ip) is None:
         raise UsageError(f"--client-ip {args.client_ip!r}: not an IP address")
     session = Session(client_ip=args.client_ip, helo=args.helo,
-                      mail_from=_strip_brackets(args.mail_from),
-                      recipients=[_strip_brackets(r) for r in args.rcpt],
+                      mail_from=strip_brackets(args.mail_from),
+                      recipients=[strip_brackets(r) for r in args.rcpt],
                       auth_authen=args.auth_user, queue_id="explain")
     message = build_message(read_message_file(args.message), config.milter.max_message_size)
-    from .daemon import build_evaluator   # the daemon's own construction
     result = explain(build_evaluator(config), session, message)
     if args.json:
         print(json.dumps(result, indent=2))

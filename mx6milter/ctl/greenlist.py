@@ -19,14 +19,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .ctl_common import UsageError, add_expires_option, add_source_option, load, now, open_store, \
+from .common import UsageError, add_expires_option, add_source_option, load, now, open_store, \
     public_suffix_test
-from .ctl_entries import edit_entries
-from .entries import (Entry, EntryError, format_expiry, parse_domain, parse_expiry,
+from .entries import edit_entries
+from ..entries import (Entry, EntryError, format_expiry, parse_domain, parse_expiry,
                       parse_ipv6_prefix, split_line)
-from .greenlist import Greenlist
-from .history import History
-from .store import field_to_network, ip_candidates, ip_field
+from ..evidence.greenlist import Greenlist
+from ..evidence.history import History
+from ..prefixes import field_to_network, ip_candidates, ip_field
 
 KINDS = {   # kind -> (what an entry is, help)
     "green": ("PREFIX", "greenlisted IPv6 networks: accepted subject to content filtering"),

@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import vcard
-from .ctl_common import (KIND_NAMES, UsageError, add_expires_option, add_source_option,
+from .. import vcard
+from .common import (KIND_NAMES, UsageError, add_expires_option, add_source_option,
                          address_ids, load, now, open_store, parse_expires, public_suffix_test)
-from .ctl_greenlist import AsnTable, GreenLineParser
-from .entries import (DEFAULT_REQUIREMENT, REQUIREMENTS, Entry, EntryError, LineParser,
+from .greenlist import AsnTable, GreenLineParser
+from ..entries import (DEFAULT_REQUIREMENT, REQUIREMENTS, Entry, EntryError, LineParser,
                       format_expiry, format_line, parse_expiry, value_expiry)
-from .store import EmptyReplace
+from ..store import EmptyReplace
 
 MAX_SHOWN = 100    # bad lines printed; the rest are counted
 CSV_HEADER = ("recipient", "sender", "expires")

@@ -11,10 +11,12 @@ import json
 import re
 import socket
 
-from . import mx6, sender
-from .config import PolicySection, _nameservers, load_config
-from .ctl_common import UsageError, read_message_file
-from .dns import Resolver
+from ..outbound import audit, zone
+from ..outbound.plan import SMTP_PORT, BadName, describe, normalize_domain, resolve_plan
+from ..outbound import sender
+from ..config import PolicySection, _nameservers, load_config
+from .common import UsageError, read_message_file
+from ..dns import Resolver
 
 EX_TEMPFAIL = 75
 
@@ -42,8 +44,8 @@ def _setup(args):
 
 def _domain(text: str) -> str:
     try:
-        return mx6.normalize_domain(text)
-    except mx6.BadName as err:
+        return normalize_domain(text)
+    except BadName as err:
         raise _usage(str(err)) from None
 
 
@@ -67,8 +69,8 @@ def cmd_plan(args) -> int:
     domain = _domain(args.domain)
     _check_port(args.port)
     resolver, code, status = _setup(args)
-    plan = mx6.resolve_plan(resolver, domain, aware=not args.unaware, mx_port=args.port)
-    steps = mx6.describe(plan, f"{code} {status}")
+    plan = resolve_plan(resolver, domain, aware=not args.unaware, mx_port=args.port)
+    steps = describe(plan, f"{code} {status}")
     if args.json:
         print(json.dumps({"domain": plan.domain, "aware": plan.aware, "route": plan.route,
                           "steps": steps, "lookups": [list(x) for x in plan.lookups],
@@ -87,7 +89,7 @@ def register_plan(sub) -> None:
     p.add_argument("domain", metavar="DOMAIN")
     p.add_argument("--unaware", action="store_true",
                    help="the plan of a plain, MX6-unaware sender instead (MX, IPv6 and IPv4)")
-    p.add_argument("--port", type=int, default=mx6.SMTP_PORT,
+    p.add_argument("--port", type=int, default=SMTP_PORT,
                    help="port of the MX route (test/debug; default 25; SRV gives its own)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_dns_options(p)
@@ -124,14 +126,14 @@ def cmd_send(args) -> int:
     try:
         options = sender.Options(
             helo=helo, aware=not args.unaware, fallback_code=code, fallback_status=status,
-            mx_port=args.port, source_ipv4=sender.check_source(args.source_ipv4, 4),
-            source_ipv6=sender.check_source(args.source_ipv6, 6),
+            mx_port=args.port, source_ipv4=sender.check_bind_address(args.source_ipv4, 4),
+            source_ipv6=sender.check_bind_address(args.source_ipv6, 6),
             connect_timeout=args.timeout, command_timeout=args.timeout,
             data_timeout=2 * args.timeout)
         transcript = sender.Transcript()
         result = sender.Sender(resolver, options, transcript).send(args.mail_from, args.rcpt,
                                                                    message)
-    except (sender.UsageError, mx6.BadName) as err:
+    except (sender.BadSendOption, BadName) as err:
         raise _usage(str(err)) from None
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
@@ -156,7 +158,7 @@ def register_send(sub) -> None:
     p.add_argument("--unaware", action="store_true",
                    help="behave as a plain, MX6-unaware sender (MX, IPv6 and IPv4)")
     p.add_argument("--helo", default="", help="EHLO name (default: this host's FQDN)")
-    p.add_argument("--port", type=int, default=mx6.SMTP_PORT,
+    p.add_argument("--port", type=int, default=SMTP_PORT,
                    help="port of the MX route (test/debug; default 25; SRV gives its own)")
     p.add_argument("--source-ipv4", metavar="ADDR", help="bind IPv4 connections to ADDR")
     p.add_argument("--source-ipv6", metavar="ADDR", help="bind IPv6 connections to ADDR")
@@ -178,7 +180,7 @@ def cmd_dns(args) -> int:
     if args.ttl is not None and not 0 <= args.ttl <= 2147483647:
         raise _usage(f"--ttl {args.ttl}: out of range")
     try:
-        lines = mx6.zone_records(args.domain, args.mx6_host, args.ipv4, args.ipv6,
+        lines = zone.zone_records(args.domain, args.mx6_host, args.ipv4, args.ipv6,
                                  args.mx_host, args.port, args.ttl)
     except ValueError as err:        # BadName is a ValueError
         raise _usage(str(err)) from None
@@ -198,7 +200,7 @@ def register_dns(sub) -> None:
     p.add_argument("--ipv6", action="append", required=True, metavar="ADDR",
                    help="IPv6 address of the MX6 host; repeatable")
     p.add_argument("--mx-host", default="", help="the MX host (default mx.DOMAIN)")
-    p.add_argument("--port", type=int, default=mx6.SMTP_PORT,
+    p.add_argument("--port", type=int, default=SMTP_PORT,
                    help="SRV port (default 25; the proposal advises against others)")
     p.add_argument("--ttl", type=int, default=None, help="TTL on every record (default: the zone's)")
     p.set_defaults(func=cmd_dns)
@@ -210,13 +212,13 @@ def register_dns(sub) -> None:
 def cmd_check_domain(args) -> int:
     domain = _domain(args.domain)
     resolver, _, _ = _setup(args)
-    audit = mx6.check_domain(resolver, domain)
+    audit = audit.check_domain(resolver, domain)
     if args.json:
         print(json.dumps({"domain": audit.domain, "temporary": audit.temporary,
                           "departs": audit.departs,
-                          "findings": [f.__dict__ for f in audit.findings]}, indent=2))
+                          "findings": [f.__dict__ for f in audit.items]}, indent=2))
     else:
-        for finding in audit.findings:
+        for finding in audit.items:
             print(finding)
     if audit.temporary:
         return EX_TEMPFAIL

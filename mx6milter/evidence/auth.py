@@ -20,8 +20,9 @@ import dmarc
 import spf
 from publicsuffixlist import PublicSuffixList
 
-from .addresses import AddressError, domain_of, domain_to_ascii, from_addresses, split_address
-from .dns import Budget, DnsTempError
+from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, split_address
+from ..dns import Budget, DnsTempError
+from ..model import Finding, Findings
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,32 @@ class AuthOutcome:
         if dm.result not in ("pass", "none") or not dm.from_domain:
             return ""
         return "dkim" if dm.dkim_aligned else "spf" if dm.spf_aligned else ""
+
+
+def authenticated_identities(auth: AuthOutcome) -> dict:
+    """Domains that authenticated, by how they did: {"dkim": [...], "spf": [...], "dmarc": [...]}.
+
+    "spf" is the MAIL FROM domain (the HELO name for the null sender) on an
+    SPF pass, or on a pass of the configured last-resort record for a
+    domain that publishes no SPF; "dmarc" is the From domain when SPF or
+    DKIM passed in alignment with it (``AuthOutcome.aligned_via``).
+    """
+    spf_domain = auth.spf_pass_domain or (auth.spf.domain if auth.spf.last_resort == "pass"
+                                          else "")
+    return {
+        "dkim": sorted(auth.dkim_pass_domains),
+        "spf": [spf_domain] if spf_domain else [],
+        "dmarc": [auth.dmarc.from_domain] if auth.aligned_via else [],
+    }
+
+
+def auth_findings(address, auth: AuthOutcome) -> Findings:
+    """The session and authentication checks, for logs and explain: none is evidence alone."""
+    checks = [Finding("session", "ipv6", str(address)),
+              Finding("spf", auth.spf.result, auth.spf.identity)]
+    checks += [Finding("dkim", d.result, d.domain) for d in auth.dkim] or [Finding("dkim", "none")]
+    checks.append(Finding("dmarc", auth.dmarc.result, auth.dmarc.from_domain or auth.dmarc.reason))
+    return Findings(tuple(checks))
 
 
 # --- SPF ---------------------------------------------------------------------------

@@ -25,10 +25,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from .dns import DnsTempError
+from ..dns import DnsTempError
 from .history import History, HistoryRecorder
-from .model import Finding
-from .store import field_to_network, ip_candidates
+from ..model import Finding, Findings
+from ..prefixes import field_to_network, ip_candidates
 
 SIGNALS = ("fcrdns", "network", "asn", "mishandle4xx", "history")
 MAX_PTR_NAMES = 5        # a hostile reverse zone may list hundreds
@@ -180,8 +180,8 @@ class Pending:
     domain: str
     via: str
 
-    def conclude(self, answers: dict | None, checks: list) -> tuple:
-        """Append every signal's Finding to CHECKS; return the greenlist Findings.
+    def conclude(self, answers: dict | None) -> Findings:
+        """Every signal's Finding, and the greenlist Findings if they suffice.
 
         ``answers`` is None when Redis could not be read: only FCrDNS can count then.
         """
@@ -198,9 +198,8 @@ class Pending:
                 results.append(green.mishandle4xx_finding(answers["mishandle4xx"], self.names))
             if "history" in self.queries:
                 results.append(green.history.judge(answers["history"], self.domain, self.via))
-        checks.extend(results)
         found = [finding for finding in results if finding.result == "pass"]
         greenlist, note = combine(green.section.min_signals, found)
         if note is not None:
-            checks.append(note)
-        return greenlist
+            results.append(note)
+        return Findings(tuple(results), tuple(greenlist))

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import redis
 
 from .auth import Dmarc, authenticate
-from .model import Finding, Message
-from .policy import parse_client_ip
+from ..model import Finding, Message
+from ..policy import parse_client_ip
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""An MX6-aware SMTP sender: deliver one message by the plan of ``mx6.resolve_plan``.
+"""An MX6-aware SMTP sender: deliver one message by the plan of ``resolve_plan``.
 
 IPv6 first where the plan allows it; on the configured "fall back to IPv4"
 reply (recognised by its basic code AND its enhanced status code, so a plain
@@ -20,7 +20,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from . import mx6
+from .plan import (SMTP_PORT, Attempt, BadName, Plan, describe, normalize_domain,
+                   resolve_ipv4_fallback, resolve_plan)
 
 MAX_REPLY_LINES = 100         # a hostile server may stream lines forever
 MAX_LINE = 4096               # RFC 5321 allows 512 octets; be lenient, but bounded
@@ -30,7 +31,7 @@ STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 DELIVERED, DEFERRED, BOUNCED = "delivered", "deferred", "bounced"
 
 
-class UsageError(ValueError):
+class BadSendOption(ValueError):
     """A bad address or option from the caller."""
 
 
@@ -40,7 +41,7 @@ class Options:
     aware: bool = True                       # False: a plain, MX6-unaware sender
     fallback_code: str = "550"
     fallback_status: str = "5.5.7"
-    mx_port: int = mx6.SMTP_PORT             # MX route only; SRV records carry their port
+    mx_port: int = SMTP_PORT             # MX route only; SRV records carry their port
     source_ipv4: str | None = None           # bind outgoing connections to these
     source_ipv6: str | None = None
     connect_timeout: float = 30.0
@@ -49,7 +50,7 @@ class Options:
 
 
 @dataclass
-class Reply:
+class ServerReply:
     code: int
     lines: list
 
@@ -111,7 +112,7 @@ class Result:
     def as_dict(self) -> dict:
         return {"recipients": [r.as_dict() for r in self.recipients],
                 "plans": [{"domain": p.domain, "route": p.route, "aware": p.aware,
-                           "steps": mx6.describe(p), "lookups": [list(x) for x in p.lookups],
+                           "steps": describe(p), "lookups": [list(x) for x in p.lookups],
                            "errors": list(p.errors)} for p in self.plans],
                 "transcript": self.transcript.events, "exit_code": self.exit_code}
 
@@ -127,14 +128,14 @@ def check_address(text: str, what: str, empty_ok: bool = False) -> str:
     if not text and empty_ok:
         return ""
     if not ADDRESS.fullmatch(text) or any(ch in text for ch in "<>()[],;\\\"") or "@" not in text:
-        raise UsageError(f"{what} {text!r}: expected an ASCII address such as user@example.org")
+        raise BadSendOption(f"{what} {text!r}: expected an ASCII address such as user@example.org")
     local, domain = text.rsplit("@", 1)
     if not local:
-        raise UsageError(f"{what} {text!r}: empty local part")
+        raise BadSendOption(f"{what} {text!r}: empty local part")
     try:
-        mx6.normalize_domain(domain)
-    except mx6.BadName as err:
-        raise UsageError(f"{what} {text!r}: {err}") from None
+        normalize_domain(domain)
+    except BadName as err:
+        raise BadSendOption(f"{what} {text!r}: {err}") from None
     return text
 
 
@@ -154,7 +155,7 @@ class ProtocolError(Exception):
 
 
 class Connection:
-    def __init__(self, attempt: mx6.Attempt, options: Options, transcript: Transcript):
+    def __init__(self, attempt: Attempt, options: Options, transcript: Transcript):
         self.transcript = transcript
         self.options = options
         family = socket.AF_INET6 if attempt.family == 6 else socket.AF_INET
@@ -188,7 +189,7 @@ class Connection:
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line.rstrip(b"\r")
 
-    def reply(self, timeout: float | None = None) -> Reply:
+    def reply(self, timeout: float | None = None) -> ServerReply:
         timeout = self.options.command_timeout if timeout is None else timeout
         code, lines = None, []
         while True:
@@ -202,7 +203,7 @@ class Connection:
             lines.append(m.group(3))
             self.transcript.add("server", text[:MAX_LINE])
             if m.group(2) != "-":
-                return Reply(code, lines)
+                return ServerReply(code, lines)
             if len(lines) >= MAX_REPLY_LINES:
                 raise ProtocolError("reply with too many lines")
 
@@ -213,7 +214,7 @@ class Connection:
         except OSError as err:
             raise ProtocolError(f"connection lost: {err}") from None
 
-    def command(self, line: str) -> Reply:
+    def command(self, line: str) -> ServerReply:
         self.send(line)
         return self.reply()
 
@@ -265,7 +266,7 @@ class Sender:
         self.transcript = transcript or Transcript()
         self.rng = rng or random.Random()
 
-    def is_fallback(self, reply: Reply) -> bool:
+    def is_fallback(self, reply: ServerReply) -> bool:
         """The MX6 "fall back to IPv4" reply; a plain sender treats it as any 5xx."""
         return self.options.aware and str(reply.code) == self.options.fallback_code and \
             reply.status == self.options.fallback_status
@@ -273,12 +274,12 @@ class Sender:
     def send(self, mail_from: str, recipients: list, message: bytes) -> Result:
         mail_from = check_address(mail_from, "sender", empty_ok=True)
         if not recipients:
-            raise UsageError("give at least one recipient")
+            raise BadSendOption("give at least one recipient")
         recipients = list(dict.fromkeys(check_address(r, "recipient") for r in recipients))
         data = wire_data(message)
         by_domain: dict = {}
         for rcpt in recipients:
-            by_domain.setdefault(mx6.normalize_domain(rcpt.rsplit("@", 1)[1]), []).append(rcpt)
+            by_domain.setdefault(normalize_domain(rcpt.rsplit("@", 1)[1]), []).append(rcpt)
         results, plans = [], []
         for domain, rcpts in by_domain.items():
             plan, outcome = self._deliver_domain(domain, mail_from, rcpts, data)
@@ -291,16 +292,16 @@ class Sender:
             self.transcript.add("result", f"{r.recipient}: {r.status}{where}: {r.reason}")
         return Result(results, plans, self.transcript)
 
-    def _plan(self, domain: str) -> mx6.Plan:
-        plan = mx6.resolve_plan(self.resolver, domain, self.options.aware, self.options.mx_port,
+    def _plan(self, domain: str) -> Plan:
+        plan = resolve_plan(self.resolver, domain, self.options.aware, self.options.mx_port,
                                 self.rng)
         self._log_plan(plan)
         return plan
 
-    def _log_plan(self, plan: mx6.Plan) -> None:
+    def _log_plan(self, plan: Plan) -> None:
         for name, rdtype in plan.lookups:
             self.transcript.add("dns", f"{rdtype} {name}")
-        for line in mx6.describe(plan, f"{self.options.fallback_code} {self.options.fallback_status}"):
+        for line in describe(plan, f"{self.options.fallback_code} {self.options.fallback_status}"):
             self.transcript.add("plan", line)
 
     def _deliver_domain(self, domain: str, mail_from: str, rcpts: list, data: bytes):
@@ -343,7 +344,7 @@ class Sender:
         run(plan.attempts())
         if pending and plan.route == "srv":
             # No IPv4 address of the SRV targets took it: the MX hosts over IPv4.
-            fallback = mx6.resolve_ipv4_fallback(self.resolver, domain, self.options.mx_port,
+            fallback = resolve_ipv4_fallback(self.resolver, domain, self.options.mx_port,
                                                  self.rng)
             self._log_plan(fallback)
             temporary = temporary or fallback.temporary
@@ -357,7 +358,7 @@ class Sender:
                 done[rcpt] = RecipientResult(rcpt, BOUNCED, why)
         return plan, [done[r] for r in rcpts]
 
-    def _attempt(self, attempt: mx6.Attempt, mail_from: str, rcpts: list, data: bytes) -> _Try:
+    def _attempt(self, attempt: Attempt, mail_from: str, rcpts: list, data: bytes) -> _Try:
         t = self.transcript
         source = self.options.source_ipv6 if attempt.family == 6 else self.options.source_ipv4
         t.add("connect", f"connects via IPv{attempt.family} to {attempt}"
@@ -443,7 +444,7 @@ class Sender:
         conn.quit()
         return outcome
 
-    def _refused(self, conn, reply: Reply, rcpts: list, where: str, stage: str) -> _Try:
+    def _refused(self, conn, reply: ServerReply, rcpts: list, where: str, stage: str) -> _Try:
         conn.quit()
         if self.is_fallback(reply):
             return _Try(fallback=True, reason=f"{where} answered {stage} with fallback {reply}",
@@ -453,13 +454,13 @@ class Sender:
         return _Try(reason=f"{where} answered {stage} with {reply}", reply=str(reply))
 
 
-def check_source(text: str | None, version: int) -> str | None:
+def check_bind_address(text: str | None, version: int) -> str | None:
     if not text:
         return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        raise UsageError(f"{text!r}: not an IP address") from None
+        raise BadSendOption(f"{text!r}: not an IP address") from None
     if address.version != version:
-        raise UsageError(f"{text!r}: not an IPv{version} address")
+        raise BadSendOption(f"{text!r}: not an IPv{version} address")
     return str(address)

@@ -1,0 +1,43 @@
+"""The wiring: config -> store, resolver, evaluator. No pymilter here, so mx6ctl
+and the tests build exactly what the daemon builds without loading libmilter."""
+from __future__ import annotations
+
+import logging
+
+from .config import Config, ConfigError
+from .dns import Resolver
+from .evaluate import Evaluator
+from .store import Store
+
+log = logging.getLogger("mx6milter")
+
+
+def read_secret(path: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            secret = handle.read().strip()
+    except OSError as err:
+        raise ConfigError(f"[addressbook] secret_file: cannot read {path}: {err}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"[addressbook] secret_file: {path} holds fewer than 16 bytes")
+    return secret
+
+
+def build_evaluator(config: Config) -> Evaluator:
+    store = Store.from_config(config.redis, read_secret(config.addressbook.secret_file))
+    return Evaluator(config, store, Resolver.from_config(config.dns))
+
+
+def self_check(evaluator: Evaluator) -> None:
+    """Warn, never refuse: the milter must start even when Redis or DNS is down."""
+    if not evaluator.store.ping():
+        log.warning("startup check: Redis at %s does not answer; IPv6 mail will fall back "
+                    "until it does", evaluator.config.redis.url)
+    try:
+        # Not the root: the resolver answers [] for "." without asking anyone.
+        evaluator.resolver.query("org", "NS")
+    except Exception as err:
+        log.warning("startup check: DNS does not answer (%s); IPv6 mail will fall back "
+                    "until it does", err)
