@@ -66,6 +66,3 @@ def main(argv=None) -> int:
         print("mx6ctl: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

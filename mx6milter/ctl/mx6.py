@@ -11,7 +11,8 @@ import json
 import re
 import socket
 
-from ..outbound import audit, zone
+from ..outbound import zone
+from ..outbound.audit import check_domain
 from ..outbound.plan import SMTP_PORT, BadName, describe, normalize_domain, resolve_plan
 from ..outbound import sender
 from ..config import PolicySection, _nameservers, load_config
@@ -212,7 +213,7 @@ def register_dns(sub) -> None:
 def cmd_check_domain(args) -> int:
     domain = _domain(args.domain)
     resolver, _, _ = _setup(args)
-    audit = audit.check_domain(resolver, domain)
+    audit = check_domain(resolver, domain)
     if args.json:
         print(json.dumps({"domain": audit.domain, "temporary": audit.temporary,
                           "departs": audit.departs,
