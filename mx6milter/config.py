@@ -22,13 +22,33 @@ class ConfigError(Exception):
 # --- value parsers: each takes the raw string, returns the value or raises ValueError
 
 
-def _socket(value: str) -> str:
-    if re.fullmatch(r"unix:/\S+|local:/\S+", value):
-        return value
-    m = re.fullmatch(r"(inet|inet6):(\d+)(@\S+)?", value)
-    if m and 0 < int(m.group(2)) < 65536:
-        return value
-    raise ValueError("expected unix:/PATH, inet:PORT@HOST or inet6:PORT@[HOST]")
+class SocketSpec(str):
+    """A milter socket as libmilter takes it ("unix:/PATH", "inet:PORT@HOST",
+    "inet6:PORT@[HOST]"), parsed once: ``kind`` (unix, inet, inet6), ``path`` for
+    unix sockets, ``host`` and ``port`` for TCP. Still the string itself, for
+    libmilter, logs and comparisons."""
+    kind: str
+    path: str
+    host: str
+    port: int
+
+    def __new__(cls, value: str) -> "SocketSpec":
+        spec = super().__new__(cls, value)
+        m = re.fullmatch(r"(?:unix|local):(/\S+)", value)
+        if m:
+            spec.kind, spec.path, spec.host, spec.port = "unix", m.group(1), "", 0
+            return spec
+        m = re.fullmatch(r"(inet|inet6):(\d+)(?:@(\S+))?", value)
+        if m and 0 < int(m.group(2)) < 65536:
+            default = "::1" if m.group(1) == "inet6" else "127.0.0.1"
+            spec.kind, spec.path, spec.port = m.group(1), "", int(m.group(2))
+            spec.host = (m.group(3) or "").strip("[]") or default
+            return spec
+        raise ValueError("expected unix:/PATH, inet:PORT@HOST or inet6:PORT@[HOST]")
+
+    @property
+    def is_unix(self) -> bool:
+        return self.kind == "unix"
 
 
 def _redis_url(value: str) -> str:
@@ -189,7 +209,7 @@ def _opt(parser: Callable[[str], Any], default: str):
 
 @dataclass(frozen=True)
 class MilterSection:
-    socket: str = _opt(_socket, "unix:/run/mx6milter/mx6milter.sock")
+    socket: SocketSpec = _opt(SocketSpec, "unix:/run/mx6milter/mx6milter.sock")
     socket_mode: int = _opt(_octal_mode, "0660")
     timeout: float = _opt(_positive_float, "600")
     max_message_size: int = _opt(_size, "50M")

@@ -17,7 +17,7 @@ import time
 import Milter
 import milter as libmilter
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, SocketSpec, load_config
 from .milter import Mx6Milter
 from .privileges import (check_names, drop_privileges, make_socket_dir, own_socket,
                          resolve_identity)
@@ -219,7 +219,7 @@ def register_milter(config: Config, factory, close_connection) -> None:
     libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
     libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
     libmilter.set_close_callback(close_connection)
-    libmilter.setconn(config.milter.socket)
+    libmilter.setconn(str(config.milter.socket))
     libmilter.settimeout(int(config.milter.timeout))
     libmilter.register("mx6milter", negotiate=Milter.negotiate_callback)
 
@@ -227,11 +227,11 @@ def register_milter(config: Config, factory, close_connection) -> None:
 def prepare_socket(config: Config, identity) -> None:
     """Bind the listening socket, give it its mode and owner (root may be needed)."""
     spec = config.milter.socket
-    if spec.startswith(("unix:", "local:")):
-        make_socket_dir(spec.split(":", 1)[1], identity)
+    if spec.is_unix:
+        make_socket_dir(spec.path, identity)
     libmilter.opensocket(True)
-    if spec.startswith(("unix:", "local:")):
-        own_socket(spec.split(":", 1)[1], config.milter.socket_mode, identity)
+    if spec.is_unix:
+        own_socket(spec.path, config.milter.socket_mode, identity)
     else:
         set_nodelay_on_listeners()
 
@@ -398,13 +398,12 @@ class Supervisor:
                 pass   # reaped on the next round
 
 
-def socket_file_id(spec: str):
+def socket_file_id(spec: SocketSpec):
     """(device, inode) of a unix socket's file, None if it is gone, () for TCP or unknown."""
-    kind, _, path = spec.partition(":")
-    if kind not in ("unix", "local"):
+    if not spec.is_unix:
         return ()
     try:
-        info = os.stat(path)
+        info = os.stat(spec.path)
     except FileNotFoundError:
         return None
     except OSError:
@@ -468,22 +467,19 @@ class Refuse(Milter.Base):
         return Milter.TEMPFAIL   # the MTA's own 4xx, as if the milter were down
 
 
-def wake_listener(spec: str) -> None:
+def wake_listener(spec: SocketSpec) -> None:
     """Connect to our own socket so libmilter's listener notices the stop at once.
 
     Its poll has a timeout of several seconds, and smfi_stop waits for it.
     """
-    kind, _, rest = spec.partition(":")
     try:
-        if kind in ("unix", "local"):
+        if spec.is_unix:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address = rest
+            address = spec.path
         else:
-            port, _, host = rest.partition("@")
-            host = host.strip("[]") or ("::1" if kind == "inet6" else "127.0.0.1")
-            sock = socket.socket(socket.AF_INET6 if kind == "inet6" else socket.AF_INET,
+            sock = socket.socket(socket.AF_INET6 if spec.kind == "inet6" else socket.AF_INET,
                                  socket.SOCK_STREAM)
-            address = (host, int(port))
+            address = (spec.host, spec.port)
         with sock:
             sock.settimeout(1)
             sock.connect(address)

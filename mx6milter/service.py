@@ -7,7 +7,7 @@ import logging
 from .config import Config, ConfigError
 from .dns import Resolver
 from .evaluate import Evaluator
-from .store import Store
+from .store import SCHEMA_VERSION, Store, StoreUnavailable
 
 log = logging.getLogger("mx6milter")
 
@@ -41,3 +41,16 @@ def self_check(evaluator: Evaluator) -> None:
     except Exception as err:
         log.warning("startup check: DNS does not answer (%s); IPv6 mail will fall back "
                     "until it does", err)
+    check_schema(evaluator.store)
+
+
+def check_schema(store: Store) -> None:
+    """Warn when a newer mx6milter keeps data in this Redis under a schema we do not read."""
+    try:
+        found = store.check_schema()
+    except StoreUnavailable:
+        return          # said above: Redis does not answer
+    if found > SCHEMA_VERSION:
+        log.warning("startup check: Redis holds schema version %d, this mx6milter reads %d: "
+                    "entries written by the newer version are not seen here",
+                    found, SCHEMA_VERSION)

@@ -1,6 +1,7 @@
 """Redis: the key schema, the one-round-trip lookup, and the writes mx6ctl makes.
 
-Schema version 1, every key under ``<key_prefix>v1:``::
+Schema version 1, every key under ``<key_prefix>v1:`` but the marker
+``<key_prefix>schema`` (``Store.check_schema``)::
 
     <p>KIND:sources            set of source names that hold entries of KIND
     <p>KIND:SOURCE             hash FIELD -> VALUE          (ip, domain)
@@ -169,6 +170,30 @@ return old
 """
 
 
+# The IPv4 history's count (evidence/history.py). KEYS[1] = the domain's hash,
+# KEYS[2] = the kind's sources set;
+# ARGV = today (days since the epoch), expiry (Unix seconds), TTL (seconds),
+# source name. Read-modify-write in one script, so concurrent writers add up.
+_HISTORY_LUA = """
+local day = tonumber(ARGV[1])
+local count, first, last = 0, day, day
+local v = redis.call('HGET', KEYS[1], 'v')
+if v then
+  local c, f, l = string.match(v, '^(%d+) (%d+) (%d+) ')
+  if c then
+    count = tonumber(c)
+    first = math.min(tonumber(f), day)
+    last = math.max(tonumber(l), day)
+  end
+end
+count = count + 1
+redis.call('HSET', KEYS[1], 'v', string.format('%d %d %d %s', count, first, last, ARGV[2]))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+return count
+"""
+
+
 class StoreUnavailable(Exception):
     """Redis could not be reached in time; the caller falls back."""
 
@@ -215,6 +240,7 @@ class Store:
         self._down_until = 0.0
         self._load_script = client.register_script(_LOAD_LUA)
         self._swap_script = client.register_script(_SWAP_LUA)
+        self._history_script = client.register_script(_HISTORY_LUA)
 
     @classmethod
     def from_config(cls, redis_section, addressbook_secret: bytes | None = None,
@@ -282,6 +308,28 @@ class Store:
         # Fail fast for a second so a dead Redis does not cost every message a timeout.
         # From the failure, not the start: a timeout may itself last a second or more.
         self._down_until = self.clock() + 1.0
+
+    def record_history(self, kind: str, source: str, domain: str, day: int, expires: int,
+                       ttl: int) -> int:
+        """Count one message of DOMAIN on DAY in KIND's SOURCE (a hash with a TTL);
+        returns the new count. Raises StoreUnavailable."""
+        try:
+            return int(self._history_script(
+                keys=[self._hash_key(kind, source, domain), self.kind_key(kind) + ":sources"],
+                args=[day, expires, ttl, source]))
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+
+    def read_value(self, kind: str, source: str, suffix: str, field: str) -> str | None:
+        """One entry's value, or None. Raises StoreUnavailable."""
+        try:
+            return self.client.hget(self._hash_key(kind, source, suffix), field)
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+
+    def used_memory(self) -> int | None:
+        """Redis' used_memory in bytes, for mx6ctl stats."""
+        return self.client.info("memory").get("used_memory")
 
     def ping(self) -> bool:
         try:
@@ -419,8 +467,23 @@ class Store:
             return [prefix]
         return list(self.client.scan_iter(match=_glob_escape(prefix) + ":*", count=1000))
 
-    def write_schema_marker(self) -> None:
-        self.client.set(self.base + "schema", SCHEMA_VERSION)
+    def check_schema(self) -> int:
+        """The schema version recorded in Redis, after recording ours if none was.
+
+        ``<key_prefix>schema`` (the one key outside ``<key_prefix>vN:``) holds the
+        newest schema any mx6milter wrote here; a higher number than ours means a
+        newer version shares this Redis and keeps data we do not read. Raises
+        StoreUnavailable."""
+        key = self.base[:-len(f"v{SCHEMA_VERSION}:")] + "schema"
+        try:
+            self.client.set(key, SCHEMA_VERSION, nx=True)
+            found = self.client.get(key)
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+        try:
+            return int(found)
+        except (TypeError, ValueError):
+            return 0
 
 
 def _join(base: str, suffix: str) -> str:

@@ -264,3 +264,14 @@ def test_redis_down_real_process_no_traceback(tmp_path):
 def test_missing_config_is_exit_2(tmp_path):
     result = Ctl(tmp_path, "redis://127.0.0.1:1/0").process("-c", "/nonexistent.conf", "ip", "list")
     assert result.returncode == 2 and b"cannot read" in result.stderr
+
+
+def test_an_unreadable_expiry_is_expired_for_mx6ctl_as_for_the_milter(ctl, redis_url):
+    """One rule for an expiry: the milter never counts an unreadable one; mx6ctl showed
+    it as "never" (a permanent entry) while the milter ignored it."""
+    raw(redis_url).hset("mx6:v1:ip:odd", ip_field(parse_ipv6_prefix("2001:db8:7::/48")), "soon")
+    raw(redis_url).sadd("mx6:v1:ip:sources", "odd")
+    assert ctl("ip", "list").out == "2001:db8:7::/48\tsource=odd\texpires=unreadable\t(expired)\n"
+    evaluator = build_evaluator(load_config(str(ctl.config)))
+    milter = run_milter(evaluator, MESSAGE, client_ip="2001:db8:7::1")
+    assert milter.rc != Milter.ACCEPT

@@ -210,3 +210,22 @@ def test_explain_without_rcpt_is_a_usage_error(tmp_path, redis_url):
     result = ctl.process("explain", "--client-ip", "2001:db8::1", "--mail-from", "a@example.net",
                          ctl.file("m.eml", MESSAGE))
     assert result.returncode == 2 and b"--rcpt" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_explain_names_the_domains_the_evaluator_authenticated(tmp_path, redis_url, dns_server,
+                                                             dkim_keys):
+    """example.biz publishes no DMARC record; a DKIM pass of example.biz is aligned
+    with its From all the same, so the evaluator counts it as "dmarc" (a domain entry
+    requiring dmarc accepts it). explain printed [] there: it rebuilt the list its
+    own way, from dmarc=pass only."""
+    from dkimkeys import message
+    signed = dkim_keys.sign(message(from_="Carol <carol@example.biz>"), "example.biz", "rsa")
+    ctl = Ctl(tmp_path, redis_url, dns_server.nameservers)
+    seed(Store.from_config(load_config(str(ctl.config)).redis),
+         Case("", "", "", domains=(("example.biz", "dmarc 0"),)))
+    case = Case("", "", "", client_ip="2001:db8:99::1", mail_from="carol@example.biz",
+                message=signed)
+    explained = json.loads(ctl(*explain_argv(case, ctl.file("m.eml", signed))).out)
+    assert explained["authenticated_domains"] == {"dkim": ["example.biz"], "spf": [],
+                                                  "dmarc": ["example.biz"]}
+    assert explained["tier"] == "whitelisted"

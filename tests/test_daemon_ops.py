@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from milterd import MX6MILTER, MilterDaemon, milter_ini, mx6ctl, proc_ids
 from test_miltertest import SCRIPTS, expected_reply, miltertest
@@ -164,4 +165,16 @@ def test_startup_self_check_warns_about_dns_and_starts_anyway(tmp_path, redis_ur
                       nameservers="127.0.0.1:9") as milter:
         assert "startup check: DNS does not answer" in milter.log()
         assert "startup check: Redis" not in milter.log()
+        miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="")
+
+
+def test_startup_records_the_schema_and_warns_about_a_newer_one(tmp_path, redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with MilterDaemon(tmp_path, f"unix:{tmp_path}/m.sock", redis_url) as milter:
+        assert client.get("mx6:schema") == "1"
+        assert "schema version" not in milter.log()
+    client.set("mx6:schema", "9")
+    (tmp_path / "newer").mkdir()
+    with MilterDaemon(tmp_path / "newer", f"unix:{tmp_path}/m2.sock", redis_url) as milter:
+        assert "Redis holds schema version 9, this mx6milter reads 1" in milter.log()
         miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="")

@@ -198,7 +198,7 @@ def test_each_domain_expires_after_its_last_message(history_evaluator, clock, re
     evaluator = history_evaluator()
     record(evaluator, clock, "greenlist.example", (0, 10))
     history = evaluator.greenlist.history
-    ttl = redis_server.client().ttl(history.key("greenlist.example"))
+    ttl = redis_server.client().ttl("mx6:v1:history:ipv4:greenlist.example")
     assert 30 * DAY - 5 <= ttl <= 30 * DAY                          # refreshed by the last write
     entry = history.read("greenlist.example")
     assert entry.expires == int(START) + 10 * DAY + 30 * DAY

@@ -14,6 +14,7 @@ import sys
 import redis
 
 from ..config import ConfigError
+from ..store import StoreUnavailable
 from .common import DEFAULT_CONFIG, UsageError
 from .entries import register_addressbook, register_domain, register_ip, register_stats
 from .explain import register_explain
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     except (UsageError, ConfigError, EntryError) as err:
         print(f"mx6ctl: {err}", file=sys.stderr)
         return 2
-    except redis.exceptions.RedisError as err:
+    except (redis.exceptions.RedisError, StoreUnavailable) as err:
         print(f"mx6ctl: Redis: {err} (is it running? see [redis] url in {args.config})",
               file=sys.stderr)
         return 1

@@ -189,7 +189,7 @@ def cmd_stats(args) -> int:
             if kind == "ab":
                 row["recipients"] = keys
             rows.append(row)
-    memory = store.client.info("memory").get("used_memory")
+    memory = store.used_memory()
     summary = {"entries": rows, "redis_used_memory": memory,
                "addressbook_hashed": store.addressbook_secret is not None}
     if args.json:

@@ -23,11 +23,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-import redis
-
 from .auth import Dmarc, authenticate
 from ..model import Finding, Message
 from ..policy import parse_client_ip
+from ..store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +34,6 @@ DAY = 86400
 KIND = "history"
 SOURCE = "ipv4"      # the only source: what this milter saw over IPv4
 FIELD = "v"          # one field per domain: "COUNT FIRST_DAY LAST_DAY EXPIRES"
-
-# KEYS[1] = the domain's hash, KEYS[2] = the kind's sources set;
-# ARGV = today (days since the epoch), expiry (Unix seconds), TTL (seconds),
-# source name. Read-modify-write in one script, so concurrent writers add up.
-_RECORD_LUA = """
-local day = tonumber(ARGV[1])
-local count, first, last = 0, day, day
-local v = redis.call('HGET', KEYS[1], 'v')
-if v then
-  local c, f, l = string.match(v, '^(%d+) (%d+) (%d+) ')
-  if c then
-    count = tonumber(c)
-    first = math.min(tonumber(f), day)
-    last = math.max(tonumber(l), day)
-  end
-end
-count = count + 1
-redis.call('HSET', KEYS[1], 'v', string.format('%d %d %d %s', count, first, last, ARGV[2]))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[4])
-return count
-"""
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -83,10 +59,6 @@ class History:
         self.store = store
         self.section = section
         self.clock = clock
-        self._record = store.client.register_script(_RECORD_LUA)
-
-    def key(self, domain: str) -> str:
-        return f"{self.store.kind_key(KIND)}:{SOURCE}:{domain}"
 
     def today(self) -> int:
         return int(self.clock() // DAY)
@@ -95,11 +67,10 @@ class History:
         """Count one authenticated IPv4 message of DOMAIN; returns its new count."""
         ttl = self.section.history_expiry_days * DAY
         expires = int(self.clock()) + ttl
-        return int(self._record(keys=[self.key(domain), self.store.kind_key(KIND) + ":sources"],
-                                args=[self.today(), expires, ttl, SOURCE]))
+        return self.store.record_history(KIND, SOURCE, domain, self.today(), expires, ttl)
 
     def read(self, domain: str) -> Entry | None:
-        value = self.store.client.hget(self.key(domain), FIELD)
+        value = self.store.read_value(KIND, SOURCE, domain, FIELD)
         return Entry.parse(value) if value else None
 
     @staticmethod
@@ -215,7 +186,7 @@ class HistoryRecorder:
             return ""
         try:
             self.history.record(auth.dmarc.from_domain)
-        except redis.exceptions.RedisError as err:
+        except StoreUnavailable as err:
             self.failed += 1
             log.warning("IPv4 history: Redis: %s (message not recorded)", err)
             return ""
