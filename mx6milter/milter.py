@@ -10,7 +10,7 @@ import Milter
 from .addresses import strip_brackets
 from .evidence.auth import claims_authserv_id
 from .evaluate import Evaluator, Outcome
-from .model import Action, Message, Session, SessionClass
+from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
 
@@ -52,11 +52,7 @@ class Mx6Milter(Milter.Base):
         self._reset_message()
 
     def _reset_message(self) -> None:
-        self.headers = []          # (name, decoded value)
-        self.raw_headers = []      # bytes for DKIM
-        self.body_chunks = []
-        self.body_size = 0
-        self.truncated = False
+        self.message = MessageBuilder(self.config.milter.max_message_size)
         self.remove = []           # (name, occurrence index) to delete at eom
         self.seen = {}             # header name (lower) -> occurrences so far
 
@@ -123,9 +119,7 @@ class Mx6Milter(Milter.Base):
                 and claims_authserv_id(text_value, self.config.policy.authserv_id)):
             self.remove.append((name, index))
         if self.judged or self.learning:
-            self.headers.append((name, text_value.strip()))
-            value = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-            self.raw_headers.append(name.encode("ascii", "replace") + b":" + value + b"\r\n")
+            self.message.add_header(name, value)
         return Milter.CONTINUE
 
     @safe_callback
@@ -136,12 +130,8 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def body(self, chunk):
-        if (self.judged or self.learning) and not self.truncated:
-            if self.body_size + len(chunk) > self.config.milter.max_message_size:
-                self.truncated = True
-            else:
-                self.body_chunks.append(chunk)
-                self.body_size += len(chunk)
+        if self.judged or self.learning:
+            self.message.add_body(chunk)
         return Milter.CONTINUE
 
     @safe_callback
@@ -154,20 +144,15 @@ class Mx6Milter(Milter.Base):
             if self.learning:
                 self._learn()
             return Milter.ACCEPT
-        outcome = self.evaluator.evaluate(self.session, self._message(), self.session_class)
+        outcome = self.evaluator.evaluate(self.session, self.message.build(), self.session_class)
         log.info(format_decision_log(self.session, outcome))
         return self._apply(outcome)
-
-    def _message(self) -> Message:
-        return Message(headers=tuple(self.headers),
-                       raw=b"".join(self.raw_headers) + b"\r\n" + b"".join(self.body_chunks),
-                       truncated=self.truncated)
 
     def _learn(self) -> None:
         """Queue an IPv4 message for the history; its verdict is accept whatever happens here."""
         try:
             self.evaluator.greenlist.recorder.submit(self.session.client_ip, self.session.helo,
-                                                     self.session.mail_from, self._message())
+                                                     self.session.mail_from, self.message.build())
         except Exception:
             log.exception("IPv4 history: message not queued (queue id %s); accepted anyway",
                           self.session.queue_id or "-")

@@ -48,6 +48,43 @@ class Message:
     truncated: bool = False          # body cut at [milter] max_message_size
 
 
+class MessageBuilder:
+    """One message as the MTA hands it over, headers then body chunks, into a Message.
+
+    The milter's callbacks and ``mx6ctl explain`` both build with it, so explain
+    judges the bytes the milter would have judged."""
+
+    def __init__(self, max_size: int):
+        self.max_size = max_size
+        self.headers: list = []          # (name, decoded value)
+        self.raw_headers: list = []      # bytes, CRLF line ends, for DKIM
+        self.body_chunks: list = []
+        self.body_size = 0
+        self.truncated = False
+
+    def add_header(self, name: str, value: bytes) -> None:
+        """VALUE as the MTA passes it: after the colon, leading space kept, folded
+        lines joined by LF or CRLF."""
+        self.headers.append((name, value.decode("utf-8", "surrogateescape").strip()))
+        value = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        self.raw_headers.append(name.encode("ascii", "replace") + b":" + value + b"\r\n")
+
+    def add_body(self, chunk: bytes) -> None:
+        """Body bytes up to max_size; the rest is dropped and the message marked truncated."""
+        if self.truncated:
+            return
+        if self.body_size + len(chunk) > self.max_size:
+            self.truncated = True
+        else:
+            self.body_chunks.append(chunk)
+            self.body_size += len(chunk)
+
+    def build(self) -> "Message":
+        return Message(headers=tuple(self.headers),
+                       raw=b"".join(self.raw_headers) + b"\r\n" + b"".join(self.body_chunks),
+                       truncated=self.truncated)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One piece of evidence and what it showed.

@@ -279,3 +279,25 @@ def test_progress_draws_only_when_enabled():
     assert "\rimport ip [" + "#" * 15 + "-" * 15 + "]  50% 5 lines" in text
     assert text.endswith("100% 10 lines\n")
     assert Progress(10, io.StringIO()).enabled is False   # not a terminal
+
+
+def test_explain_and_the_milter_build_the_same_message():
+    """One builder: a message split by explain and the same bytes fed as the milter's
+    callbacks would be (value after the colon, folded lines, body in chunks)."""
+    from mx6milter.ctl.explain import build_message
+    from mx6milter.model import MessageBuilder
+    raw = (b"From: A <a@example.com>\r\nSubject: two\r\n\tlines\r\nX-8bit: \xc3\xa9\r\n"
+           b"\r\nbody line 1\r\nbody line 2\r\n")
+    callbacks = MessageBuilder(1000)
+    callbacks.add_header("From", b" A <a@example.com>")
+    callbacks.add_header("Subject", b" two\n\tlines")
+    callbacks.add_header("X-8bit", b" \xc3\xa9")
+    callbacks.add_body(b"body line 1\r\n")
+    callbacks.add_body(b"body line 2\r\n")
+    assert build_message(raw, 1000) == callbacks.build()
+    small = MessageBuilder(20)
+    small.add_body(b"x" * 15)
+    small.add_body(b"y" * 15)
+    small.add_body(b"z")
+    built = small.build()
+    assert built.truncated and built.raw == b"\r\n" + b"x" * 15

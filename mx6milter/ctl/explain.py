@@ -13,7 +13,7 @@ import sys
 
 from ..addresses import strip_brackets
 from .common import UsageError, load, read_message_file
-from ..model import Message, Session, SessionClass
+from ..model import Message, MessageBuilder, Session, SessionClass
 from ..policy import parse_client_ip
 from ..service import build_evaluator   # the daemon's own construction
 from ..evidence.whitelist import addressbook_ids
@@ -56,13 +56,11 @@ def split_message(raw: bytes) -> tuple:
 def build_message(raw: bytes, max_size: int) -> Message:
     """The Message the milter's eom would build from these bytes."""
     headers, body = split_message(raw)
-    truncated = len(body) > max_size
-    raw_headers = b"".join(name.encode("ascii") + b":" + value.replace(b"\n", b"\r\n") + b"\r\n"
-                           for name, value in headers)
-    return Message(headers=tuple((name, value.decode("utf-8", "surrogateescape").strip())
-                                 for name, value in headers),
-                   raw=raw_headers + b"\r\n" + (b"" if truncated else body),
-                   truncated=truncated)
+    builder = MessageBuilder(max_size)
+    for name, value in headers:
+        builder.add_header(name, value)
+    builder.add_body(body)
+    return builder.build()
 
 
 # --- the explanation --------------------------------------------------------------------
