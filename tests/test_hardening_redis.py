@@ -31,3 +31,44 @@ def test_ctl_refuses_the_source_name_sources(tmp_path, redis_url):
     with pytest.raises(EntryError, match="reserved"):     # the store checks too (import, scripts)
         Store(raw(redis_url)).add("ip", "sources", [("", "20010db8/32", "0")])
     assert raw(redis_url).keys("*") == []     # nothing registered, nothing written
+
+
+# --- a bad source does not break the lookup -------------------------------------------------
+
+
+def test_lookup_skips_and_reports_a_source_whose_key_is_not_a_hash(redis_url, caplog):
+    from mx6milter.entries import parse_ipv6_prefix
+    from mx6milter.prefixes import ip_field
+    client = raw(redis_url)
+    field = ip_field(parse_ipv6_prefix("2001:db8:1::/48"))
+    store = Store(client)
+    store.add("ip", "local", [("", field, "0")])
+    # What an older version let through (--source sources), or a hand-written key:
+    client.sadd("mx6:v1:ip:sources", "sources", "by-hand")
+    client.set("mx6:v1:ip:by-hand", "oops")
+    for _ in range(3):
+        hits = store.lookup({"ip": [("", field)], "domain": [("", "example.org")]})
+        assert [(h.source, h.field) for h in hits["ip"]] == [("local", field)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings                  # once per bad key, not per lookup
+    assert any("mx6:v1:ip:sources" in w for w in warnings)
+    assert any("mx6:v1:ip:by-hand" in w for w in warnings)
+
+
+def test_asn_lookup_skips_bad_sources_and_lists(redis_url, caplog):
+    from mx6milter.entries import parse_ipv6_prefix
+    from mx6milter.prefixes import ip_field
+    client = raw(redis_url)
+    field = ip_field(parse_ipv6_prefix("2001:db8::/32"))
+    store = Store(client)
+    store.add("asn", "table", [("", field, "64500 0")])
+    store.add("asnlist", "local", [("", "64500", "0")])
+    client.sadd("mx6:v1:asn:sources", "broken")
+    client.rpush("mx6:v1:asn:broken", "x")
+    client.sadd("mx6:v1:asnlist:sources", "bad-list")
+    client.set("mx6:v1:asnlist:bad-list", "x")
+    hits = store.lookup({"asn": [("", field)]})["asn"]
+    assert sorted((h.source, h.key, h.field) for h in hits) == [
+        ("local", "list", "64500"), ("table", "", field)]
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "mx6:v1:asn:broken" in warned and "mx6:v1:asnlist:bad-list" in warned
