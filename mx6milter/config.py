@@ -56,10 +56,28 @@ def _redis_url(value: str) -> str:
         from redis.connection import parse_url
         try:
             parse_url(value)   # what the daemon will do: a bad port must stop --check-config
-        except ValueError as err:
-            raise ValueError(f"{err}; expected redis://HOST:PORT/DB") from None
+        except ValueError:
+            # Not the parser's words: they may quote a piece of the password.
+            raise ValueError("not a valid Redis URL (host, port, database or query); expected "
+                             "redis://[USER[:PASSWORD]@]HOST:PORT/DB, a password with / : @ or "
+                             "% written %-encoded") from None
         return value
     raise ValueError("expected redis://HOST:PORT/DB, rediss://... or unix:///PATH")
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit to show: any password (``:PASSWORD@``, ``?password=``) as ***.
+
+    Every message, log line and error that shows [redis] url goes through here.
+    Split by hand rather than by urllib, so that a URL urllib reads otherwise
+    (a '/' or '?' left unencoded in the password) is still redacted: everything
+    up to the last '@' is user information.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = userinfo.split(":", 1)[0] + ":***@" + tail
+    return scheme + sep + re.sub(r"([?&]password=)[^&#]*", r"\1***", rest, flags=re.I)
 
 
 def _positive_float(value: str) -> float:
@@ -359,7 +377,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             try:
                 values[key] = known[key].metadata["parse"](raw.strip())
             except ValueError as err:
-                raise ConfigError(f"{where}: [{name}] {key} = {raw.strip()!r}: {err}") from None
+                shown = redact_url(raw.strip()) if (name, key) == ("redis", "url") else raw.strip()
+                raise ConfigError(f"{where}: [{name}] {key} = {shown!r}: {err}") from None
         sections[name] = section_class(**values)
     config = Config(path=path, **sections)
     _check_consistency(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, redact_url
 from .dns import Resolver
 from .evaluate import Evaluator
 from .store import SCHEMA_VERSION, Store, StoreUnavailable
@@ -34,7 +34,7 @@ def self_check(evaluator: Evaluator) -> None:
     """Warn, never refuse: the milter must start even when Redis or DNS is down."""
     if not evaluator.store.ping():
         log.warning("startup check: Redis at %s does not answer; IPv6 mail will fall back "
-                    "until it does", evaluator.config.redis.url)
+                    "until it does", redact_url(evaluator.config.redis.url))
     try:
         # Not the root: the resolver answers [] for "." without asking anyone.
         evaluator.resolver.query("org", "NS")

@@ -72,3 +72,15 @@ def test_asn_lookup_skips_bad_sources_and_lists(redis_url, caplog):
         ("local", "list", "64500"), ("table", "", field)]
     warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert "mx6:v1:asn:broken" in warned and "mx6:v1:asnlist:bad-list" in warned
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+
+def test_explain_with_redis_down_does_not_show_the_password(tmp_path):
+    ctl = Ctl(tmp_path, "redis://mx6milter:s3cr3t-pw@127.0.0.1:1/0")
+    message = ctl.file("m.eml", "From: a@example.net\r\nTo: b@example.org\r\n\r\nHi\r\n")
+    run = ctl("explain", "--client-ip", "2001:db8::1", "--mail-from", "a@example.net",
+              "--rcpt", "b@example.org", message)
+    assert run.rc == 1 and "redis://mx6milter:***@127.0.0.1:1/0" in run.err
+    assert "s3cr3t" not in run.out + run.err

@@ -19,3 +19,46 @@ def test_source_named_sources_is_refused():
 def test_names_near_the_reserved_one_are_fine(name):
     # Redis keys are case-sensitive: these are other keys.
     assert check_source(name) == name
+
+
+# --- Redis credentials never reach a log or an error --------------------------------------
+
+from mx6milter.config import ConfigError, parse_config, redact_url  # noqa: E402
+
+PASSWORD = "s3cr%2Ft-pw"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    (f"redis://:{PASSWORD}@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    (f"redis://mx6milter:{PASSWORD}@[::1]:6379/0", "redis://mx6milter:***@[::1]:6379/0"),
+    ("redis://mx6milter@127.0.0.1/0", "redis://mx6milter@127.0.0.1/0"),
+    (f"rediss://h:6380/0?ssl_ca_certs=/etc/ca.pem&password={PASSWORD}",
+     "rediss://h:6380/0?ssl_ca_certs=/etc/ca.pem&password=***"),
+    (f"unix:///run/redis.sock?db=1&password={PASSWORD}", "unix:///run/redis.sock?db=1&password=***"),
+])
+def test_redact_url(url, shown):
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:s3cr/t-pw@127.0.0.1:6379/0",        # '/' unquoted: the rest parses as a port
+    "redis://:s3cr3t-pw@127.0.0.1:99999/0",
+    "redis://:s3cr3t-pw@127.0.0.1:6379/0?db=zero",
+])
+def test_a_bad_url_error_does_not_show_the_password(url):
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"[redis]\nurl = {url}\n", "x.conf")
+    assert "x.conf:2: [redis] url" in str(err.value)
+    assert "s3cr" not in str(err.value), str(err.value)
+
+
+def test_startup_warning_does_not_show_the_password(caplog):
+    from types import SimpleNamespace
+    from mx6milter.service import self_check
+    config = parse_config(f"[redis]\nurl = redis://:{PASSWORD}@127.0.0.1:1/0\n")
+    store = SimpleNamespace(ping=lambda: False)
+    resolver = SimpleNamespace(query=lambda *a: [])
+    self_check(SimpleNamespace(config=config, store=store, resolver=resolver))
+    text = caplog.text
+    assert "redis://:***@127.0.0.1:1/0" in text and PASSWORD not in text
