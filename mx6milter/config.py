@@ -61,8 +61,24 @@ def _redis_url(value: str) -> str:
             raise ValueError("not a valid Redis URL (host, port, database or query); expected "
                              "redis://[USER[:PASSWORD]@]HOST:PORT/DB, a password with / : @ or "
                              "% written %-encoded") from None
+        import redis
+        try:   # builds the connection object (no connecting): an unknown option fails here
+            redis.ConnectionPool.from_url(value).make_connection()
+        except TypeError as err:
+            option = re.search(r"argument '(\w+)'", str(err))
+            raise ValueError(f"redis-py takes no option {option.group(1) if option else '?'!r} "
+                             "in this URL (ssl_* options need rediss://)") from None
         return value
     raise ValueError("expected redis://HOST:PORT/DB, rediss://... or unix:///PATH")
+
+
+def url_password(url: str) -> str | None:
+    """The password a Redis URL carries (user information or ?password=), as redis-py reads it."""
+    from redis.connection import parse_url
+    try:
+        return parse_url(url).get("password")
+    except ValueError:
+        return None
 
 
 def redact_url(url: str) -> str:
@@ -239,11 +255,18 @@ class MilterSection:
     processes: int = _opt(_processes, "1")   # >1: workers forked after binding, one GIL each
 
 
+def _path_or_empty(value: str) -> str:
+    if value and not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return value
+
+
 @dataclass(frozen=True)
 class RedisSection:
     url: str = _opt(_redis_url, "redis://127.0.0.1:6379/0")
     timeout: float = _opt(_positive_float, "0.5")
     key_prefix: str = _opt(str, "mx6:")
+    password_file: str = _opt(_path_or_empty, "")   # the password, read at start and on reload
 
 
 @dataclass(frozen=True)
@@ -270,12 +293,6 @@ class DnsSection:
     timeout: float = _opt(_positive_float, "2")
     budget: float = _opt(_positive_float, "8")
     cache_size: int = _opt(_positive_int, "10000")
-
-
-def _path_or_empty(value: str) -> str:
-    if value and not value.startswith("/"):
-        raise ValueError("expected an absolute path")
-    return value
 
 
 @dataclass(frozen=True)
@@ -386,6 +403,9 @@ def parse_config(text: str, path: str = "<config>") -> Config:
 
 
 def _check_consistency(config: Config) -> None:
+    if config.redis.password_file and url_password(config.redis.url):
+        raise ConfigError(f"{config.path}: [redis] password_file is set and url carries a "
+                          "password too; keep it in one place (the file)")
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")

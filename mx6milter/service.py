@@ -25,8 +25,33 @@ def read_secret(path: str) -> bytes | None:
     return secret
 
 
+def read_redis_password(path: str) -> str | None:
+    """[redis] password_file: the password on its first line; None if not configured."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            line = handle.read(4096).split(b"\n", 1)[0].rstrip(b"\r")
+    except OSError as err:
+        raise ConfigError(f"[redis] password_file: cannot read {path}: {err.strerror or err}") \
+            from None
+    if not line:
+        raise ConfigError(f"[redis] password_file: {path} is empty")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"[redis] password_file: {path} is not UTF-8") from None
+
+
+def open_store(config: Config, command_timeout: float | None = None) -> Store:
+    """The Store as the daemon and mx6ctl build it: secret and password files read now."""
+    return Store.from_config(config.redis, read_secret(config.addressbook.secret_file),
+                             command_timeout=command_timeout,
+                             password=read_redis_password(config.redis.password_file))
+
+
 def build_evaluator(config: Config) -> Evaluator:
-    store = Store.from_config(config.redis, read_secret(config.addressbook.secret_file))
+    store = open_store(config)
     return Evaluator(config, store, Resolver.from_config(config.dns))
 
 

@@ -272,10 +272,12 @@ class Store:
 
     @classmethod
     def from_config(cls, redis_section, addressbook_secret: bytes | None = None,
-                    command_timeout: float | None = None) -> "Store":
-        """``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes)."""
+                    command_timeout: float | None = None, password: str | None = None) -> "Store":
+        """``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes);
+        ``password`` is [redis] password_file's (config.py refuses one in the URL too)."""
         client = redis.Redis.from_url(
             redis_section.url,
+            password=password,
             socket_timeout=command_timeout or redis_section.timeout,
             socket_connect_timeout=redis_section.timeout,
             retry=Retry(NoBackoff(), 0),

@@ -84,3 +84,168 @@ def test_explain_with_redis_down_does_not_show_the_password(tmp_path):
               "--rcpt", "b@example.org", message)
     assert run.rc == 1 and "redis://mx6milter:***@127.0.0.1:1/0" in run.err
     assert "s3cr3t" not in run.out + run.err
+
+
+# --- password_file, the README's ACL users, TLS ---------------------------------------------
+
+import re  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mx6milter.config import load_config  # noqa: E402
+from mx6milter.evidence.history import History  # noqa: E402
+from mx6milter.service import build_evaluator  # noqa: E402
+
+from servers import free_port, wait_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = "admin-pw-for-the-tests"
+PASSWORDS = {"MILTER-PASSWORD": "milter-pw-for-the-tests", "CTL-PASSWORD": "ctl-pw-for-the-tests"}
+
+
+def readme_acl_lines() -> list:
+    lines = re.findall(r"^\s+(ACL SETUSER .+)$", (ROOT / "README.rst").read_text(), re.M)
+    assert len(lines) == 2, lines
+    return lines
+
+
+class SecuredRedis:
+    """redis-server with the README's ACL users and a default user that needs a password;
+    with ``tls`` it listens only on a TLS port, with a certificate for 127.0.0.1."""
+
+    def __init__(self, directory: Path, tls: bool = False):
+        self.dir, self.port, self.tls = directory, free_port(), tls
+        args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)]
+        if tls:
+            self.ca = make_ca_and_cert(directory)
+            args += ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", str(directory / "server.pem"),
+                     "--tls-key-file", str(directory / "server.key"),
+                     "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        self.process = subprocess.Popen([shutil.which("redis-server"), *args],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, what="secured redis-server")
+        admin = self.admin(nopass=True)
+        for line in readme_acl_lines():
+            for placeholder, password in PASSWORDS.items():
+                line = line.replace(placeholder, password)
+            admin.execute_command(*line.split())
+        admin.execute_command("ACL", "SETUSER", "reader", "on", ">reader-pw", "resetkeys",
+                              "~mx6:*", "-@all", "+@read", "+ping")
+        admin.execute_command("ACL", "SETUSER", "default", ">" + ADMIN)
+
+    def url(self, user: str = "") -> str:
+        scheme = "rediss" if self.tls else "redis"
+        query = f"?ssl_ca_certs={self.ca}&ssl_check_hostname=true" if self.tls else ""
+        return f"{scheme}://{user + '@' if user else ''}127.0.0.1:{self.port}/0{query}"
+
+    def admin(self, nopass: bool = False) -> redis.Redis:
+        return redis.Redis.from_url(self.url(), password=None if nopass else ADMIN,
+                                    decode_responses=True)
+
+    def _answers(self) -> bool:
+        try:
+            return self.admin(nopass=True).ping()
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def make_ca_and_cert(directory: Path) -> Path:
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx6 test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return directory / "ca.pem"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    server = SecuredRedis(tmp_path_factory.mktemp("secured-redis"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def secured_tls(tmp_path_factory):
+    server = SecuredRedis(tmp_path_factory.mktemp("tls-redis"), tls=True)
+    yield server
+    server.close()
+
+
+def ctl_as(tmp_path: Path, server: SecuredRedis, user: str, password: str) -> Ctl:
+    (tmp_path / f"{user}.pw").write_text(password + "\n")
+    return Ctl(tmp_path, server.url(user),
+               extra=f"[redis]\npassword_file = {tmp_path / f'{user}.pw'}\n")
+
+
+def milter_config(tmp_path: Path, server: SecuredRedis):
+    (tmp_path / "milter.pw").write_text(PASSWORDS["MILTER-PASSWORD"] + "\n")
+    path = tmp_path / "milter.conf"
+    path.write_text(f"[redis]\nurl = {server.url('mx6milter')}\n"
+                    f"password_file = {tmp_path / 'milter.pw'}\n")
+    return load_config(str(path))
+
+
+def check_milter_and_ctl_users(tmp_path: Path, server: SecuredRedis) -> None:
+    server.admin().flushall()
+    ctl = ctl_as(tmp_path, server, "mx6ctl", PASSWORDS["CTL-PASSWORD"])
+    assert ctl("ip", "add", "2001:db8:1::/48", "--source", "feed").rc == 0
+    feed = ctl.file("feed.txt", "2001:db8:2::/48\n2001:db8:3::/48\n")
+    assert ctl("import", "ip", feed, "--source", "feed", "--replace").rc == 0
+    assert ctl("domain", "add", "partner.example").rc == 0
+    assert ctl("ip", "list").out.count("\n") == 2
+    assert ctl("stats").rc == 0
+    assert ctl("ip", "remove", "2001:db8:2::/48").rc == 0
+
+    config = milter_config(tmp_path, server)
+    store = build_evaluator(config).store
+    assert store.ping()
+    server.admin().script_flush()          # as after a Redis restart: SCRIPT LOAD, then EVALSHA
+    from mx6milter.entries import parse_ipv6_prefix
+    from mx6milter.prefixes import ip_field
+    field = ip_field(parse_ipv6_prefix("2001:db8:3::/48"))
+    hits = store.lookup({"ip": [("", field)], "domain": [("", "partner.example")]})
+    assert [h.source for h in hits["ip"]] == ["feed"] and len(hits["domain"]) == 1
+    History(store, config.greenlist).record("example.net")      # [greenlist] history writes
+    assert History(store, config.greenlist).read("example.net").count == 1
+    with pytest.raises(redis.exceptions.NoPermissionError):     # but no whitelist writes
+        store.add("ip", "local", [("", field, "0")])
+
+
+def test_milter_and_mx6ctl_work_with_the_readme_acl_users(tmp_path, secured):
+    check_milter_and_ctl_users(tmp_path, secured)
+
+
+def test_the_same_over_tls_with_a_private_ca(tmp_path, secured_tls):
+    check_milter_and_ctl_users(tmp_path, secured_tls)
+    with pytest.raises(redis.exceptions.ConnectionError):       # TLS really is required
+        redis.Redis(port=secured_tls.port, password=ADMIN, socket_timeout=2).ping()
+
+
+def test_mx6ctl_with_a_read_only_user_fails_cleanly(tmp_path, secured):
+    secured.admin().flushall()
+    reader = ctl_as(tmp_path, secured, "reader", "reader-pw")
+    assert reader("ip", "list").rc == 0
+    run = mx6ctl(reader, "ip", "add", "2001:db8:1::/48")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "permission" in run.stderr
+    assert "is it running" not in run.stderr
+    assert secured.admin().keys("*") == []
+
+
+def test_wrong_password_fails_cleanly_and_is_not_shown(tmp_path, secured):
+    wrong = ctl_as(tmp_path, secured, "mx6ctl", "not-the-password")
+    run = mx6ctl(wrong, "ip", "list")
+    assert run.returncode == 1 and "Traceback" not in run.stderr and "not-the-password" not in \
+        run.stderr, run.stderr

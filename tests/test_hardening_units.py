@@ -62,3 +62,35 @@ def test_startup_warning_does_not_show_the_password(caplog):
     self_check(SimpleNamespace(config=config, store=store, resolver=resolver))
     text = caplog.text
     assert "redis://:***@127.0.0.1:1/0" in text and PASSWORD not in text
+
+
+def test_url_options_redis_py_does_not_take_are_config_errors():
+    ok = parse_config("[redis]\nurl = rediss://h:6380/0?ssl_ca_certs=/etc/ca.pem"
+                      "&ssl_check_hostname=true\n")
+    assert ok.redis.url.startswith("rediss://")
+    for url, option in [("redis://h/0?ssl_ca_certs=/etc/ca.pem", "ssl_ca_certs"),
+                        ("rediss://h/0?ssl_ca_cert=/etc/ca.pem", "ssl_ca_cert")]:
+        with pytest.raises(ConfigError, match=f"x.conf:2: .*no option '{option}'"):
+            parse_config(f"[redis]\nurl = {url}\n", "x.conf")
+
+
+def test_password_in_url_and_password_file_is_a_config_error():
+    for url in ("redis://:pw@h/0", "redis://u:pw@h/0", "redis://h/0?password=pw"):
+        with pytest.raises(ConfigError, match="password_file is set and url carries a password"):
+            parse_config(f"[redis]\nurl = {url}\npassword_file = /etc/pw\n", "x.conf")
+    assert parse_config("[redis]\nurl = redis://u@h/0\npassword_file = /etc/pw\n").redis \
+        .password_file == "/etc/pw"
+
+
+def test_password_file_read_errors(tmp_path):
+    from mx6milter.service import read_redis_password
+    assert read_redis_password("") is None
+    good = tmp_path / "pw"
+    good.write_text("p@ss:w/rd\nignored\n")
+    assert read_redis_password(str(good)) == "p@ss:w/rd"
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        read_redis_password(str(empty))
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_redis_password(str(tmp_path / "missing"))
