@@ -94,3 +94,33 @@ def test_password_file_read_errors(tmp_path):
         read_redis_password(str(empty))
     with pytest.raises(ConfigError, match="cannot read"):
         read_redis_password(str(tmp_path / "missing"))
+
+
+# --- local parts: only ASCII letters are folded ----------------------------------------------
+
+from mx6milter.addresses import normalise_address  # noqa: E402
+
+
+@pytest.mark.parametrize("given, stored", [
+    ("Alice.Smith@Example.ORG", "alice.smith@example.org"),
+    ("\u212aim@example.org", "\u212aim@example.org"),          # Kelvin sign is not k
+    ("\u0130lker@example.org", "\u0130lker@example.org"),      # dotted capital I stays
+    ("JOS\u00c9@example.org", "jos\u00c9@example.org"),        # ASCII folded, É kept as is
+    ("Stra\u00dfe@example.org", "stra\u00dfe@example.org"),    # ß is not ss
+    ("\uff2b\uff49\uff4d@example.org", "\uff2b\uff49\uff4d@example.org"),   # fullwidth kept
+])
+def test_fold_only_ascii_letters(given, stored):
+    assert normalise_address(given, fold_local_part=True) == stored
+
+
+@pytest.mark.parametrize("other, entry", [
+    ("\u212aim@example.org", "kim@example.org"),
+    ("\u0131nfo@example.org", "info@example.org"),            # dotless i
+    ("\u0130nfo@example.org", "info@example.org"),
+    ("strasse@example.org", "stra\u00dfe@example.org"),
+    ("\uff4b\uff49\uff4d@example.org", "kim@example.org"),
+    ("\u017fam@example.org", "sam@example.org"),              # long s
+    ("jos\u00e9@example.org", "jose\u0301@example.org"),     # NFC and NFD: compared as sent
+])
+def test_no_other_mailbox_matches_an_entry(other, entry):
+    assert normalise_address(other) != normalise_address(entry)
