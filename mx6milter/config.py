@@ -8,7 +8,9 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -415,9 +417,17 @@ def _check_consistency(config: Config) -> None:
                           f"exceeds the {enabled} signals switched on; nothing could be greenlisted")
 
 
+def refuse_world_writable(path: str, handle) -> None:
+    """Like OpenDKIM with its keys: a file any user may change is not trusted."""
+    if os.fstat(handle.fileno()).st_mode & stat.S_IWOTH:
+        raise ConfigError(f"{path}: writable by every user; refusing it "
+                          f"(chmod o-w {path})")
+
+
 def load_config(path: str) -> Config:
     try:
         with open(path, encoding="utf-8") as handle:
+            refuse_world_writable(path, handle)
             text = handle.read()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None

@@ -3,8 +3,10 @@ and the tests build exactly what the daemon builds without loading libmilter."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 
-from .config import Config, ConfigError, redact_url
+from .config import Config, ConfigError, redact_url, refuse_world_writable
 from .dns import Resolver
 from .evaluate import Evaluator
 from .store import SCHEMA_VERSION, Store, StoreUnavailable
@@ -12,11 +14,28 @@ from .store import SCHEMA_VERSION, Store, StoreUnavailable
 log = logging.getLogger("mx6milter")
 
 
+def _open_private(key: str, path: str):
+    """Open a secret-holding file: refused if every user may write it, warned if every
+    user may read it (OpenDKIM refuses both for keys; a readable one only leaks)."""
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror or err}") from None
+    try:
+        refuse_world_writable(path, handle)
+    except ConfigError:
+        handle.close()
+        raise
+    if os.fstat(handle.fileno()).st_mode & stat.S_IROTH:
+        log.warning("%s: %s is readable by every user; chmod o-r %s", key, path, path)
+    return handle
+
+
 def read_secret(path: str) -> bytes | None:
     if not path:
         return None
     try:
-        with open(path, "rb") as handle:
+        with _open_private("[addressbook] secret_file", path) as handle:
             secret = handle.read().strip()
     except OSError as err:
         raise ConfigError(f"[addressbook] secret_file: cannot read {path}: {err}") from None
@@ -30,7 +49,7 @@ def read_redis_password(path: str) -> str | None:
     if not path:
         return None
     try:
-        with open(path, "rb") as handle:
+        with _open_private("[redis] password_file", path) as handle:
             line = handle.read(4096).split(b"\n", 1)[0].rstrip(b"\r")
     except OSError as err:
         raise ConfigError(f"[redis] password_file: cannot read {path}: {err.strerror or err}") \

@@ -185,12 +185,14 @@ def secured_tls(tmp_path_factory):
 
 def ctl_as(tmp_path: Path, server: SecuredRedis, user: str, password: str) -> Ctl:
     (tmp_path / f"{user}.pw").write_text(password + "\n")
+    (tmp_path / f"{user}.pw").chmod(0o600)
     return Ctl(tmp_path, server.url(user),
                extra=f"[redis]\npassword_file = {tmp_path / f'{user}.pw'}\n")
 
 
 def milter_config(tmp_path: Path, server: SecuredRedis):
     (tmp_path / "milter.pw").write_text(PASSWORDS["MILTER-PASSWORD"] + "\n")
+    (tmp_path / "milter.pw").chmod(0o600)
     path = tmp_path / "milter.conf"
     path.write_text(f"[redis]\nurl = {server.url('mx6milter')}\n"
                     f"password_file = {tmp_path / 'milter.pw'}\n")

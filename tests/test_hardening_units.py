@@ -124,3 +124,58 @@ def test_fold_only_ascii_letters(given, stored):
 ])
 def test_no_other_mailbox_matches_an_entry(other, entry):
     assert normalise_address(other) != normalise_address(entry)
+
+
+# --- running as root, files others may read or write ------------------------------------------
+
+import logging  # noqa: E402
+import os  # noqa: E402
+
+from mx6milter import privileges  # noqa: E402
+from mx6milter.config import load_config  # noqa: E402
+from mx6milter.service import read_redis_password, read_secret  # noqa: E402
+
+
+@pytest.mark.parametrize("euid, warned", [(0, True), (1000, False)])
+def test_running_as_root_is_warned(monkeypatch, caplog, euid, warned):
+    monkeypatch.setattr(privileges.os, "geteuid", lambda: euid)
+    with caplog.at_level(logging.WARNING, "mx6milter"):
+        privileges.warn_if_root()
+    assert ("[milter] user" in caplog.text) == warned
+
+
+def test_the_daemon_warns_after_dropping_privileges():
+    import inspect
+    from mx6milter import daemon
+    for run in (daemon.Daemon.run, daemon.Supervisor.run):
+        source = inspect.getsource(run)
+        assert source.index("drop_privileges(") < source.index("warn_if_root()")
+
+
+def test_world_writable_config_is_refused(tmp_path):
+    path = tmp_path / "mx6milter.conf"
+    path.write_text("[policy]\nmode = report\n")
+    os.chmod(path, 0o644)
+    assert load_config(str(path)).policy.mode == "report"
+    os.chmod(path, 0o646)
+    with pytest.raises(ConfigError, match=f"{path}: writable by every user"):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize("reader, content", [(read_secret, b"x" * 32),
+                                             (read_redis_password, b"a-password")])
+def test_secret_files_others_can_write_are_refused_readable_warned(tmp_path, caplog, reader,
+                                                                    content):
+    path = tmp_path / "secret"
+    path.write_bytes(content)
+    os.chmod(path, 0o640)
+    with caplog.at_level(logging.WARNING, "mx6milter"):
+        assert reader(str(path))
+    assert caplog.text == ""
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING, "mx6milter"):
+        assert reader(str(path))
+    assert f"{path} is readable by every user" in caplog.text
+    os.chmod(path, 0o602)
+    with pytest.raises(ConfigError, match=f"{path}: writable by every user"):
+        reader(str(path))
