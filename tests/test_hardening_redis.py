@@ -213,6 +213,7 @@ def check_milter_and_ctl_users(tmp_path: Path, server: SecuredRedis) -> None:
     config = milter_config(tmp_path, server)
     store = build_evaluator(config).store
     assert store.ping()
+    assert store.check_schema() == 1                            # the start-up check
     server.admin().script_flush()          # as after a Redis restart: SCRIPT LOAD, then EVALSHA
     from mx6milter.entries import parse_ipv6_prefix
     from mx6milter.prefixes import ip_field

@@ -57,7 +57,7 @@ def test_startup_warning_does_not_show_the_password(caplog):
     from types import SimpleNamespace
     from mx6milter.service import self_check
     config = parse_config(f"[redis]\nurl = redis://:{PASSWORD}@127.0.0.1:1/0\n")
-    store = SimpleNamespace(ping=lambda: False)
+    store = SimpleNamespace(ping=lambda: False, check_schema=lambda: 1)
     resolver = SimpleNamespace(query=lambda *a: [])
     self_check(SimpleNamespace(config=config, store=store, resolver=resolver))
     text = caplog.text
