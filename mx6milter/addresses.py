@@ -1,8 +1,8 @@
 """Mail addresses and domains from hostile input: parsed, checked, normalised.
 
 Domains become lower-case A-labels (IDNA 2008 with UTS #46 mapping, as mail
-software and DNS expect); local parts are kept as sent, or lower-cased when
-the operator asks for it. Nothing here raises anything but AddressError.
+software and DNS expect); local parts are kept as sent, or their ASCII
+letters lower-cased when the operator asks for it. Nothing here raises anything but AddressError.
 """
 from __future__ import annotations
 
@@ -61,11 +61,21 @@ def split_address(address: str) -> tuple:
     return local, domain
 
 
+# Only A-Z are folded. Unicode case mappings join characters that are different
+# mailboxes to every mail system that does not fold them the same way: the
+# Kelvin sign lower-cases to ASCII k, U+0130 to i plus a combining dot, ß
+# case-folds to ss. Nor is NFC applied: it too turns the Kelvin sign into K.
+# A missed match costs a retry over IPv4; a false one accepts on someone else's
+# evidence.
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def normalise_address(address: str, fold_local_part: bool = True) -> str:
-    """'Alice@Bücher.Example' -> 'alice@xn--bcher-kva.example' (local part folded if asked)."""
+    """'Alice@Bücher.Example' -> 'alice@xn--bcher-kva.example'; with fold_local_part
+    the local part's ASCII letters are lower-cased, every other character kept as sent."""
     local, domain = split_address(address)
     if fold_local_part:
-        local = local.lower()
+        local = local.lower() if local.isascii() else local.translate(_ASCII_FOLD)
     return f"{local}@{domain_to_ascii(domain)}"
 
 

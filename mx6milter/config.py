@@ -8,7 +8,9 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -56,10 +58,44 @@ def _redis_url(value: str) -> str:
         from redis.connection import parse_url
         try:
             parse_url(value)   # what the daemon will do: a bad port must stop --check-config
-        except ValueError as err:
-            raise ValueError(f"{err}; expected redis://HOST:PORT/DB") from None
+        except ValueError:
+            # Not the parser's words: they may quote a piece of the password.
+            raise ValueError("not a valid Redis URL (host, port, database or query); expected "
+                             "redis://[USER[:PASSWORD]@]HOST:PORT/DB, a password with / : @ or "
+                             "% written %-encoded") from None
+        import redis
+        try:   # builds the connection object (no connecting): an unknown option fails here
+            redis.ConnectionPool.from_url(value).make_connection()
+        except TypeError as err:
+            option = re.search(r"argument '(\w+)'", str(err))
+            raise ValueError(f"redis-py takes no option {option.group(1) if option else '?'!r} "
+                             "in this URL (ssl_* options need rediss://)") from None
         return value
     raise ValueError("expected redis://HOST:PORT/DB, rediss://... or unix:///PATH")
+
+
+def url_password(url: str) -> str | None:
+    """The password a Redis URL carries (user information or ?password=), as redis-py reads it."""
+    from redis.connection import parse_url
+    try:
+        return parse_url(url).get("password")
+    except ValueError:
+        return None
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit to show: any password (``:PASSWORD@``, ``?password=``) as ***.
+
+    Every message, log line and error that shows [redis] url goes through here.
+    Split by hand rather than by urllib, so that a URL urllib reads otherwise
+    (a '/' or '?' left unencoded in the password) is still redacted: everything
+    up to the last '@' is user information.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = userinfo.split(":", 1)[0] + ":***@" + tail
+    return scheme + sep + re.sub(r"([?&]password=)[^&#]*", r"\1***", rest, flags=re.I)
 
 
 def _positive_float(value: str) -> float:
@@ -221,11 +257,18 @@ class MilterSection:
     processes: int = _opt(_processes, "1")   # >1: workers forked after binding, one GIL each
 
 
+def _path_or_empty(value: str) -> str:
+    if value and not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return value
+
+
 @dataclass(frozen=True)
 class RedisSection:
     url: str = _opt(_redis_url, "redis://127.0.0.1:6379/0")
     timeout: float = _opt(_positive_float, "0.5")
     key_prefix: str = _opt(str, "mx6:")
+    password_file: str = _opt(_path_or_empty, "")   # the password, read at start and on reload
 
 
 @dataclass(frozen=True)
@@ -252,12 +295,6 @@ class DnsSection:
     timeout: float = _opt(_positive_float, "2")
     budget: float = _opt(_positive_float, "8")
     cache_size: int = _opt(_positive_int, "10000")
-
-
-def _path_or_empty(value: str) -> str:
-    if value and not value.startswith("/"):
-        raise ValueError("expected an absolute path")
-    return value
 
 
 @dataclass(frozen=True)
@@ -359,7 +396,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             try:
                 values[key] = known[key].metadata["parse"](raw.strip())
             except ValueError as err:
-                raise ConfigError(f"{where}: [{name}] {key} = {raw.strip()!r}: {err}") from None
+                shown = redact_url(raw.strip()) if (name, key) == ("redis", "url") else raw.strip()
+                raise ConfigError(f"{where}: [{name}] {key} = {shown!r}: {err}") from None
         sections[name] = section_class(**values)
     config = Config(path=path, **sections)
     _check_consistency(config)
@@ -367,6 +405,9 @@ def parse_config(text: str, path: str = "<config>") -> Config:
 
 
 def _check_consistency(config: Config) -> None:
+    if config.redis.password_file and url_password(config.redis.url):
+        raise ConfigError(f"{config.path}: [redis] password_file is set and url carries a "
+                          "password too; keep it in one place (the file)")
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
@@ -376,9 +417,17 @@ def _check_consistency(config: Config) -> None:
                           f"exceeds the {enabled} signals switched on; nothing could be greenlisted")
 
 
+def refuse_world_writable(path: str, handle) -> None:
+    """Like OpenDKIM with its keys: a file any user may change is not trusted."""
+    if os.fstat(handle.fileno()).st_mode & stat.S_IWOTH:
+        raise ConfigError(f"{path}: writable by every user; refusing it "
+                          f"(chmod o-w {path})")
+
+
 def load_config(path: str) -> Config:
     try:
         with open(path, encoding="utf-8") as handle:
+            refuse_world_writable(path, handle)
             text = handle.read()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None

@@ -20,7 +20,7 @@ import milter as libmilter
 from .config import Config, ConfigError, SocketSpec, load_config
 from .milter import Mx6Milter
 from .privileges import (check_names, drop_privileges, make_socket_dir, own_socket,
-                         resolve_identity)
+                         resolve_identity, warn_if_root)
 from .service import build_evaluator, self_check
 
 log = logging.getLogger("mx6milter")
@@ -123,6 +123,7 @@ class Daemon:
         self._register()
         self._prepare_socket()
         drop_privileges(self.identity)    # bound: from here on no root is needed
+        warn_if_root()
         return self._serve()
 
     def run_forked(self) -> int:
@@ -268,6 +269,7 @@ class Supervisor:
         set_listeners_nonblocking()
         socket_id = socket_file_id(self.config.milter.socket)
         drop_privileges(self.identity)
+        warn_if_root()
         for slot in range(self.config.milter.processes):
             self._fork(slot)
         log.info("listening on %s, mode %s, %d worker processes", self.config.milter.socket,

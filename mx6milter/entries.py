@@ -41,14 +41,20 @@ class EntryError(ValueError):
 
 
 # Source names become part of Redis key names: no ':' (the key separator), no '~'
-# (staging keys of a replace).
+# (staging keys of a replace), and none of the names the key schema (store.py)
+# gives other keys under <p>KIND: ("sources" is the set of a kind's source names).
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+RESERVED_SOURCES = frozenset({"sources"})
 
 
 def check_source(name: str) -> str:
+    """The one check of a source name, for mx6ctl's --source and Store.load."""
     if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
         raise EntryError(f"{name!r}: a source name is 1 to 64 of the characters A-Z a-z 0-9 _ . - "
                          "(it becomes part of Redis key names)")
+    if name in RESERVED_SOURCES:
+        raise EntryError(f"{name!r}: a reserved name (the key schema uses it); choose another "
+                         "source name")
     return name
 
 

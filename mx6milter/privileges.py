@@ -109,3 +109,10 @@ def drop_privileges(identity: Identity) -> None:
             raise RuntimeError("could regain root after switching users; refusing to run")
     log.info("running as uid %d gid %d (groups %s)", os.getuid(), os.getgid(),
              ",".join(str(g) for g in os.getgroups()) or "-")
+
+
+def warn_if_root() -> None:
+    """Called once privileges are dropped: still root means [milter] user is empty."""
+    if os.geteuid() == 0:
+        log.warning("running as root: set [milter] user (and socket_group) so that the "
+                    "daemon drops root once its socket is bound")

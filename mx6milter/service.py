@@ -3,8 +3,10 @@ and the tests build exactly what the daemon builds without loading libmilter."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, redact_url, refuse_world_writable
 from .dns import Resolver
 from .evaluate import Evaluator
 from .store import SCHEMA_VERSION, Store, StoreUnavailable
@@ -12,11 +14,28 @@ from .store import SCHEMA_VERSION, Store, StoreUnavailable
 log = logging.getLogger("mx6milter")
 
 
+def _open_private(key: str, path: str):
+    """Open a secret-holding file: refused if every user may write it, warned if every
+    user may read it (OpenDKIM refuses both for keys; a readable one only leaks)."""
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror or err}") from None
+    try:
+        refuse_world_writable(path, handle)
+    except ConfigError:
+        handle.close()
+        raise
+    if os.fstat(handle.fileno()).st_mode & stat.S_IROTH:
+        log.warning("%s: %s is readable by every user; chmod o-r %s", key, path, path)
+    return handle
+
+
 def read_secret(path: str) -> bytes | None:
     if not path:
         return None
     try:
-        with open(path, "rb") as handle:
+        with _open_private("[addressbook] secret_file", path) as handle:
             secret = handle.read().strip()
     except OSError as err:
         raise ConfigError(f"[addressbook] secret_file: cannot read {path}: {err}") from None
@@ -25,8 +44,33 @@ def read_secret(path: str) -> bytes | None:
     return secret
 
 
+def read_redis_password(path: str) -> str | None:
+    """[redis] password_file: the password on its first line; None if not configured."""
+    if not path:
+        return None
+    try:
+        with _open_private("[redis] password_file", path) as handle:
+            line = handle.read(4096).split(b"\n", 1)[0].rstrip(b"\r")
+    except OSError as err:
+        raise ConfigError(f"[redis] password_file: cannot read {path}: {err.strerror or err}") \
+            from None
+    if not line:
+        raise ConfigError(f"[redis] password_file: {path} is empty")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"[redis] password_file: {path} is not UTF-8") from None
+
+
+def open_store(config: Config, command_timeout: float | None = None) -> Store:
+    """The Store as the daemon and mx6ctl build it: secret and password files read now."""
+    return Store.from_config(config.redis, read_secret(config.addressbook.secret_file),
+                             command_timeout=command_timeout,
+                             password=read_redis_password(config.redis.password_file))
+
+
 def build_evaluator(config: Config) -> Evaluator:
-    store = Store.from_config(config.redis, read_secret(config.addressbook.secret_file))
+    store = open_store(config)
     return Evaluator(config, store, Resolver.from_config(config.dns))
 
 
@@ -34,7 +78,7 @@ def self_check(evaluator: Evaluator) -> None:
     """Warn, never refuse: the milter must start even when Redis or DNS is down."""
     if not evaluator.store.ping():
         log.warning("startup check: Redis at %s does not answer; IPv6 mail will fall back "
-                    "until it does", evaluator.config.redis.url)
+                    "until it does", redact_url(evaluator.config.redis.url))
     try:
         # Not the root: the resolver answers [] for "." without asking anyone.
         evaluator.resolver.query("org", "NS")

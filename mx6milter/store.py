@@ -23,11 +23,13 @@ reads), then one Lua script drops the old keys and renames the staging keys
 into place, so the milter never sees a half-loaded or empty list. The lookup
 runs server-side in a Lua script (one EVALSHA per kind, all of them in one
 pipeline), so a decision costs one round trip however many sources exist.
+A key of the wrong type is skipped by the lookup and reported, never fatal.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .entries import check_source, value_expiry
+
+log = logging.getLogger("mx6milter")
 
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history")
@@ -59,51 +63,74 @@ local function unpack_pairs()
 end
 """
 
-# ARGV[1] = "<p>KIND", ARGV[2] = packed (key suffix, field) pairs; returns flat
-# (source, suffix, field, value) quadruples for every hit in every source.
-_LOOKUP_LUA = _UNPACK_LUA + """
+# A key of the wrong type (a source named "sources" let in by an older version,
+# a key written by hand) must not fail the whole lookup, and with it all IPv6
+# mail: redis.pcall turns its WRONGTYPE into a value; the source is skipped and
+# its key returned in BAD, which the Store logs once.
+_SAFE_LUA = """
+local BAD = {}
+local function members(key)
+  local m = redis.pcall('SMEMBERS', key)
+  if m.err then BAD[#BAD + 1] = key; return {} end
+  return m
+end
+local function hget(key, field)
+  local v = redis.pcall('HGET', key, field)
+  if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil, true end
+  return v, false
+end
+"""
+
+# ARGV[1] = "<p>KIND", ARGV[2] = packed (key suffix, field) pairs; returns
+# {flat (source, suffix, field, value) quadruples for every hit in every source, BAD}.
+_LOOKUP_LUA = _UNPACK_LUA + _SAFE_LUA + """
 local base = ARGV[1]
-local sources = redis.call('SMEMBERS', base .. ':sources')
+local sources = members(base .. ':sources')
 local out = {}
-if #sources == 0 then return out end
+if #sources == 0 then return {out, BAD} end
 local Q = unpack_pairs()
 for _, src in ipairs(sources) do
   for i = 1, #Q, 2 do
     local key = base .. ':' .. src
     if Q[i] ~= '' then key = key .. ':' .. Q[i] end
-    local v = redis.call('HGET', key, Q[i + 1])
+    local v, bad = hget(key, Q[i + 1])
+    if bad and Q[i] == '' then break end
     if v then
       out[#out + 1] = src; out[#out + 1] = Q[i]
       out[#out + 1] = Q[i + 1]; out[#out + 1] = v
     end
   end
 end
-return out
+return {out, BAD}
 """
 _LOOKUP_SHA = hashlib.sha1(_LOOKUP_LUA.encode()).hexdigest()
 
 # The lookup of kind "asn", chained so it stays in the same round trip: the
 # prefix-to-ASN hits as above, then for each origin ASN in them the ASN
 # greenlist's hits ("<p>asnlist:SOURCE" FIELD ASN) with key suffix "list".
-_ASN_LUA = _UNPACK_LUA + """
+_ASN_LUA = _UNPACK_LUA + _SAFE_LUA + """
 local base = ARGV[1]
-local lists = redis.call('SMEMBERS', base .. 'list:sources')
-local out, seen = {}, {}
-local sources = redis.call('SMEMBERS', base .. ':sources')
-if #sources == 0 then return out end
+local lists = members(base .. 'list:sources')
+local out, seen, badlist = {}, {}, {}
+local sources = members(base .. ':sources')
+if #sources == 0 then return {out, BAD} end
 local Q = unpack_pairs()
 for _, src in ipairs(sources) do
   for i = 1, #Q, 2 do
-    local v = redis.call('HGET', base .. ':' .. src, Q[i + 1])
+    local v, bad = hget(base .. ':' .. src, Q[i + 1])
+    if bad then break end
     if v then
       out[#out + 1] = src; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
       for asn in string.gmatch(string.match(v, '^%S+') or '', '%d+') do
         if not seen[asn] then
           seen[asn] = true
           for _, list in ipairs(lists) do
-            local w = redis.call('HGET', base .. 'list:' .. list, asn)
-            if w then
-              out[#out + 1] = list; out[#out + 1] = 'list'; out[#out + 1] = asn; out[#out + 1] = w
+            if not badlist[list] then
+              local w, wbad = hget(base .. 'list:' .. list, asn)
+              if wbad then badlist[list] = true end
+              if w then
+                out[#out + 1] = list; out[#out + 1] = 'list'; out[#out + 1] = asn; out[#out + 1] = w
+              end
             end
           end
         end
@@ -111,7 +138,7 @@ for _, src in ipairs(sources) do
     end
   end
 end
-return out
+return {out, BAD}
 """
 _ASN_SHA = hashlib.sha1(_ASN_LUA.encode()).hexdigest()
 
@@ -238,16 +265,19 @@ class Store:
         self.addressbook_secret = addressbook_secret
         self.clock = clock
         self._down_until = 0.0
+        self._bad_keys_reported: set = set()   # keys of the wrong type, logged once each
         self._load_script = client.register_script(_LOAD_LUA)
         self._swap_script = client.register_script(_SWAP_LUA)
         self._history_script = client.register_script(_HISTORY_LUA)
 
     @classmethod
     def from_config(cls, redis_section, addressbook_secret: bytes | None = None,
-                    command_timeout: float | None = None) -> "Store":
-        """``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes)."""
+                    command_timeout: float | None = None, password: str | None = None) -> "Store":
+        """``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes);
+        ``password`` is [redis] password_file's (config.py refuses one in the URL too)."""
         client = redis.Redis.from_url(
             redis_section.url,
+            password=password,
             socket_timeout=command_timeout or redis_section.timeout,
             socket_connect_timeout=redis_section.timeout,
             retry=Retry(NoBackoff(), 0),
@@ -290,12 +320,22 @@ class Store:
             self._mark_down()
             raise StoreUnavailable(str(err)) from err
         answers = {kind: [] for kind in queries}
-        for kind, flat in zip(kinds, replies):
+        for kind, (flat, bad) in zip(kinds, replies):
+            self._report_bad_keys(bad)
             for i in range(0, len(flat), 4):
                 hit = Hit(kind, *flat[i:i + 4])
                 if hit.expires == 0 or hit.expires > now:
                     answers[kind].append(hit)
         return answers
+
+    def _report_bad_keys(self, keys) -> None:
+        for key in keys:
+            if key not in self._bad_keys_reported:
+                self._bad_keys_reported.add(key)
+                log.warning("Redis key %s is not of the type the schema expects (left by an older "
+                            "version, or written by hand?); lookups skip it. Inspect it with "
+                            "redis-cli TYPE, then fix or delete it (and SREM the source from "
+                            "the kind's :sources set)", key)
 
     def _run_lookup(self, kinds: list, queries: dict) -> list:
         pipe = self.client.pipeline(transaction=False)

@@ -54,6 +54,10 @@ def main(argv=None) -> int:
     except (UsageError, ConfigError, EntryError) as err:
         print(f"mx6ctl: {err}", file=sys.stderr)
         return 2
+    except (redis.exceptions.NoPermissionError, redis.exceptions.AuthenticationError) as err:
+        print(f"mx6ctl: Redis refused: {err} (check the ACL user and password_file of "
+              f"[redis] in {args.config}; see README, Securing Redis)", file=sys.stderr)
+        return 1
     except (redis.exceptions.RedisError, StoreUnavailable) as err:
         print(f"mx6ctl: Redis: {err} (is it running? see [redis] url in {args.config})",
               file=sys.stderr)

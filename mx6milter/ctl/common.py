@@ -7,8 +7,8 @@ import time
 
 from ..config import Config, load_config
 from ..entries import AddressIds, EntryError, check_source, parse_expiry
-from ..service import read_secret
-from ..store import Store
+from .. import service
+from ..store import Store  # noqa: F401  (the type open_store returns)
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 COMMAND_TIMEOUT = 120.0   # bulk writes and scans; the milter keeps [redis] timeout
@@ -24,8 +24,7 @@ def load(args) -> Config:
 
 
 def open_store(config: Config) -> Store:
-    return Store.from_config(config.redis, read_secret(config.addressbook.secret_file),
-                             command_timeout=COMMAND_TIMEOUT)
+    return service.open_store(config, command_timeout=COMMAND_TIMEOUT)
 
 
 def address_ids(config: Config, store: Store) -> AddressIds:

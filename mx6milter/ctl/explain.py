@@ -12,6 +12,7 @@ import re
 import sys
 
 from ..addresses import strip_brackets
+from ..config import redact_url
 from .common import UsageError, load, read_message_file
 from ..model import Message, MessageBuilder, Session, SessionClass
 from ..policy import parse_client_ip
@@ -188,7 +189,7 @@ def cmd_explain(args) -> int:
     else:
         print(render_text(result))
     if "redis-unavailable" in result["failures"]:
-        print(f"mx6ctl: Redis at {config.redis.url} did not answer; the milter would answer as "
+        print(f"mx6ctl: Redis at {redact_url(config.redis.url)} did not answer; the milter would answer as "
               "above until it does", file=sys.stderr)
         return 1
     return 0
