@@ -69,7 +69,7 @@ class Connection:
         self.steps = 0
 
     @classmethod
-    async def open(cls, address: str) -> "Connection":
+    async def open(cls, address: str) -> Connection:
         """address: 'unix:/path' or 'inet:PORT@HOST'."""
         if address.startswith("unix:"):
             reader, writer = await asyncio.open_unix_connection(address[5:])
@@ -240,7 +240,7 @@ def run_load(address: str, envelopes: list, sessions: int, rate: float | None = 
 def percentile(sorted_values: list, fraction: float) -> float:
     if not sorted_values:
         return float("nan")
-    index = min(len(sorted_values) - 1, max(0, int(round(fraction * len(sorted_values))) - 1))
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
 
 

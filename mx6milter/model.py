@@ -69,7 +69,7 @@ class Findings:
     checks: tuple = ()               # every Finding, hits and misses
     evidence: tuple = ()             # the Findings that speak for the message
 
-    def __add__(self, other: "Findings") -> "Findings":
+    def __add__(self, other: Findings) -> Findings:
         return Findings(self.checks + other.checks, self.evidence + other.evidence)
 
 

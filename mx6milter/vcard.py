@@ -45,7 +45,7 @@ def _is_quoted_printable(line: str) -> bool:
 def _decode_value(params: str, value: str) -> str:
     upper = params.upper()
     if "QUOTED-PRINTABLE" in upper:
-        charset = re.search(r"CHARSET=([A-Za-z0-9_-]+)", params, re.I)
+        charset = re.search(r"CHARSET=([A-Za-z0-9_-]+)", params, re.IGNORECASE)
         try:
             value = quopri.decodestring(value.encode("utf-8")).decode(
                 charset.group(1) if charset else "utf-8")
@@ -90,4 +90,5 @@ def emails(lines):
             if address:
                 pending.append(("email", number, address))
     if depth:
-        yield "error", card_start, "BEGIN:VCARD without END:VCARD (truncated file?): its addresses are not used"
+        yield "error", card_start, ("BEGIN:VCARD without END:VCARD (truncated file?): "
+                                    "its addresses are not used")

@@ -12,7 +12,7 @@ def test_reads_a_file(tmp_path):
 
 
 def test_refuses_more_than_the_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(ctl_common, "MAX_MESSAGE_FILE", 16)
+    monkeypatch.setattr(common, "MAX_MESSAGE_FILE", 16)
     path = tmp_path / "big.eml"
     path.write_bytes(b"x" * 17)
     with pytest.raises(UsageError, match="larger than"):

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .. import vcard
 from .common import (KIND_NAMES, UsageError, add_expires_option, add_source_option,

@@ -179,7 +179,7 @@ class Connection:
                 raise ProtocolError("reply line too long")
             try:
                 chunk = self.sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 raise ProtocolError(f"no reply within {timeout:g}s") from None
             except OSError as err:
                 raise ProtocolError(f"connection lost: {err}") from None
@@ -195,7 +195,7 @@ class Connection:
         while True:
             raw = self._readline(timeout)
             text = raw.decode("utf-8", "replace")
-            m = re.fullmatch(r"([2-5]\d\d)([ -]?)(.*)", text, re.S)
+            m = re.fullmatch(r"([2-5]\d\d)([ -]?)(.*)", text, re.DOTALL)
             if not m or (code is not None and int(m.group(1)) != code):
                 self.transcript.add("server", text[:200])
                 raise ProtocolError(f"not an SMTP reply: {text[:80]!r}")
