@@ -54,6 +54,14 @@ def _decode_value(params: str, value: str) -> str:
     return _ESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), value)
 
 
+def _email_events(number: int, params: str, value: str) -> list:
+    """An EMAIL property's address as an ("email", number, address) event, if not empty."""
+    address = _decode_value(params, value).strip()
+    if address.lower().startswith("mailto:"):
+        address = address[7:]
+    return [("email", number, address)] if address else []
+
+
 def emails(lines):
     """Events from (number, line) pairs: ("email", number, address) for each
     EMAIL of a complete card, ("error", number, message) for what cannot be used."""
@@ -84,11 +92,7 @@ def emails(lines):
             yield "error", number, "outside BEGIN:VCARD ... END:VCARD"
             continue
         if name == "EMAIL" and depth == 1:   # not the addresses of an embedded AGENT card
-            address = _decode_value(params, value).strip()
-            if address.lower().startswith("mailto:"):
-                address = address[7:]
-            if address:
-                pending.append(("email", number, address))
+            pending.extend(_email_events(number, params, value))
     if depth:
         yield "error", card_start, ("BEGIN:VCARD without END:VCARD (truncated file?): "
                                     "its addresses are not used")

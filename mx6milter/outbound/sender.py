@@ -268,6 +268,21 @@ def _mail_parameters(extensions: set, data: bytes) -> str:
     return params
 
 
+def _record_outcome(done: dict, attempt: Attempt, outcome: _Try) -> None:
+    """What ATTEMPT settled, by recipient, into DONE: delivered, bounced, or uncertain."""
+    for rcpt in outcome.delivered:
+        done[rcpt] = RecipientResult(rcpt, DELIVERED, outcome.reply, attempt.host,
+                                     attempt.address, attempt.family)
+    for rcpt, why in outcome.bounced.items():
+        done[rcpt] = RecipientResult(rcpt, BOUNCED, why, attempt.host,
+                                     attempt.address, attempt.family)
+    for rcpt in outcome.uncertain:
+        done[rcpt] = RecipientResult(
+            rcpt, DEFERRED, outcome.uncertain_reason + "; not offered to another "
+            "host, which could duplicate the message", attempt.host,
+            attempt.address, attempt.family)
+
+
 class Sender:
     def __init__(self, resolver, options: Options, transcript: Transcript | None = None,
                  rng: random.Random | None = None):
@@ -332,17 +347,7 @@ class Sender:
                     continue
                 tried.add((attempt.address, attempt.port))
                 outcome = self._attempt(attempt, mail_from, pending, data)
-                for rcpt in outcome.delivered:
-                    done[rcpt] = RecipientResult(rcpt, DELIVERED, outcome.reply, attempt.host,
-                                                 attempt.address, attempt.family)
-                for rcpt, why in outcome.bounced.items():
-                    done[rcpt] = RecipientResult(rcpt, BOUNCED, why, attempt.host,
-                                                 attempt.address, attempt.family)
-                for rcpt in outcome.uncertain:
-                    done[rcpt] = RecipientResult(
-                        rcpt, DEFERRED, outcome.uncertain_reason + "; not offered to another "
-                        "host, which could duplicate the message", attempt.host,
-                        attempt.address, attempt.family)
+                _record_outcome(done, attempt, outcome)
                 pending = [r for r in pending if r not in done]
                 if outcome.reason:
                     last, temporary = outcome.reason, True
