@@ -77,12 +77,12 @@ def dkim_record(public_b64: str) -> str:
 
 
 def zone(domain: str, spf: str, dkim_records: dict, extra: str = "") -> str:
-    lines = [f"$TTL 3600",
+    lines = ["$TTL 3600",
              f"@ IN SOA ns.{domain}. hostmaster.{domain}. 1 3600 600 86400 3600",
              f"@ IN NS ns.{domain}.",
-             f"ns IN A 127.0.0.1",
+             "ns IN A 127.0.0.1",
              f"@ IN TXT {_txt(spf)}",
-             f'_dmarc IN TXT "v=DMARC1; p=reject; adkim=r; aspf=r"']
+             '_dmarc IN TXT "v=DMARC1; p=reject; adkim=r; aspf=r"']
     for name, value in dkim_records.items():
         lines.append(f"{name} IN TXT {_txt(value)}")
     return "\n".join(lines) + "\n" + extra
@@ -151,7 +151,7 @@ def build(directory: Path, cold_count: int = 0) -> Inputs:
         files[kind.name] = path
     # Reverse DNS: the whitelisted and addressbook clients have forward-confirmed
     # PTR names (as real MTAs do); the unknown ones have none (NXDOMAIN, cacheable).
-    reverse = [f"$TTL 3600", "@ IN SOA ns.partner.example. hostmaster.partner.example. 1 3600 "
+    reverse = ["$TTL 3600", "@ IN SOA ns.partner.example. hostmaster.partner.example. 1 3600 "
                "600 86400 3600", "@ IN NS ns.partner.example."]
     for kind in KINDS:
         if kind.name in ("ip", "addrbook"):
@@ -161,7 +161,7 @@ def build(directory: Path, cold_count: int = 0) -> Inputs:
     # Cold senders: every message has its own SPF domain, DKIM key name and DMARC
     # lookup, all answered by wildcards, so none of it can come from a cache.
     zones[COLD_DOMAIN] = zone(COLD_DOMAIN, "v=spf1 -all", {"*._domainkey": record},
-                              extra=f'* IN TXT "v=spf1 ip6:2001:db8:b9::/48 -all"\n')
+                              extra='* IN TXT "v=spf1 ip6:2001:db8:b9::/48 -all"\n')
     cold = []
     for n in range(cold_count):
         domain = f"s{n}.{COLD_DOMAIN}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from . import inputs, procs
+from . import procs
 from .milterclient import run_load
 from .milterlevel import envelopes
 

@@ -69,7 +69,7 @@ class Connection:
         self.steps = 0
 
     @classmethod
-    async def open(cls, address: str) -> "Connection":
+    async def open(cls, address: str) -> Connection:
         """address: 'unix:/path' or 'inet:PORT@HOST'."""
         if address.startswith("unix:"):
             reader, writer = await asyncio.open_unix_connection(address[5:])
@@ -128,48 +128,65 @@ async def send_one(address: str, env: Envelope) -> Verdict:
 
 async def _session(conn: Connection, env: Envelope) -> Verdict:
     await conn.negotiate()
+    v = await _envelope(conn, env)
+    if v:
+        return v
+    v = await _content(conn, env)
+    if v:
+        return v
+    return await _end_of_message(conn, env)
+
+
+def _verdict(env: Envelope, answer, started: float) -> Verdict | None:
+    """The milter's final answer to a stage as a Verdict, timed from STARTED; None to go on."""
+    if answer is None or answer[0] in (b"c", b"s"):
+        return None
+    if answer[0] in FINAL:
+        return Verdict(env.kind, FINAL[answer[0]], answer[1], time.perf_counter() - started)
+    raise MilterError(f"unexpected answer {answer[0]!r}")
+
+
+async def _timed_step(conn: Connection, env: Envelope, cmd: bytes, data: bytes, skip: int,
+                      noreply: int) -> Verdict | None:
+    """One stage, timed from just before it is sent."""
     started = time.perf_counter()
+    return _verdict(env, await conn.step(cmd, data, skip, noreply), started)
 
-    def verdict(answer) -> Verdict | None:
-        if answer is None or answer[0] in (b"c", b"s"):
-            return None
-        if answer[0] in FINAL:
-            return Verdict(env.kind, FINAL[answer[0]], answer[1], time.perf_counter() - started)
-        raise MilterError(f"unexpected answer {answer[0]!r}")
 
+async def _envelope(conn: Connection, env: Envelope) -> Verdict | None:
+    """Connect, HELO, MAIL FROM and each RCPT TO."""
     family = b"6" if ":" in env.client_ip else b"4"
     conn.writer.write(_macros(b"C", {"j": "mx.example.org", "{daemon_name}": "smtpd",
                                      "{client_addr}": env.client_ip}))
-    started = time.perf_counter()
-    v = verdict(await conn.step(b"C", b"client.example\0" + family + struct.pack("!H", 25)
-                                + env.client_ip.encode() + b"\0", NOCONNECT, NR_CONN))
+    v = await _timed_step(conn, env, b"C", b"client.example\0" + family + struct.pack("!H", 25)
+                          + env.client_ip.encode() + b"\0", NOCONNECT, NR_CONN)
     if v:
         return v
-    started = time.perf_counter()
-    v = verdict(await conn.step(b"H", env.helo.encode() + b"\0", NOHELO, NR_HELO))
+    v = await _timed_step(conn, env, b"H", env.helo.encode() + b"\0", NOHELO, NR_HELO)
     if v:
         return v
     conn.writer.write(_macros(b"M", {"i": env.queue_id}))
-    started = time.perf_counter()
-    v = verdict(await conn.step(b"M", f"<{env.mail_from}>".encode() + b"\0", NOMAIL, NR_MAIL))
+    v = await _timed_step(conn, env, b"M", f"<{env.mail_from}>".encode() + b"\0", NOMAIL, NR_MAIL)
     if v:
         return v
     for rcpt in env.rcpts:
-        started = time.perf_counter()
-        v = verdict(await conn.step(b"R", f"<{rcpt}>".encode() + b"\0", NORCPT, NR_RCPT))
+        v = await _timed_step(conn, env, b"R", f"<{rcpt}>".encode() + b"\0", NORCPT, NR_RCPT)
         if v:
             return v
+    return None
+
+
+async def _content(conn: Connection, env: Envelope) -> Verdict | None:
+    """The header fields, their end, and the body in chunks."""
     headers, body = split_message(env.message)
     leading = conn.steps & HDR_LEADSPC
     for name, value in headers:
         if not leading:
             value = value.lstrip(b" ")
-        started = time.perf_counter()
-        v = verdict(await conn.step(b"L", name + b"\0" + value + b"\0", NOHDRS, NR_HDR))
+        v = await _timed_step(conn, env, b"L", name + b"\0" + value + b"\0", NOHDRS, NR_HDR)
         if v:
             return v
-    started = time.perf_counter()
-    v = verdict(await conn.step(b"N", b"", NOEOH, NR_EOH))
+    v = await _timed_step(conn, env, b"N", b"", NOEOH, NR_EOH)
     if v:
         return v
     for start in range(0, len(body), 65535):
@@ -177,9 +194,14 @@ async def _session(conn: Connection, env: Envelope) -> Verdict:
         answer = await conn.step(b"B", body[start:start + 65535], NOBODY, NR_BODY)
         if answer is not None and answer[0] == b"s":
             break
-        v = verdict(answer)
+        v = _verdict(env, answer, started)
         if v:
             return v
+    return None
+
+
+async def _end_of_message(conn: Connection, env: Envelope) -> Verdict:
+    """End of message: the final answer, with the modifications that came before it."""
     conn.writer.write(_packet(b"E"))
     await conn.writer.drain()
     started = time.perf_counter()
@@ -240,7 +262,7 @@ def run_load(address: str, envelopes: list, sessions: int, rate: float | None = 
 def percentile(sorted_values: list, fraction: float) -> float:
     if not sorted_values:
         return float("nan")
-    index = min(len(sorted_values) - 1, max(0, int(round(fraction * len(sorted_values))) - 1))
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
 
 

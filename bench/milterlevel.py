@@ -146,7 +146,8 @@ def count_costs(out, inp, redis, dns, repeats: int = 20) -> dict:
             trips1, cmds1 = proxy.round_trips, commandstats(redis.client())
             q2 = dns.query_count()
             calls = {name: cmds1.get(name, 0) - cmds0.get(name, 0) for name in cmds1}
-            calls = {name: n for name, n in calls.items() if n and name not in ("cmdstat_info", "cmdstat_hello", "cmdstat_client|setinfo")}
+            calls = {name: n for name, n in calls.items()
+                     if n and name not in ("cmdstat_info", "cmdstat_hello", "cmdstat_client|setinfo")}
             costs[kind.name] = {
                 "dns_first": q1 - q0,
                 "dns_repeat": (q2 - q1) / repeats,

@@ -8,7 +8,6 @@ at each session count, round after round, every configuration runs once
 from __future__ import annotations
 
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass, field
 

@@ -75,7 +75,7 @@ class Process:
         self.env = env
         self.process = None
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
                                         env=self.env, start_new_session=True)
@@ -288,7 +288,7 @@ class BenchPostfix:
                                f"{self.log_tail()}")
         return result
 
-    def start(self) -> "BenchPostfix":
+    def start(self) -> BenchPostfix:
         self.write_config()
         self.postfix("check")
         self.started = True

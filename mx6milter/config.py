@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 MODES = ("defensive", "mx6", "report")
 
@@ -34,7 +34,7 @@ class SocketSpec(str):
     host: str
     port: int
 
-    def __new__(cls, value: str) -> "SocketSpec":
+    def __new__(cls, value: str) -> Self:
         spec = super().__new__(cls, value)
         m = re.fullmatch(r"(?:unix|local):(/\S+)", value)
         if m:
@@ -95,7 +95,7 @@ def redact_url(url: str) -> str:
     userinfo, at, tail = rest.rpartition("@")
     if at and ":" in userinfo:
         rest = userinfo.split(":", 1)[0] + ":***@" + tail
-    return scheme + sep + re.sub(r"([?&]password=)[^&#]*", r"\1***", rest, flags=re.I)
+    return scheme + sep + re.sub(r"([?&]password=)[^&#]*", r"\1***", rest, flags=re.IGNORECASE)
 
 
 def _positive_float(value: str) -> float:
@@ -245,7 +245,7 @@ def _opt(parser: Callable[[str], Any], default: str):
 
 @dataclass(frozen=True)
 class MilterSection:
-    socket: SocketSpec = _opt(SocketSpec, "unix:/run/mx6milter/mx6milter.sock")
+    socket: SocketSpec = _opt(SocketSpec, "unix:/run/mx6milter/mx6milter.sock")  # noqa: RUF009 (immutable)
     socket_mode: int = _opt(_octal_mode, "0660")
     timeout: float = _opt(_positive_float, "600")
     max_message_size: int = _opt(_size, "50M")

@@ -76,7 +76,7 @@ class _Cache:
 class _CountingNameserver(dns.nameserver.Do53Nameserver):
     """A plain UDP/TCP nameserver that counts the queries really sent to it."""
 
-    def __init__(self, address: str, port: int, owner: "Resolver"):
+    def __init__(self, address: str, port: int, owner: Resolver):
         super().__init__(address, port)
         self.owner = owner
 
@@ -109,10 +109,10 @@ class Resolver:
             self.lookups += 1
 
     @classmethod
-    def from_config(cls, dns_section) -> "Resolver":
+    def from_config(cls, dns_section) -> Resolver:
         return cls(dns_section.nameservers, dns_section.timeout, dns_section.cache_size)
 
-    def budget(self, seconds: float) -> "Budget":
+    def budget(self, seconds: float) -> Budget:
         return Budget(self, time.monotonic() + seconds)
 
     def query(self, name: str, rdtype: str, deadline: float | None = None) -> list:

@@ -79,7 +79,7 @@ class MessageBuilder:
             self.body_chunks.append(chunk)
             self.body_size += len(chunk)
 
-    def build(self) -> "Message":
+    def build(self) -> Message:
         return Message(headers=tuple(self.headers),
                        raw=b"".join(self.raw_headers) + b"\r\n" + b"".join(self.body_chunks),
                        truncated=self.truncated)
@@ -106,7 +106,7 @@ class Findings:
     checks: tuple = ()               # every Finding, hits and misses
     evidence: tuple = ()             # the Findings that speak for the message
 
-    def __add__(self, other: "Findings") -> "Findings":
+    def __add__(self, other: Findings) -> Findings:
         return Findings(self.checks + other.checks, self.evidence + other.evidence)
 
 

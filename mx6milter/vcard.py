@@ -45,13 +45,21 @@ def _is_quoted_printable(line: str) -> bool:
 def _decode_value(params: str, value: str) -> str:
     upper = params.upper()
     if "QUOTED-PRINTABLE" in upper:
-        charset = re.search(r"CHARSET=([A-Za-z0-9_-]+)", params, re.I)
+        charset = re.search(r"CHARSET=([A-Za-z0-9_-]+)", params, re.IGNORECASE)
         try:
             value = quopri.decodestring(value.encode("utf-8")).decode(
                 charset.group(1) if charset else "utf-8")
         except (LookupError, UnicodeDecodeError, ValueError):
             pass   # left as it was; the address check rejects it if it is garbage
     return _ESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), value)
+
+
+def _email_events(number: int, params: str, value: str) -> list:
+    """An EMAIL property's address as an ("email", number, address) event, if not empty."""
+    address = _decode_value(params, value).strip()
+    if address.lower().startswith("mailto:"):
+        address = address[7:]
+    return [("email", number, address)] if address else []
 
 
 def emails(lines):
@@ -84,10 +92,7 @@ def emails(lines):
             yield "error", number, "outside BEGIN:VCARD ... END:VCARD"
             continue
         if name == "EMAIL" and depth == 1:   # not the addresses of an embedded AGENT card
-            address = _decode_value(params, value).strip()
-            if address.lower().startswith("mailto:"):
-                address = address[7:]
-            if address:
-                pending.append(("email", number, address))
+            pending.extend(_email_events(number, params, value))
     if depth:
-        yield "error", card_start, "BEGIN:VCARD without END:VCARD (truncated file?): its addresses are not used"
+        yield "error", card_start, ("BEGIN:VCARD without END:VCARD (truncated file?): "
+                                    "its addresses are not used")

@@ -68,7 +68,7 @@ class DkimKeys:
     other_rsa_private: bytes     # published nowhere: signatures with it never verify
 
     @classmethod
-    def generate(cls) -> "DkimKeys":
+    def generate(cls) -> DkimKeys:
         rsa_private, rsa_public = _rsa_key()
         ed_private, ed_public = _ed25519_key()
         other_private, _ = _rsa_key()

@@ -7,7 +7,6 @@ caller passes. Every query is logged, so tests can count lookups.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import string
@@ -80,7 +79,7 @@ logging {{
 }};
 {zone_blocks}""")
 
-    def start(self) -> "DnsServer":
+    def start(self) -> DnsServer:
         self._render_zones()
         self._write_config()
         check = subprocess.run(["named-checkconf", "-z", str(self.dir / "named.conf")],

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Self
 
 from servers import wait_for
 
@@ -61,7 +62,7 @@ class MilterDaemon:
         kind, _, rest = self.socket.partition(":")
         return Path(rest) if kind in ("unix", "local") else None
 
-    def start(self) -> "MilterDaemon":
+    def start(self) -> MilterDaemon:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
         self.conf.write_text(self.text)
@@ -127,7 +128,7 @@ class MilterDaemon:
             except subprocess.TimeoutExpired:
                 pass
 
-    def __enter__(self) -> "MilterDaemon":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -32,12 +32,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).parent))
-from servers import wait_for  # noqa: E402
+from servers import wait_for
 
 # Postfix's own services (Debian's master.cf.dist, trimmed); smtpd listeners are added.
 BASE_MASTER_CF = """\
@@ -160,7 +160,7 @@ class SmtpSink:
         self.port = port
         self.process = None
 
-    def start(self, detach: bool = False) -> "SmtpSink":
+    def start(self, detach: bool = False) -> SmtpSink:
         self.dir.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.dir, "postfix")
         # -u: drop root after binding; -d: one dump file per transaction.
@@ -173,7 +173,7 @@ class SmtpSink:
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:
-            raise RuntimeError("smtp-sink exited with status %s" % self.process.returncode)
+            raise RuntimeError(f"smtp-sink exited with status {self.process.returncode}")
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             return True
@@ -286,7 +286,7 @@ maximal_backoff_time = 10s
 
     # --- life cycle
 
-    def start(self, detach: bool = False) -> "PrivatePostfix":
+    def start(self, detach: bool = False) -> PrivatePostfix:
         self.write_config()
         self.sink.start(detach=detach)
         self.started = True
@@ -346,7 +346,7 @@ maximal_backoff_time = 10s
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "PrivatePostfix":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

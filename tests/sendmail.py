@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Self
 
 from postfix import SmtpSink, free_dual_port
 from servers import wait_for
@@ -111,7 +112,7 @@ DAEMON_OPTIONS(`Port={self.port}, Addr=::1, Name=MTA-v6, Family=inet6')dnl
             return ["unshare", "--uts", "sh", "-c", 'hostname mx.example.org && exec "$0" "$@"', *run]
         return run
 
-    def start(self) -> "PrivateSendmail":
+    def start(self) -> PrivateSendmail:
         self.write_config()
         self.sink.start()
         log = open(self.log, "wb")
@@ -163,7 +164,7 @@ DAEMON_OPTIONS(`Port={self.port}, Addr=::1, Name=MTA-v6, Family=inet6')dnl
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "PrivateSendmail":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,7 +1,6 @@
 """Real servers the tests start: redis-server on a free port (more join later)."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -41,7 +40,7 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",

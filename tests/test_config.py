@@ -82,7 +82,7 @@ def test_contrib_config_lists_every_key_with_its_default():
     config = parse_config(text)
     assert config == parse_config("", config.path)   # the shipped file changes nothing
     for section, key, default in describe_keys():
-        assert re.search(rf"^{key} = ?{re.escape(default)}$", text, re.M), (section, key)
+        assert re.search(rf"^{key} = ?{re.escape(default)}$", text, re.MULTILINE), (section, key)
 
 
 def test_man_page_documents_every_key_with_its_default():
@@ -90,4 +90,4 @@ def test_man_page_documents_every_key_with_its_default():
     for section, key, default in describe_keys():
         assert f".SH [{section}]" in page, section
         rendered = f"{key} = {default}".replace("-", "\\-").rstrip()
-        assert re.search(rf"^\.(TP|TQ)\n\.B {re.escape(rendered)}$", page, re.M), (section, key)
+        assert re.search(rf"^\.(TP|TQ)\n\.B {re.escape(rendered)}$", page, re.MULTILINE), (section, key)

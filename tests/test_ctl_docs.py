@@ -32,16 +32,16 @@ def roff_plain(text: str) -> str:
 
 
 def section(name: str) -> str:
-    m = re.search(rf"^\.SH {name}\n(.*?)(?=^\.SH )", MAN1, re.M | re.S)
+    m = re.search(rf"^\.SH {name}\n(.*?)(?=^\.SH )", MAN1, re.MULTILINE | re.DOTALL)
     assert m, f"mx6ctl.1 has no section {name}"
     return roff_plain(m.group(1))
 
 
 def test_every_verb_is_in_the_synopsis_and_has_a_subsection():
     synopsis = section("SYNOPSIS")
-    headings = [roff_plain(h) for h in re.findall(r"^\.SS (.*)$", MAN1, re.M)]
+    headings = [roff_plain(h) for h in re.findall(r"^\.SS (.*)$", MAN1, re.MULTILINE)]
     for verb in sub_parsers():
-        assert re.search(rf"^\.B {re.escape(verb)}$", synopsis, re.M), f"SYNOPSIS lacks {verb}"
+        assert re.search(rf"^\.B {re.escape(verb)}$", synopsis, re.MULTILINE), f"SYNOPSIS lacks {verb}"
         assert any(h.split()[0] == verb for h in headings), f"no .SS for {verb}"
 
 
@@ -49,7 +49,7 @@ def test_every_import_kind_is_in_the_synopsis():
     importer = sub_parsers()["import"]
     kinds = next(a for a in importer._actions if a.dest == "kind").choices
     synopsis_kinds = set()
-    for line in re.findall(r"^\.B import\n\.BR (.*)$", section("SYNOPSIS"), re.M):
+    for line in re.findall(r"^\.B import\n\.BR (.*)$", section("SYNOPSIS"), re.MULTILINE):
         synopsis_kinds |= set(line.split(" | "))
     assert synopsis_kinds == set(kinds)
 
@@ -71,7 +71,7 @@ def test_every_verb_is_in_the_readme():
 
 
 def test_sections_in_order_exit_status_then_see_also_last():
-    names = re.findall(r"^\.SH (.*)$", MAN1, re.M)
+    names = re.findall(r"^\.SH (.*)$", MAN1, re.MULTILINE)
     assert names[:3] == ["NAME", "SYNOPSIS", "DESCRIPTION"]
     assert names[-1] == "SEE ALSO"
     commands = [i for i, n in enumerate(names) if n.endswith("COMMANDS")]

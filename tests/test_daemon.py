@@ -1,11 +1,9 @@
 """The real daemon: starts on its socket, answers, stops on SIGTERM within seconds."""
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from servers import free_port, wait_for
 

@@ -66,7 +66,7 @@ def test_binds_as_root_then_runs_as_nobody_with_the_socket_given_to_postfix(milt
     directory = milter.unix_path.parent.stat()      # created by the daemon: its own, postfix may enter
     assert (directory.st_uid, directory.st_gid, stat.S_IMODE(directory.st_mode)) == \
         (NOBODY.pw_uid, POSTFIX_GID, 0o750)
-    assert "running as uid %d" % NOBODY.pw_uid in milter.log()
+    assert f"running as uid {NOBODY.pw_uid}" in milter.log()
     miltertest("ipv6_accept.lua", milter.socket, CLIENT="2001:db8:6::10",
                VERDICT=" whitelisted; evidence=ip=pass(2001:db8:6::/48 source=local); "
                        "mode=defensive; by=mx.example.org")

@@ -165,7 +165,7 @@ def test_rspamd_report_mode_fallback_is_not_whitelisted(rspamd):
 def spamassassin_rules() -> dict:
     text = (CONTRIB / "spamassassin" / "mx6milter.cf").read_text()
     rules = {}
-    for name, header, pattern in re.findall(r"^header\s+(\S+)\s+(\S+)\s+=~\s+/(.*)/\s*$", text, re.M):
+    for name, header, pattern in re.findall(r"^header\s+(\S+)\s+(\S+)\s+=~\s+/(.*)/\s*$", text, re.MULTILINE):
         rules[name] = (header, re.compile(pattern))
     return rules
 
@@ -183,7 +183,7 @@ def test_spamassassin_rules_match_the_verdict_headers():
 
 def test_spamassassin_whitelisted_shortcircuits_and_greenlisted_is_a_marker():
     text = (CONTRIB / "spamassassin" / "mx6milter.cf").read_text()
-    assert re.search(r"^shortcircuit\s+MX6_WHITELISTED\s+ham$", text, re.M)
-    assert not re.search(r"^shortcircuit\s+MX6_GREENLISTED", text, re.M)
-    score = float(re.search(r"^score\s+MX6_GREENLISTED\s+(\S+)$", text, re.M).group(1))
+    assert re.search(r"^shortcircuit\s+MX6_WHITELISTED\s+ham$", text, re.MULTILINE)
+    assert not re.search(r"^shortcircuit\s+MX6_GREENLISTED", text, re.MULTILINE)
+    score = float(re.search(r"^score\s+MX6_GREENLISTED\s+(\S+)$", text, re.MULTILINE).group(1))
     assert 0 < score < 0.1          # 0 would switch the rule off in SpamAssassin

@@ -1,5 +1,4 @@
 """mx6ctl's greenlist verbs against a real Redis: import asn, the lists, history show."""
-import ipaddress
 import json
 
 import pytest
@@ -88,7 +87,7 @@ def test_import_asn_without_ipv6_lines_refuses_to_empty_the_table(config_file, c
 def test_import_asn_strict_writes_nothing(config_file, capsys, tmp_path):
     table = tmp_path / "pfx2as.txt"
     table.write_text(PFX2AS + "2001:db8:7b::\t48\tASX\n")
-    status, out, err = mx6ctl(config_file, capsys, "import", "asn", str(table), "--strict")
+    status, out, _err = mx6ctl(config_file, capsys, "import", "asn", str(table), "--strict")
     assert status == 2
     assert json.loads(out)["written"] is False
     _, out, _ = mx6ctl(config_file, capsys, "asn", "lookup", "2001:db8:71::1")

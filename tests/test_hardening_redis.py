@@ -104,7 +104,7 @@ PASSWORDS = {"MILTER-PASSWORD": "milter-pw-for-the-tests", "CTL-PASSWORD": "ctl-
 
 
 def readme_acl_lines() -> list:
-    lines = re.findall(r"^\s+(ACL SETUSER .+)$", (ROOT / "README.rst").read_text(), re.M)
+    lines = re.findall(r"^\s+(ACL SETUSER .+)$", (ROOT / "README.rst").read_text(), re.MULTILINE)
     assert len(lines) == 2, lines
     return lines
 

@@ -332,7 +332,7 @@ def test_plain_sender_meets_4xx_over_ipv6_and_delivers_over_ipv4(world):
                                ("mx6.defensive.example", "A"), ("mx6.defensive.example", "AAAA"),
                                ("mx.defensive.example", "A"), ("mx.defensive.example", "AAAA")]
     assert result.transcript.connections() == [(DEFENSIVE_V6, 6, 25), (DEFENSIVE_V4, 4, 25)]
-    assert any(line.startswith("<- 451 4.7.1") or line.startswith("<- 451-4.7.1")
+    assert any(line.startswith(("<- 451 4.7.1", "<- 451-4.7.1"))
                for line in result.transcript.lines())
     assert result.recipients[0].status == "delivered"
     message = only_arrival(world.arrivals(), "defensive")

@@ -218,22 +218,22 @@ def test_srv_target_without_a_falls_back_to_the_mx_over_ipv4(dns_world, sinks):
     assert statuses(result) == [("u@v6only.t.example", "delivered")]
     assert result.transcript.connections() == [("::1", 6, P_V6ONLY), ("127.0.8.4", 4, PORT)]
     assert len(mx.messages()) == 1
-    assert [l for l in result.transcript.lines() if l.startswith(";;")] == [
+    assert [line for line in result.transcript.lines() if line.startswith(";;")] == [
         ";; SRV _mx6._tcp.v6only.t.example", ";; A t.v6only.t.example",
         ";; AAAA t.v6only.t.example", ";; MX v6only.t.example", ";; A mx.v6only.t.example"]
-    steps = [l.strip() for l in result.transcript.lines() if l.startswith("   ")]
+    steps = [line.strip() for line in result.transcript.lines() if line.startswith("   ")]
     after = steps[steps.index("No IPv4 host of the SRV record took the message"):]
     assert after[:4] == ['No IPv4 host of the SRV record took the message',
                          'Looks up "MX v6only.t.example"',
-                         "Gets mx.v6only.t.example port %d and then 127.0.8.4" % PORT,
-                         "Connects via IPv4 to 127.0.8.4 port %d" % PORT]
+                         f"Gets mx.v6only.t.example port {PORT} and then 127.0.8.4",
+                         f"Connects via IPv4 to 127.0.8.4 port {PORT}"]
 
 
 # --- the MX route ------------------------------------------------------------------------
 
 
 def test_4xx_from_the_first_mx_goes_to_the_next(dns_world, sinks):
-    first, second = sinks("127.0.8.2", PORT, "-r", "."), sinks("127.0.8.3", PORT)
+    _first, second = sinks("127.0.8.2", PORT, "-r", "."), sinks("127.0.8.3", PORT)
     result = make_sender(dns_world).send("s@example.net", ["u@mx.t.example"], MESSAGE)
     assert statuses(result) == [("u@mx.t.example", "delivered")]
     assert result.transcript.connections() == [("127.0.8.2", 4, PORT), ("127.0.8.3", 4, PORT)]

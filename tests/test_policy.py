@@ -12,24 +12,26 @@ DOMAIN_HIT = Finding("domain", "pass", "example.net via=dmarc source=local")
 FCRDNS = Finding("fcrdns", "pass", "mail.example.net")
 
 V6 = SessionClass.IPV6
+V4, AUTH = SessionClass.IPV4, SessionClass.AUTHENTICATED
+TRUST, LOCAL = SessionClass.TRUSTED, SessionClass.LOCAL
 
 DECISIONS = [
-    # mode,       session class,              whitelist,  greenlist, failures,               tier,              action
-    ("defensive", SessionClass.IPV4,          (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
-    ("defensive", SessionClass.AUTHENTICATED, (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
-    ("defensive", SessionClass.TRUSTED,       (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
-    ("defensive", SessionClass.LOCAL,         (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
-    ("defensive", V6,                         (IP_HIT,),  (),        (),                     Tier.WHITELISTED,  Action.ACCEPT),
-    ("defensive", V6,                         (IP_HIT,),  (FCRDNS,), (),                     Tier.WHITELISTED,  Action.ACCEPT),
-    ("defensive", V6,                         (IP_HIT,),  (),        ("dns-unavailable",),   Tier.WHITELISTED,  Action.ACCEPT),
-    ("defensive", V6,                         (),         (FCRDNS,), (),                     Tier.GREENLISTED,  Action.ACCEPT),
-    ("defensive", V6,                         (),         (),        (),                     Tier.NONE,         Action.TEMPFAIL),
-    ("defensive", V6,                         (),         (),        ("redis-unavailable",), Tier.NONE,         Action.TEMPFAIL),
-    ("mx6",       V6,                         (),         (),        (),                     Tier.NONE,         Action.REJECT),
-    ("mx6",       V6,                         (DOMAIN_HIT,), (),     (),                     Tier.WHITELISTED,  Action.ACCEPT),
-    ("mx6",       SessionClass.IPV4,          (),         (),        (),                     Tier.BYPASS,       Action.ACCEPT),
-    ("report",    V6,                         (),         (),        (),                     Tier.NONE,         Action.ACCEPT),
-    ("report",    V6,                         (),         (FCRDNS,), (),                     Tier.GREENLISTED,  Action.ACCEPT),
+    # mode        class  whitelist      greenlist  failures                tier              action
+    ("defensive", V4,    (),            (),        (),                     Tier.BYPASS,      Action.ACCEPT),
+    ("defensive", AUTH,  (),            (),        (),                     Tier.BYPASS,      Action.ACCEPT),
+    ("defensive", TRUST, (),            (),        (),                     Tier.BYPASS,      Action.ACCEPT),
+    ("defensive", LOCAL, (),            (),        (),                     Tier.BYPASS,      Action.ACCEPT),
+    ("defensive", V6,    (IP_HIT,),     (),        (),                     Tier.WHITELISTED, Action.ACCEPT),
+    ("defensive", V6,    (IP_HIT,),     (FCRDNS,), (),                     Tier.WHITELISTED, Action.ACCEPT),
+    ("defensive", V6,    (IP_HIT,),     (),        ("dns-unavailable",),   Tier.WHITELISTED, Action.ACCEPT),
+    ("defensive", V6,    (),            (FCRDNS,), (),                     Tier.GREENLISTED, Action.ACCEPT),
+    ("defensive", V6,    (),            (),        (),                     Tier.NONE,        Action.TEMPFAIL),
+    ("defensive", V6,    (),            (),        ("redis-unavailable",), Tier.NONE,        Action.TEMPFAIL),
+    ("mx6",       V6,    (),            (),        (),                     Tier.NONE,        Action.REJECT),
+    ("mx6",       V6,    (DOMAIN_HIT,), (),        (),                     Tier.WHITELISTED, Action.ACCEPT),
+    ("mx6",       V4,    (),            (),        (),                     Tier.BYPASS,      Action.ACCEPT),
+    ("report",    V6,    (),            (),        (),                     Tier.NONE,        Action.ACCEPT),
+    ("report",    V6,    (),            (FCRDNS,), (),                     Tier.GREENLISTED, Action.ACCEPT),
 ]
 
 

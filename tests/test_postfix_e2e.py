@@ -134,7 +134,7 @@ def test_ipv6_whitelisted_arrives_with_verdict_and_auth_results(mta):
 
 
 def test_ipv6_unknown_gets_the_exact_451_and_nothing_arrives(mta):
-    msg_id, _, reply = mta.ledger.message(mta.postfix.port, UNKNOWN)
+    _msg_id, _, reply = mta.ledger.message(mta.postfix.port, UNKNOWN)
     assert (reply.code, reply.stage) == (451, "data")
     assert len(reply.lines) == 2
     assert reply.lines[0] == FIRST_451
@@ -161,7 +161,7 @@ def test_our_forged_headers_are_removed_over_ipv4_and_ipv6(mta):
               "Authentication-Results: other.example; dkim=pass header.d=example.net",
               f"Authentication-Results: {AUTHSERV.upper()}; spf=pass"]
     id4, raw4, reply4 = mta.ledger.message(mta.postfix.port, "127.0.0.1", headers=forged)
-    id6, raw6, reply6 = mta.ledger.message(mta.postfix.port, WHITELISTED, headers=forged)
+    id6, _raw6, reply6 = mta.ledger.message(mta.postfix.port, WHITELISTED, headers=forged)
     assert reply4.code == reply6.code == 250
     arrived = mta.ledger.check(mta.postfix)
     kept = [f for f in sent_fields(raw4) if f not in (forged[0], forged[1], forged[3])]
@@ -180,7 +180,7 @@ def test_fifty_recipients_one_message(mta):
     assert reply.code == 250
     arrived = mta.ledger.check(mta.postfix)   # exactly these 50, each once
     assert sorted(arrived[msg_id].rcpts) == rcpts
-    rejected_id, _, rejected = mta.ledger.message(mta.postfix.port, UNKNOWN, rcpts=rcpts)
+    _rejected_id, _, rejected = mta.ledger.message(mta.postfix.port, UNKNOWN, rcpts=rcpts)
     assert rejected.code == 451              # all or none: none of the 50
     mta.ledger.check(mta.postfix)
 
@@ -250,7 +250,7 @@ def test_sigterm_lets_the_session_in_flight_finish(unix_mta):
         assert smtp.rcpt("user@example.org")[0] == 250
         mta.milter.process.send_signal(signal.SIGTERM)
         mta.milter.wait_log("stopping on signal: no new sessions; 1 in flight")
-        late_id, _, late = mta.ledger.message(mta.postfix.port, "127.0.0.1")
+        _late_id, _, late = mta.ledger.message(mta.postfix.port, "127.0.0.1")
         assert (late.code, late.lines) == (451, [MILTER_DOWN]), late   # kept by the sender
         code, _ = smtp.data(raw)
         assert code == 250

@@ -1,4 +1,4 @@
-"""``python -m mx6milter.ctl``: the same as the mx6ctl command."""
+"""python -m mx6milter.ctl: mx6ctl without the installed script (the tests use it)."""
 import sys
 
 from . import main

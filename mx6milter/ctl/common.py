@@ -8,7 +8,7 @@ import time
 from ..config import Config, load_config
 from ..entries import AddressIds, EntryError, check_source, parse_expiry
 from .. import service
-from ..store import Store  # noqa: F401  (the type open_store returns)
+from ..store import Store
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 COMMAND_TIMEOUT = 120.0   # bulk writes and scans; the milter keeps [redis] timeout

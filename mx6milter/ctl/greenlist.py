@@ -35,7 +35,7 @@ KINDS = {   # kind -> (what an entry is, help)
                                       "by network or by (forward-confirmed) PTR domain"),
 }
 MAX_ASN = 2 ** 32 - 1
-_ASN = re.compile(r"(?:AS)?(\d{1,10})", re.I)
+_ASN = re.compile(r"(?:AS)?(\d{1,10})", re.IGNORECASE)
 _ORIGIN_SPLIT = re.compile(r"[_,]")
 
 
@@ -63,7 +63,7 @@ class GreenLineParser:
         if not words and not options:
             return None
         if set(options) - {"expires"}:
-            raise EntryError(f"unknown option {sorted(set(options) - {'expires'})[0]}=; known: expires=")
+            raise EntryError(f"unknown option {min(set(options) - {'expires'})}=; known: expires=")
         if len(words) != 1:
             raise EntryError(f"expected {KINDS[self.kind][0]} [expires=WHEN], got {len(words)} words")
         expires = parse_expiry(options["expires"], self.now) if "expires" in options \

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .. import vcard
 from .common import (KIND_NAMES, UsageError, add_expires_option, add_source_option,
@@ -320,48 +320,73 @@ def cmd_import(args) -> int:
     parser = spec.parser(args, expires, ids)
     source = Input(args.file)
     fmt = args.format if args.format != "auto" else detect_format(args.file, kind, _first_line(source))
-    recipient = None
-    if fmt == "vcard":
-        if not args.recipient:
-            raise UsageError("a vCard file holds one recipient's contacts: give --recipient ADDRESS")
-        try:
-            recipient = ids(args.recipient)
-        except EntryError as err:
-            raise UsageError(f"--recipient: {err}") from None
-    elif args.recipient:
-        raise UsageError("--recipient is for vCard files; CSV and lines name the recipient per line")
-
-    def items(parser):
-        numbered = source.lines()
-        if fmt == "csv":
-            return parse_csv(numbered, parser)
-        if fmt == "vcard":
-            return parse_vcard(numbered, parser, recipient)
-        return parse_lines(numbered, parser)
+    recipient = _vcard_recipient(args, fmt, ids)
 
     summary = {"kind": args.kind, "source": source_name, "file": args.file, "format": fmt,
                "replace": replace}
     if args.strict:
-        reporter = Reporter(args.file, args.quiet, skipping=False)
-        for number, _entry, error in items(parser):
-            if error:
-                reporter.reject(number, error)
-        reporter.finish()
-        if reporter.rejected:
-            summary.update(added=0, present=0, repeated=0, removed=0, rejected=reporter.rejected,
-                           written=False)
-            print(json.dumps(summary))
-            raise UsageError(f"{args.file}: {reporter.rejected} bad lines; nothing written (--strict)")
+        _refuse_bad_lines(args, summary, _numbered_items(source, fmt, parser, recipient))
         parser = spec.parser(args, expires, ids)     # its counts start again
-    reporter = Reporter(args.file, args.quiet)       # the first pass showed no notes
+    result, rejected = _store_entries(
+        args, spec, store, source, source_name, replace,
+        lambda: _numbered_items(source, fmt, parser, recipient))
+    summary.update(added=result.added, present=result.present, repeated=result.repeated,
+                   removed=result.removed, rejected=rejected, written=True,
+                   **spec.extra(parser))
+    print(json.dumps(summary))
+    return 0
 
+
+def _vcard_recipient(args, fmt: str, ids):
+    """The recipient a vCard file's contacts belong to (--recipient); None for other formats."""
+    if fmt == "vcard":
+        if not args.recipient:
+            raise UsageError("a vCard file holds one recipient's contacts: give --recipient ADDRESS")
+        try:
+            return ids(args.recipient)
+        except EntryError as err:
+            raise UsageError(f"--recipient: {err}") from None
+    if args.recipient:
+        raise UsageError("--recipient is for vCard files; CSV and lines name the recipient per line")
+    return None
+
+
+def _numbered_items(source: Input, fmt: str, parser, recipient):
+    """SOURCE parsed in format FMT: (number, entry, error) for each line."""
+    numbered = source.lines()
+    if fmt == "csv":
+        return parse_csv(numbered, parser)
+    if fmt == "vcard":
+        return parse_vcard(numbered, parser, recipient)
+    return parse_lines(numbered, parser)
+
+
+def _refuse_bad_lines(args, summary: dict, items) -> None:
+    """--strict's first pass: report every bad line and, if there is one, write nothing."""
+    reporter = Reporter(args.file, args.quiet, skipping=False)
+    for number, _entry, error in items:
+        if error:
+            reporter.reject(number, error)
+    reporter.finish()
+    if reporter.rejected:
+        summary.update(added=0, present=0, repeated=0, removed=0, rejected=reporter.rejected,
+                       written=False)
+        print(json.dumps(summary))
+        raise UsageError(f"{args.file}: {reporter.rejected} bad lines; nothing written (--strict)")
+
+
+def _store_entries(args, spec: ImportKind, store, source: Input, source_name: str, replace: bool,
+                   items: Callable) -> tuple:
+    """Stream the good entries of ITEMS() into the store, showing progress; bad lines are
+    reported and skipped. Return the store's result and the number of bad lines."""
+    reporter = Reporter(args.file, args.quiet)       # the first pass showed no notes
     progress = Progress(source.size, enabled=None if not args.quiet else False,
                         label=f"import {args.kind}")
     lines_seen = 0
 
     def entries():
         nonlocal lines_seen
-        for number, entry, error in items(parser):
+        for number, entry, error in items():
             lines_seen = number
             progress.update(source.consumed, number)
             if error:
@@ -372,7 +397,7 @@ def cmd_import(args) -> int:
             yield entry.triple()
 
     try:
-        result = store.load(kind, source_name, entries(), replace=replace,
+        result = store.load(spec.store_kind, source_name, entries(), replace=replace,
                             allow_empty=args.allow_empty)
     except EmptyReplace:
         raise UsageError(f"{args.file}: no valid {spec.entries}; refusing to replace source "
@@ -380,11 +405,7 @@ def cmd_import(args) -> int:
     finally:
         progress.finish(source.consumed, lines_seen)
         reporter.finish()
-    summary.update(added=result.added, present=result.present, repeated=result.repeated,
-                   removed=result.removed, rejected=reporter.rejected, written=True,
-                   **spec.extra(parser))
-    print(json.dumps(summary))
-    return 0
+    return result, reporter.rejected
 
 
 def register_import(sub) -> None:

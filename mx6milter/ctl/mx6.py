@@ -213,17 +213,17 @@ def register_dns(sub) -> None:
 def cmd_check_domain(args) -> int:
     domain = _domain(args.domain)
     resolver, _, _ = _setup(args)
-    audit = check_domain(resolver, domain)
+    report = check_domain(resolver, domain)
     if args.json:
-        print(json.dumps({"domain": audit.domain, "temporary": audit.temporary,
-                          "departs": audit.departs,
-                          "findings": [f.__dict__ for f in audit.items]}, indent=2))
+        print(json.dumps({"domain": report.domain, "temporary": report.temporary,
+                          "departs": report.departs,
+                          "findings": [f.__dict__ for f in report.items]}, indent=2))
     else:
-        for finding in audit.items:
+        for finding in report.items:
             print(finding)
-    if audit.temporary:
+    if report.temporary:
         return EX_TEMPFAIL
-    return 1 if audit.departs else 0
+    return 1 if report.departs else 0
 
 
 def register_check_domain(sub) -> None:

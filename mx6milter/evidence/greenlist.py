@@ -112,7 +112,7 @@ class Greenlist:
             self.recorder = HistoryRecorder(self.history, resolver, checker, config.dns.budget,
                                             self.section.history_queue_size)
 
-    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth) -> "Pending":
+    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth) -> Pending:
         """The DNS part, and the Redis queries to add to the decision's one lookup."""
         section = self.section
         fcrdns, names = None, ()

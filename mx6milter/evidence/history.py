@@ -47,7 +47,7 @@ class Entry:
         return self.last_day - self.first_day
 
     @classmethod
-    def parse(cls, value: str) -> "Entry":
+    def parse(cls, value: str) -> Entry:
         count, first, last, expires = (int(part) for part in value.split())
         return cls(count, first, last, expires)
 

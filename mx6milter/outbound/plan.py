@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dns.exception
 import dns.name
@@ -248,31 +248,9 @@ def _gets_line(host: Host) -> str:
 
 def describe(plan: Plan, fallback: str = "550 5.5.7") -> list:
     """The plan step by step, in the words of the MX6 proposal's scenarios."""
-    lines = []
-    domain = plan.domain
-    if plan.aware and plan.srv_absent == "fallback":
-        lines.append("No IPv4 host of the SRV record took the message")
-    elif plan.aware:
-        lines.append(f'Looks up "SRV {SRV_PREFIX}{domain}"')
-        if plan.route == "none":
-            lines.append("Gets a temporary DNS failure: " + "; ".join(plan.errors))
-            lines.append("Tries again later (a failed lookup is not an absent record)")
-            return lines
-        if plan.route != "srv":
-            lines.append("Gets nothing" if plan.srv_absent == "nothing"
-                         else 'Gets "." (MX6 is decidedly not offered)')
-    if plan.route != "srv":
-        lines.append(f'Looks up "MX {domain}"')
-        if plan.route == "none":
-            lines.append("Gets a temporary DNS failure: " + "; ".join(plan.errors))
-            lines.append("Tries again later (a failed lookup is not an absent record)")
-            return lines
-        if plan.route == "null-mx":
-            lines.append(f'Gets a null MX ("."): {domain} accepts no mail')
-            lines.append("Gives up (bounces)")
-            return lines
-        if plan.route == "implicit-mx":
-            lines.append(f"Gets nothing, so uses {domain} itself (the implicit MX)")
+    lines: list = []
+    if not _describe_lookups(plan, lines):
+        return lines
     for host in plan.hosts:
         lines.append(_gets_line(host))
     attempts = plan.attempts()
@@ -287,15 +265,50 @@ def describe(plan: Plan, fallback: str = "550 5.5.7") -> list:
     lines.append(f"Connects via IPv{first.family} to {_where(first.address, first.port)}")
     lines.append("Proceeds as usual")
     if plan.route == "srv":
-        ipv4 = [a for a in attempts if a.family == 4]
-        if first.family == 6:
-            target = (" and then ".join(_where(a.address, a.port) for a in ipv4) if ipv4
-                      else f'the IPv4 hosts of "MX {domain}"')
-            lines.append(f"If after the DATA phase it gets {fallback}: connects via IPv4 to {target}")
-        if ipv4:
-            lines.append(f'If no IPv4 host of the SRV record takes the message: looks up '
-                         f'"MX {domain}" and connects via IPv4 to its hosts')
+        _describe_srv_fallback(plan, attempts, fallback, lines)
     if len(attempts) > 1:
         lines.append("If a host cannot be reached or answers 4xx, tries the next, in this order: "
                      + ", ".join(str(a) for a in attempts))
     return lines
+
+
+def _describe_lookups(plan: Plan, lines: list) -> bool:
+    """The SRV and MX lookups into LINES; False when the plan ends there."""
+    domain = plan.domain
+    if plan.aware and plan.srv_absent == "fallback":
+        lines.append("No IPv4 host of the SRV record took the message")
+    elif plan.aware:
+        lines.append(f'Looks up "SRV {SRV_PREFIX}{domain}"')
+        if plan.route == "none":
+            lines.append("Gets a temporary DNS failure: " + "; ".join(plan.errors))
+            lines.append("Tries again later (a failed lookup is not an absent record)")
+            return False
+        if plan.route != "srv":
+            lines.append("Gets nothing" if plan.srv_absent == "nothing"
+                         else 'Gets "." (MX6 is decidedly not offered)')
+    if plan.route != "srv":
+        lines.append(f'Looks up "MX {domain}"')
+        if plan.route == "none":
+            lines.append("Gets a temporary DNS failure: " + "; ".join(plan.errors))
+            lines.append("Tries again later (a failed lookup is not an absent record)")
+            return False
+        if plan.route == "null-mx":
+            lines.append(f'Gets a null MX ("."): {domain} accepts no mail')
+            lines.append("Gives up (bounces)")
+            return False
+        if plan.route == "implicit-mx":
+            lines.append(f"Gets nothing, so uses {domain} itself (the implicit MX)")
+    return True
+
+
+def _describe_srv_fallback(plan: Plan, attempts: list, fallback: str, lines: list) -> None:
+    """The SRV route's ways back to IPv4 into LINES: on the fallback reply, and past the SRV hosts."""
+    first = attempts[0]
+    ipv4 = [a for a in attempts if a.family == 4]
+    if first.family == 6:
+        target = (" and then ".join(_where(a.address, a.port) for a in ipv4) if ipv4
+                  else f'the IPv4 hosts of "MX {plan.domain}"')
+        lines.append(f"If after the DATA phase it gets {fallback}: connects via IPv4 to {target}")
+    if ipv4:
+        lines.append(f'If no IPv4 host of the SRV record takes the message: looks up '
+                     f'"MX {plan.domain}" and connects via IPv4 to its hosts')

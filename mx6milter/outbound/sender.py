@@ -179,7 +179,7 @@ class Connection:
                 raise ProtocolError("reply line too long")
             try:
                 chunk = self.sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 raise ProtocolError(f"no reply within {timeout:g}s") from None
             except OSError as err:
                 raise ProtocolError(f"connection lost: {err}") from None
@@ -195,7 +195,7 @@ class Connection:
         while True:
             raw = self._readline(timeout)
             text = raw.decode("utf-8", "replace")
-            m = re.fullmatch(r"([2-5]\d\d)([ -]?)(.*)", text, re.S)
+            m = re.fullmatch(r"([2-5]\d\d)([ -]?)(.*)", text, re.DOTALL)
             if not m or (code is not None and int(m.group(1)) != code):
                 self.transcript.add("server", text[:200])
                 raise ProtocolError(f"not an SMTP reply: {text[:80]!r}")
@@ -256,6 +256,31 @@ class _Try:
     fallback: bool = False
     reason: str = ""                                   # why the others are still pending
     reply: str = ""
+
+
+def _mail_parameters(extensions: set, data: bytes) -> str:
+    """MAIL FROM's parameters: BODY=8BITMIME and SIZE when the server offers them."""
+    params = ""
+    if "8BITMIME" in extensions and any(b > 127 for b in data):
+        params += " BODY=8BITMIME"
+    if "SIZE" in extensions:
+        params += f" SIZE={len(data)}"
+    return params
+
+
+def _record_outcome(done: dict, attempt: Attempt, outcome: _Try) -> None:
+    """What ATTEMPT settled, by recipient, into DONE: delivered, bounced, or uncertain."""
+    for rcpt in outcome.delivered:
+        done[rcpt] = RecipientResult(rcpt, DELIVERED, outcome.reply, attempt.host,
+                                     attempt.address, attempt.family)
+    for rcpt, why in outcome.bounced.items():
+        done[rcpt] = RecipientResult(rcpt, BOUNCED, why, attempt.host,
+                                     attempt.address, attempt.family)
+    for rcpt in outcome.uncertain:
+        done[rcpt] = RecipientResult(
+            rcpt, DEFERRED, outcome.uncertain_reason + "; not offered to another "
+            "host, which could duplicate the message", attempt.host,
+            attempt.address, attempt.family)
 
 
 class Sender:
@@ -322,17 +347,7 @@ class Sender:
                     continue
                 tried.add((attempt.address, attempt.port))
                 outcome = self._attempt(attempt, mail_from, pending, data)
-                for rcpt in outcome.delivered:
-                    done[rcpt] = RecipientResult(rcpt, DELIVERED, outcome.reply, attempt.host,
-                                                 attempt.address, attempt.family)
-                for rcpt, why in outcome.bounced.items():
-                    done[rcpt] = RecipientResult(rcpt, BOUNCED, why, attempt.host,
-                                                 attempt.address, attempt.family)
-                for rcpt in outcome.uncertain:
-                    done[rcpt] = RecipientResult(
-                        rcpt, DEFERRED, outcome.uncertain_reason + "; not offered to another "
-                        "host, which could duplicate the message", attempt.host,
-                        attempt.address, attempt.family)
+                _record_outcome(done, attempt, outcome)
                 pending = [r for r in pending if r not in done]
                 if outcome.reason:
                     last, temporary = outcome.reason, True
@@ -377,13 +392,29 @@ class Sender:
             return _Try(reason=f"{attempt}: {err}")
 
     def _converse(self, conn: Connection, attempt, mail_from, rcpts, data) -> _Try:
-        opts = self.options
         where = str(attempt)
+        extensions, refused = self._greet(conn, where)
+        if refused is not None:
+            return refused
+        reply = conn.command(f"MAIL FROM:<{mail_from}>{_mail_parameters(extensions, data)}")
+        if reply.code != 250:
+            return self._refused(conn, reply, rcpts, where, "MAIL FROM")
+        outcome = _Try()
+        accepted, abandoned = self._recipients(conn, rcpts, where, outcome)
+        if abandoned is not None:
+            return abandoned
+        if not accepted:
+            conn.quit()
+            return outcome
+        return self._send_message(conn, data, accepted, where, outcome)
+
+    def _greet(self, conn: Connection, where: str) -> tuple[set, _Try | None]:
+        """The greeting, then EHLO (HELO if refused): the server's extensions, or why not."""
         greeting = conn.reply()
         if greeting.code != 220:
             conn.quit()
-            return _Try(reason=f"{where} greeted with {greeting}")
-        helo = opts.helo or socket.getfqdn()
+            return set(), _Try(reason=f"{where} greeted with {greeting}")
+        helo = self.options.helo or socket.getfqdn()
         reply = conn.command(f"EHLO {helo}")
         extensions = {line.split(" ", 1)[0].upper() for line in reply.lines[1:]} \
             if reply.code == 250 else set()
@@ -391,16 +422,14 @@ class Sender:
             reply = conn.command(f"HELO {helo}")
             if reply.code != 250:
                 conn.quit()
-                return _Try(reason=f"{where} refused HELO: {reply}")
-        params = ""
-        if "8BITMIME" in extensions and any(b > 127 for b in data):
-            params += " BODY=8BITMIME"
-        if "SIZE" in extensions:
-            params += f" SIZE={len(data)}"
-        reply = conn.command(f"MAIL FROM:<{mail_from}>{params}")
-        if reply.code != 250:
-            return self._refused(conn, reply, rcpts, where, "MAIL FROM")
-        accepted, outcome = [], _Try()
+                return set(), _Try(reason=f"{where} refused HELO: {reply}")
+        return extensions, None
+
+    def _recipients(self, conn: Connection, rcpts, where: str,
+                    outcome: _Try) -> tuple[list, _Try | None]:
+        """RCPT TO for each recipient: those accepted, bounces and deferrals noted in OUTCOME;
+        or, when one is answered with the fallback reply, the abandoned transaction's _Try."""
+        accepted = []
         for rcpt in rcpts:
             reply = conn.command(f"RCPT TO:<{rcpt}>")
             if reply.code in (250, 251):
@@ -408,15 +437,17 @@ class Sender:
             elif self.is_fallback(reply):
                 # The transaction is abandoned before DATA: nothing was delivered.
                 conn.quit()
-                return _Try(fallback=True, reason=f"{where} answered RCPT with fallback {reply}",
-                            reply=str(reply))
+                return accepted, _Try(fallback=True, reply=str(reply),
+                                      reason=f"{where} answered RCPT with fallback {reply}")
             elif reply.code >= 500:
                 outcome.bounced[rcpt] = f"{where} said {reply}"
             else:
                 outcome.reason = f"{where} answered RCPT with {reply}"
-        if not accepted:
-            conn.quit()
-            return outcome
+        return accepted, None
+
+    def _send_message(self, conn: Connection, data, accepted: list, where: str,
+                      outcome: _Try) -> _Try:
+        """DATA, the message, and what the final reply did to the ACCEPTED recipients."""
         reply = conn.command("DATA")
         if reply.code != 354:
             refused = self._refused(conn, reply, accepted, where, "DATA")
@@ -425,7 +456,7 @@ class Sender:
             return refused
         conn.send_data(data)
         try:
-            reply = conn.reply(timeout=opts.data_timeout)
+            reply = conn.reply(timeout=self.options.data_timeout)
         except ProtocolError as err:
             conn.close()
             outcome.uncertain = accepted
