@@ -15,6 +15,7 @@ import idna
 log = logging.getLogger(__name__)
 
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")   # '_' as in SRV owners and some hosts
 _MAX_DOMAIN = 253
 _MAX_LOCAL = 64
 _MAX_FROM = 8192      # longer From fields are not parsed (no legitimate one is that long)
@@ -24,8 +25,12 @@ class AddressError(ValueError):
     pass
 
 
-def domain_to_ascii(domain: str) -> str:
-    """Lower-case A-label form of a domain; raises AddressError if it cannot be one."""
+def domain_to_ascii(domain: str, underscore: bool = False) -> str:
+    """Lower-case A-label form of a domain; raises AddressError if it cannot be one.
+
+    The one normalisation of domains everywhere (mail domains, whitelist entries,
+    MX6 host names). UNDERSCORE allows '_' in labels, for DNS names that are not
+    mail domains (MX and SRV targets)."""
     domain = domain.strip().rstrip(".")
     if not domain:
         raise AddressError("empty domain")
@@ -39,7 +44,8 @@ def domain_to_ascii(domain: str) -> str:
         except (idna.IDNAError, UnicodeError, ValueError) as err:
             raise AddressError(f"{domain!r}: not a valid domain ({err})") from None
     labels = ascii_domain.split(".")
-    if len(ascii_domain) > _MAX_DOMAIN or not all(_LABEL.fullmatch(label) for label in labels):
+    label = _HOST_LABEL if underscore else _LABEL
+    if len(ascii_domain) > _MAX_DOMAIN or not all(label.fullmatch(part) for part in labels):
         raise AddressError(f"{domain!r}: not a valid domain")
     return ascii_domain
 

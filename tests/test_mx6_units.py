@@ -277,3 +277,12 @@ def test_null_sender_allowed_only_where_asked():
     assert sender.check_address("<>", "sender", empty_ok=True) == ""
     with pytest.raises(sender.BadSendOption):
         sender.check_address("<>", "recipient")
+
+
+def test_one_idna_for_mail_domains_and_mx6_names():
+    """IDNA 2008 everywhere: dnspython's default (IDNA 2003) made straße.example
+    strasse.example here and xn--strae-oqa.example in the whitelists."""
+    from mx6milter.addresses import domain_to_ascii
+    for name in ("straße.example", "Bücher.example", "mx6.example."):
+        assert mx6.normalize_domain(name) == domain_to_ascii(name)
+    assert mx6.normalize_domain("_mx6._tcp.example") == "_mx6._tcp.example"

@@ -18,9 +18,8 @@ import ipaddress
 import random
 from dataclasses import dataclass
 
-import dns.exception
-import dns.name
 
+from ..addresses import AddressError, domain_to_ascii
 from ..dns import DnsTempError
 
 SRV_PREFIX = "_mx6._tcp."
@@ -34,21 +33,15 @@ class BadName(ValueError):
 
 
 def normalize_domain(text: str) -> str:
-    """A lower-case A-label domain without the trailing dot, or BadName."""
+    """A lower-case A-label domain without the trailing dot, or BadName
+    (addresses.domain_to_ascii, with '_' allowed as in host and SRV names)."""
     text = (text or "").strip()
     if not text or text == "." or any(ch.isspace() for ch in text):
         raise BadName(f"{text!r}: not a domain name")
     try:
-        name = dns.name.from_unicode(text.rstrip(".") + ".") if not text.isascii() \
-            else dns.name.from_text(text.rstrip(".") + ".")
-    except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong,
-            dns.exception.SyntaxError, UnicodeError, ValueError) as err:
-        raise BadName(f"{text!r}: not a domain name ({err})") from None
-    result = name.to_text(omit_final_dot=True).lower()
-    labels = result.split(".")
-    if any(not label or not all(ch.isalnum() or ch in "-_" for ch in label) for label in labels):
-        raise BadName(f"{text!r}: not a host or domain name")
-    return result
+        return domain_to_ascii(text, underscore=True)
+    except AddressError as err:
+        raise BadName(f"{text!r}: not a host or domain name ({err})") from None
 
 
 @dataclass(frozen=True)
