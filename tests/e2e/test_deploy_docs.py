@@ -21,9 +21,9 @@ import pytest
 import sendmail
 from milterd import MX6MILTER, MilterDaemon, merge_ini
 from mx6milter.config import parse_config
-from test_miltertest import miltertest
+from miltertest_driver import miltertest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib"
 SHOWN_DIRS = ("postfix", "sendmail", "systemd")
 UNIT_CAPABILITIES = "CAP_CHOWN CAP_SETUID CAP_SETGID"

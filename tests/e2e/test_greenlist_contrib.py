@@ -21,7 +21,7 @@ from mx6milter.policy import decide
 
 from servers import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib"
 # Hyperscan's compiled TLD and regexp caches: 13 s to build, kept between runs.
 HS_CACHE = Path(tempfile.gettempdir()) / "mx6milter-test-rspamd-hs"

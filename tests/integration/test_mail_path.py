@@ -1,6 +1,6 @@
 """The mail path under hostile or broken input: no lost mail, no harm to IPv4.
 
-Real daemon (tests/milterd.py) driven by miltertest, real Redis, or the
+Real daemon (tests/support/milterd.py) driven by miltertest, real Redis, or the
 in-process pymilter harness for several messages on one connection.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mx6milter.evaluate import Evaluator
 from mx6milter.milter import Mx6Milter
 from mx6milter.store import Store, StoreUnavailable
 from servers import RedisServer
-from test_miltertest import miltertest
+from miltertest_driver import miltertest
 
 
 @pytest.fixture

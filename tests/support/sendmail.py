@@ -24,7 +24,7 @@ from pathlib import Path
 from postfix import SmtpSink, free_dual_port
 from servers import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = ROOT / ".venv" / "sendmail"
 SENDMAIL = PREFIX / "usr" / "libexec" / "sendmail" / "sendmail"
 CF_DIR = PREFIX / "usr" / "share" / "sendmail" / "cf"
