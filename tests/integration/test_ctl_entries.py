@@ -259,8 +259,3 @@ def test_redis_down_real_process_no_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.decode().startswith("mx6ctl: Redis: ")
     assert b"Traceback" not in result.stderr
-
-
-def test_missing_config_is_exit_2(tmp_path):
-    result = Ctl(tmp_path, "redis://127.0.0.1:1/0").process("-c", "/nonexistent.conf", "ip", "list")
-    assert result.returncode == 2 and b"cannot read" in result.stderr
