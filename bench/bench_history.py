@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_history.py                 # 100,000 domains
     .venv/bin/python bench/bench_history.py --count 20000
 
-Starts a private redis-server (tests/servers.py) and records COUNT distinct
+Starts a private redis-server (tests/support/servers.py) and records COUNT distinct
 From domains through History.record, the milter's own write (one Lua script
 per IPv4 message), each domain on three different days, then reports Redis's
 used_memory per domain, the time of one write, and the time of the IPv6
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 from servers import RedisServer  # noqa: E402
 
 from mx6milter.config import parse_config  # noqa: E402

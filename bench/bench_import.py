@@ -4,7 +4,7 @@ and what the milter's lookups see meanwhile.
     .venv/bin/python bench/bench_import.py              # 1,000,000 of each (a few minutes)
     .venv/bin/python bench/bench_import.py --count 100000
 
-Starts a private redis-server (tests/servers.py), writes the input files
+Starts a private redis-server (tests/support/servers.py), writes the input files
 (1,000,000 distinct IPv6 prefixes; 1,000,000 addressbook pairs, 10,000
 recipients x 100 senders, grouped by recipient as an export is), and runs the
 real command line (``python -m mx6milter.ctl``) for: a first import with
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 from servers import RedisServer  # noqa: E402
 
 from mx6milter.config import RedisSection  # noqa: E402

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 from dnsserver import DnsServer  # noqa: E402
 from servers import RedisServer, free_port, wait_for  # noqa: E402
 

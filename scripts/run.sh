@@ -16,7 +16,7 @@ mkdir -p "$RUN"
 
 stop() {
     if [ -f "$RUN/postfix/etc/main.cf" ]; then
-        .venv/bin/python tests/postfix.py stop --dir "$RUN/postfix" && echo "stopped Postfix"
+        .venv/bin/python tests/support/postfix.py stop --dir "$RUN/postfix" && echo "stopped Postfix"
     fi
     for name in mx6milter redis; do
         if [ -f "$RUN/$name.pid" ] && kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
@@ -79,7 +79,7 @@ fi
 if [ -f "$RUN/postfix/etc/main.cf" ] && postfix -c "$RUN/postfix/etc" status >/dev/null 2>&1; then
     echo "run.sh: Postfix already running ($RUN/postfix)"
 else
-    .venv/bin/python tests/postfix.py start --dir "$RUN/postfix" --port "$PORT" \
+    .venv/bin/python tests/support/postfix.py start --dir "$RUN/postfix" --port "$PORT" \
         --main-cf "$RUN/postfix-main.cf" --no-chroot
 fi
 

@@ -1,14 +1,52 @@
+"""Shared fixtures for every tier, and the tier markers.
+
+tests/unit         no I/O: no root, no network, no servers; seconds, as any user
+tests/integration  real redis-server, BIND, miltertest, the daemon as a subprocess
+tests/e2e          root, Postfix, Sendmail, rspamd, IPv6 addresses on lo
+tests/support      helpers (not collected): servers, harness, MTAs, miltertest scripts
+tests/data         DNS zone templates
+
+Each test is marked ``unit``, ``integration`` or ``e2e`` by its directory, so
+``pytest -m unit`` equals ``pytest tests/unit``.
+"""
+import sys
+from pathlib import Path
 
 import pytest
 
-from mx6milter.config import parse_config
-from mx6milter.dns import Resolver
-from mx6milter.evaluate import Evaluator
-from mx6milter.store import Store
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e")
+sys.path.insert(0, str(TESTS / "support"))
 
-from dkimkeys import DkimKeys
-from dnsserver import DnsServer
-from servers import RedisServer
+from mx6milter.config import parse_config  # noqa: E402
+from mx6milter.dns import Resolver  # noqa: E402
+from mx6milter.evaluate import Evaluator  # noqa: E402
+from mx6milter.store import Store  # noqa: E402
+
+from dkimkeys import DkimKeys  # noqa: E402  (tests/support, above)
+from dnsserver import DnsServer  # noqa: E402
+from servers import RedisServer  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test by its directory: tests/unit -> unit, and so on.
+
+    A test file outside the three directories has no cost class: an error, not a
+    test that ``-m unit`` and ``-m integration`` would both silently leave out."""
+    unplaced = set()
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        try:
+            tier = path.relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        else:
+            unplaced.add(str(path.relative_to(TESTS.parent)))
+    if unplaced:
+        raise pytest.UsageError("test files outside tests/unit, tests/integration and tests/e2e "
+                                "(see tests/conftest.py): " + ", ".join(sorted(unplaced)))
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +58,7 @@ def redis_server():
 
 @pytest.fixture(scope="session")
 def dkim_keys():
-    """RSA and Ed25519 DKIM keys, generated once per test run (tests/dkimkeys.py)."""
+    """RSA and Ed25519 DKIM keys, generated once per test run (tests/support/dkimkeys.py)."""
     return DkimKeys.generate()
 
 

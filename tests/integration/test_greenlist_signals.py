@@ -335,12 +335,3 @@ def test_redis_down_fcrdns_still_counts(dns_server):
     assert "redis-unavailable" in outcome.evidence.failures
     assert outcome.decision.tier is Tier.GREENLISTED
     assert not [f for f in outcome.evidence.checks if f.kind in ("network", "asn", "mishandle4xx")]
-
-
-@pytest.mark.parametrize("text", ["2001:db8::1", "2001:db8:8::25", "::1",
-                                  "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
-def test_reverse_name_is_what_dnspython_builds(text):
-    import dns.reversename
-    from mx6milter.evidence.greenlist import reverse_name
-    address = ipaddress.IPv6Address(text)
-    assert reverse_name(address) == dns.reversename.from_address(text).to_text()

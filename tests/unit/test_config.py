@@ -8,7 +8,7 @@ import pytest
 
 from mx6milter.config import ConfigError, describe_keys, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_without_a_file_body():

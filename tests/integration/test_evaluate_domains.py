@@ -1,4 +1,4 @@
-"""The domain whitelist and the addressbook, through the milter (tests/harness.py run_milter,
+"""The domain whitelist and the addressbook, through the milter (tests/support/harness.py run_milter,
 exact CRLF bytes), with real DKIM signatures, a real BIND and a real redis-server."""
 import logging
 

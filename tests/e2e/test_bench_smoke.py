@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NEEDED = ("postfix", "smtp-source", "opendkim", "opendmarc", "named", "redis-server", "unshare")
 
 

@@ -16,8 +16,6 @@ import pytest
 
 from bench.milterclient import Envelope, run_load
 from milterd import MilterDaemon, listener_nodelay, mx6ctl, proc_ids, wait_gone
-from mx6milter.config import ConfigError, parse_config
-from mx6milter.daemon import Supervisor
 from servers import free_port, wait_for
 from test_daemon_ops import NOBODY, open_dir, start_slow_session  # noqa: F401 (fixture)
 
@@ -58,17 +56,6 @@ def send(milter, count: int, sessions: int = 8, tag: str = "m") -> list:
 def deciders(milter, tag: str) -> set:
     """The pids that logged a decision for the messages whose queue id starts with TAG."""
     return {int(pid) for pid, queue_id in DECISION.findall(milter.log()) if queue_id.startswith(tag)}
-
-
-@pytest.mark.parametrize("value", ["0", "65", "two", "-1"])
-def test_processes_out_of_range_is_refused(value):
-    with pytest.raises(ConfigError, match=r"x\.conf:2: \[milter\] processes"):
-        parse_config(f"[milter]\nprocesses = {value}\n", "x.conf")
-
-
-def test_processes_default_and_bounds():
-    assert parse_config("").milter.processes == 1
-    assert parse_config("[milter]\nprocesses = 64\n").milter.processes == 64
 
 
 def test_both_workers_decide_as_nobody_on_the_shared_socket(milter):
@@ -144,15 +131,6 @@ def test_a_removed_socket_file_stops_everyone_with_status_1(milter):
     for pid in pids:
         wait_gone(pid, timeout=5)
     assert "socket file of " + milter.socket + " is gone or replaced" in milter.log()
-
-
-def test_restart_back_off_grows_while_a_worker_keeps_dying_young():
-    supervisor = Supervisor(parse_config(""))
-    delays = [supervisor._schedule_restart(0, young=True) for _ in range(8)]
-    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
-    assert supervisor._schedule_restart(0, young=False) == 0   # it had lived: at once
-    assert supervisor._schedule_restart(0, young=True) == 1
-    assert supervisor._schedule_restart(1, young=True) == 1    # per worker slot
 
 
 def test_tcp_socket_keeps_tcp_nodelay_in_the_workers(tmp_path, redis_url):

@@ -261,11 +261,6 @@ def test_redis_down_real_process_no_traceback(tmp_path):
     assert b"Traceback" not in result.stderr
 
 
-def test_missing_config_is_exit_2(tmp_path):
-    result = Ctl(tmp_path, "redis://127.0.0.1:1/0").process("-c", "/nonexistent.conf", "ip", "list")
-    assert result.returncode == 2 and b"cannot read" in result.stderr
-
-
 def test_an_unreadable_expiry_is_expired_for_mx6ctl_as_for_the_milter(ctl, redis_url):
     """One rule for an expiry: the milter never counts an unreadable one; mx6ctl showed
     it as "never" (a permanent entry) while the milter ignored it."""

@@ -1,49 +1,18 @@
 """Sendmail's view of the protocol: OpenDKIM's miltertest against the real daemon.
 
 Sendmail and Postfix cannot be installed side by side as packages, so the
-scripts in tests/miltertest/ play the MTA the way Sendmail does: its macro set
+scripts in tests/support/miltertest/ play the MTA the way Sendmail does: its macro set
 ({if_addr}, {daemon_name}, {client_addr}, {auth_authen}, i, j, _), its
 connection info, its header and body steps. The daemon is the real
 ``mx6milter -c CONF`` on a unix socket, and on TCP, with a real Redis and BIND.
 """
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 
-from harness import run_milter
 from milterd import MilterDaemon, mx6ctl
-from mx6milter.config import load_config
-from mx6milter.service import build_evaluator
+from miltertest_driver import AUTHSERV, expected_reply, miltertest
 from servers import free_port
-
-SCRIPTS = Path(__file__).resolve().parent / "miltertest"
-AUTHSERV = "mx.example.org"
-MESSAGE = (b"From: Sender <sender@example.net>\r\nTo: user@example.org\r\n"
-           b"Subject: miltertest\r\nMessage-ID: <miltertest@example.net>\r\n\r\nHello.\r\n")
-
-
-def miltertest(script: str, socket: str, **defines) -> str:
-    """Run one script; a failing check in it fails the test with its message."""
-    args = ["miltertest", "-s", str(SCRIPTS / script), "-D", f"DIR={SCRIPTS}",
-            "-D", f"SOCKET={socket}", "-D", f"AUTHSERV={AUTHSERV}"]
-    for name, value in defines.items():
-        args += ["-D", f"{name}={value}"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"miltertest {script} {defines} failed:\n{output}"
-    assert f"{script[:-4]}: ok" in result.stdout, output
-    return output
-
-
-def wire_reply(code: str, status: str, *lines: str) -> str:
-    """A reply as libmilter's smfi_setmlreply puts it on the wire."""
-    if len(lines) == 1:
-        return f"{code} {status} {lines[0]}"
-    return "\r\n".join(f"{code}{' ' if i == len(lines) - 1 else '-'}{status} {line}"
-                       for i, line in enumerate(lines))
 
 
 @pytest.fixture(params=["unix", "tcp"])
@@ -53,14 +22,6 @@ def daemon(request, tmp_path, redis_url, dns_server):
     with MilterDaemon(tmp_path, socket, redis_url, nameservers=dns_server.nameservers) as milter:
         mx6ctl(milter.conf, "ip", "add", "2001:db8:6::/48")
         yield milter
-
-
-def expected_reply(milter: MilterDaemon, client_ip: str) -> str:
-    """The reply the in-process milter gives for the same session and message."""
-    evaluator = build_evaluator(load_config(str(milter.conf)))
-    result = run_milter(evaluator, MESSAGE, client_ip=client_ip, mail_from="sender@example.net",
-                        rcpts=("user@example.org",))
-    return wire_reply(*result.reply)
 
 
 def test_ipv6_unknown_gets_the_exact_multiline_451(daemon):

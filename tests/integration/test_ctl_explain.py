@@ -1,6 +1,6 @@
 """mx6ctl explain gives the milter's own verdict, reply and headers, case by case.
 
-CASES mirrors the milter's test tables (tests/test_milter_foundation.py) plus
+CASES mirrors the milter's test tables (tests/integration/test_milter_foundation.py) plus
 the domain and addressbook whitelists; each case runs through the milter
 (pymilter's test context, harness.run_milter) and through ``mx6ctl explain
 --json`` with the same configuration, Redis and DNS, and both must agree.
@@ -49,7 +49,7 @@ class Case:
 
 
 CASES = [
-    # tests/test_milter_foundation.py
+    # tests/integration/test_milter_foundation.py
     Case("ipv4 untouched", "accept", "bypass", client_ip="192.0.2.10"),
     Case("ipv4-mapped ipv6 is ipv4", "accept", "bypass", client_ip="::ffff:10.0.0.2"),
     Case("whitelisted /128", "accept", "whitelisted", client_ip="2001:db8:6::10",

@@ -1,5 +1,5 @@
 """Forged Authentication-Results and hostile messages through the whole milter path
-(tests/harness.py run_milter, real DNS and Redis): safe verdicts, never a crash."""
+(tests/support/harness.py run_milter, real DNS and Redis): safe verdicts, never a crash."""
 import logging
 
 import Milter

@@ -21,7 +21,7 @@ import dns.rdatatype
 
 from servers import free_port, wait_for
 
-ZONE_TEMPLATES = Path(__file__).parent / "data" / "zones"
+ZONE_TEMPLATES = Path(__file__).resolve().parents[1] / "data" / "zones"
 QUERY_LINE = re.compile(r"query: (\S+) IN (\S+) ")
 
 

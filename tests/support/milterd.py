@@ -21,7 +21,7 @@ from typing import Self
 
 from servers import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MX6MILTER = str(ROOT / ".venv" / "bin" / "mx6milter")
 MX6CTL = str(ROOT / ".venv" / "bin" / "mx6ctl")
 

@@ -11,7 +11,7 @@ import pytest
 from mx6milter.dns import Resolver
 from mx6milter.evaluate import Evaluator
 from mx6milter.evidence.greenlist import Greenlist
-from mx6milter.evidence.history import DAY, Entry
+from mx6milter.evidence.history import DAY
 from mx6milter.model import Message, Session, Tier
 from mx6milter.store import Store
 
@@ -259,9 +259,3 @@ def test_recorder_thread_ends_when_idle(history_evaluator):
     assert recorder._worker is None
     ipv4_session(evaluator, 2)                    # started again on demand
     assert evaluator.greenlist.history.read("greenlist.example").count == 2
-
-
-def test_entry_parse_rejects_garbage():
-    assert Entry.parse("3 100 102 0") == Entry(3, 100, 102, 0)
-    with pytest.raises(ValueError):
-        Entry.parse("garbage")

@@ -18,7 +18,7 @@ from dnsserver import DnsServer, ZONE_TEMPLATES
 from milterd import MX6CTL
 from servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DEPARTS = """$TTL 300
 @               IN SOA  ns hostmaster 1 3600 600 86400 300

@@ -1,12 +1,11 @@
-"""The content-filter hand-off: contrib/rspamd run in a real rspamd, and the
-SpamAssassin rules matched against the verdict headers the milter really writes.
+"""The content-filter hand-off: contrib/rspamd run in a real rspamd (the SpamAssassin
+rules, read only: unit/test_greenlist_contrib_units.py).
 
 rspamd is started on loopback with Debian's stock configuration plus the
 contrib files as its local.d, and two stand-in rules: TEST_BULK in a bulk
 spam group and TEST_MALWARE in the "antivirus" group (what ClamAV would add).
 """
 import json
-import re
 import shutil
 import subprocess
 import tempfile
@@ -15,13 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mx6milter.config import parse_config
-from mx6milter.model import Evidence, Finding, SessionClass
-from mx6milter.policy import decide
-
 from servers import free_port, wait_for
+from verdicts import verdict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib"
 # Hyperscan's compiled TLD and regexp caches: 13 s to build, kept between runs.
 HS_CACHE = Path(tempfile.gettempdir()) / "mx6milter-test-rspamd-hs"
@@ -40,20 +36,6 @@ rspamd_config.TEST_MALWARE = {
   score = 20.0, group = "antivirus", description = "stands for a virus scanner",
 }
 """
-
-
-def verdict(tier_findings: str, mode: str = "defensive") -> str:
-    """The verdict header value policy.decide writes for such evidence."""
-    policy = parse_config(f"[policy]\nmode = {mode}\nauthserv_id = mx.example.org\n").policy
-    finding = Finding("ip", "pass", "2001:db8::/32 source=local")
-    if tier_findings == "whitelisted":
-        evidence = Evidence(SessionClass.IPV6, whitelist=(finding,))
-    elif tier_findings == "greenlisted":
-        evidence = Evidence(SessionClass.IPV6, greenlist=(Finding("fcrdns", "pass", "mail.example.net"),
-                                                          Finding("asn", "pass", "AS64500 2001:db8::/32")))
-    else:
-        evidence = Evidence(SessionClass.IPV6)
-    return decide(policy, evidence).header
 
 
 def message(verdict_value: str | None) -> bytes:
@@ -157,33 +139,3 @@ def test_rspamd_report_mode_fallback_is_not_whitelisted(rspamd):
     found = rspamd.symbols(message(value))
     assert "TEST_BULK" in found
     assert not found & {"MX6_WHITELISTED", "MX6_GREENLISTED"}
-
-
-# --- SpamAssassin: the rules' patterns against real verdict headers -------------------------
-
-
-def spamassassin_rules() -> dict:
-    text = (CONTRIB / "spamassassin" / "mx6milter.cf").read_text()
-    rules = {}
-    for name, header, pattern in re.findall(r"^header\s+(\S+)\s+(\S+)\s+=~\s+/(.*)/\s*$", text, re.MULTILINE):
-        rules[name] = (header, re.compile(pattern))
-    return rules
-
-
-def test_spamassassin_rules_match_the_verdict_headers():
-    rules = spamassassin_rules()
-    assert set(rules) == {"MX6_WHITELISTED", "MX6_GREENLISTED"}
-    assert {header for header, _ in rules.values()} == {"X-MX6-Verdict"}
-    matches = {tier: {name for name, (_, rx) in rules.items() if rx.search(verdict(tier, mode))}
-               for tier, mode in (("whitelisted", "report"), ("greenlisted", "mx6"),
-                                  ("none", "report"))}
-    assert matches == {"whitelisted": {"MX6_WHITELISTED"}, "greenlisted": {"MX6_GREENLISTED"},
-                       "none": set()}
-
-
-def test_spamassassin_whitelisted_shortcircuits_and_greenlisted_is_a_marker():
-    text = (CONTRIB / "spamassassin" / "mx6milter.cf").read_text()
-    assert re.search(r"^shortcircuit\s+MX6_WHITELISTED\s+ham$", text, re.MULTILINE)
-    assert not re.search(r"^shortcircuit\s+MX6_GREENLISTED", text, re.MULTILINE)
-    score = float(re.search(r"^score\s+MX6_GREENLISTED\s+(\S+)$", text, re.MULTILINE).group(1))
-    assert 0 < score < 0.1          # 0 would switch the rule off in SpamAssassin

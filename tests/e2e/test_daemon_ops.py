@@ -1,7 +1,7 @@
 """Running mx6milter as a service: unprivileged after binding, reload, drain.
 
 The real daemon (``mx6milter -c CONF``) with a real Redis and BIND, driven by
-miltertest (tests/miltertest/*.lua) as the MTA.
+miltertest (tests/support/miltertest/*.lua) as the MTA.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from milterd import MX6MILTER, MilterDaemon, milter_ini, mx6ctl, proc_ids
-from test_miltertest import SCRIPTS, expected_reply, miltertest
+from miltertest_driver import SCRIPTS, expected_reply, miltertest
 
 NOBODY = pwd.getpwnam("nobody")
 POSTFIX_GID = grp.getgrnam("postfix").gr_gid

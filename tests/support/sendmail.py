@@ -25,7 +25,7 @@ from typing import Self
 from postfix import SmtpSink, free_dual_port
 from servers import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = ROOT / ".venv" / "sendmail"
 SENDMAIL = PREFIX / "usr" / "libexec" / "sendmail" / "sendmail"
 CF_DIR = PREFIX / "usr" / "share" / "sendmail" / "cf"

@@ -14,7 +14,7 @@ import pytest
 
 from mx6milter.ctl import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAN1 = (ROOT / "man" / "mx6ctl.1").read_text()
 README = (ROOT / "README.rst").read_text()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from servers import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MX6MILTER = str(ROOT / ".venv" / "bin" / "mx6milter")
 
 

@@ -17,7 +17,7 @@ so a milter socket at ``QUEUE/mx6milter/mx6milter.sock`` is reached as
 ``unix:mx6milter/mx6milter.sock``, the path contrib/postfix/main.cf uses.
 
 Run as a script it starts or stops a long-lived instance (scripts/run.sh):
-``python tests/postfix.py start --dir run/postfix --port 2525 --milter-conf FILE``.
+``python tests/support/postfix.py start --dir run/postfix --port 2525 --milter-conf FILE``.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ DEFAULT_LISTENERS = """\
 [::1]:{port}     inet  n       -       y       -       -       smtpd
 """
 LISTENER = re.compile(r"^\[?([0-9a-fA-F:.]+)\]?:(\d+)\s+inet\s", re.MULTILINE)
-CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "postfix"
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib" / "postfix"
 
 
 def contrib_master_cf(addresses: dict) -> str:
@@ -233,7 +233,7 @@ class PrivatePostfix:
 
     def main_cf(self) -> str:
         return f"""\
-# Written by tests/postfix.py: a private instance on loopback.
+# Written by tests/support/postfix.py: a private instance on loopback.
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}

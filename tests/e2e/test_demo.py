@@ -18,7 +18,7 @@ import pytest
 
 from postfix import free_dual_port, parse_dump
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "run"
 
 
