@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import authres
 import authres.dmarc
 import dkim
-import dmarc
 import spf
 from publicsuffixlist import PublicSuffixList
 
 from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, split_address
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
+from .dmarc_record import is_dmarc_record, parse_record
 
 log = logging.getLogger(__name__)
 
@@ -426,30 +426,29 @@ class Dmarc:
         except DnsTempError as err:
             return DmarcResult("temperror", from_domain, reason=str(err))
         policy, problem = None, "no DMARC record"
-        if record is not None:
-            try:
-                policy = dmarc.DMARC().parse_record(
-                    record, domain=from_domain, org_domain=org if where != from_domain else None,
-                    strict=False)
-            except dmarc.Error as err:
-                problem = f"unusable DMARC record: {err}"
+        if where is not None and record is None:
+            problem = "several DMARC records"
+        elif record is not None:
+            policy = parse_record(record)
+            if not policy.usable:
+                problem = f"unusable DMARC record: {policy.problems[-1]}"
+                policy = None
         if policy is None:
             # No policy: still say whether SPF or DKIM aligned (relaxed), for whitelists.
             return DmarcResult("none", from_domain, "",
                                self._spf_aligned(from_domain, spf_result, "r"),
                                self._dkim_aligned(from_domain, dkim_results, "r"), problem)
-        adkim = "s" if policy.adkim is dmarc.DMARCAlignment.STRICT else "r"
-        aspf = "s" if policy.aspf is dmarc.DMARCAlignment.STRICT else "r"
-        disposition = policy.p
-        if where != from_domain and policy.sp is not dmarc.DMARCDisposition.UNSPECIFIED:
-            disposition = policy.sp
-        spf_aligned = self._spf_aligned(from_domain, spf_result, aspf)
-        dkim_aligned = self._dkim_aligned(from_domain, dkim_results, adkim)
+        disposition = policy.policy if where == from_domain else policy.subdomain_policy
+        spf_aligned = self._spf_aligned(from_domain, spf_result, policy.aspf)
+        dkim_aligned = self._dkim_aligned(from_domain, dkim_results, policy.adkim)
         result = "pass" if spf_aligned or dkim_aligned else "fail"
-        return DmarcResult(result, from_domain, disposition.name.lower(), spf_aligned, dkim_aligned)
+        return DmarcResult(result, from_domain, disposition, spf_aligned, dkim_aligned)
 
     def _spf_aligned(self, from_domain: str, spf_result: SpfResult, mode: str) -> bool:
-        return spf_result.result == "pass" and spf_result.scope == "mailfrom" and \
+        # The SPF identity is the MAIL FROM domain, or for the null sender the HELO
+        # name (RFC 7208 2.4, which RFC 7489 uses): check_spf gives scope "helo"
+        # only for the null sender.
+        return spf_result.result == "pass" and spf_result.scope in ("mailfrom", "helo") and \
             self.aligned(from_domain, spf_result.domain, mode)
 
     def _dkim_aligned(self, from_domain: str, dkim_results: tuple, mode: str) -> bool:
@@ -458,13 +457,15 @@ class Dmarc:
 
     @staticmethod
     def _find_record(budget: Budget, from_domain: str, org: str):
+        """(record text, where it was found); (None, where) for several records there
+        (RFC 7489 6.6.3 step 4: no DMARC); (None, None) for none at either name.
+        A TXT record not starting with exactly v=DMARC1 is not a DMARC record."""
         for where in dict.fromkeys((from_domain, org)):
-            records = [r.decode("utf-8", "replace") for r in budget.txt("_dmarc." + where)]
-            records = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1")]
+            records = [r for r in budget.txt("_dmarc." + where) if is_dmarc_record(r)]
             if len(records) == 1:
-                return records[0], where
+                return records[0].decode("utf-8", "replace"), where
             if len(records) > 1:
-                return None, where   # RFC 7489 6.6.3: several records mean none
+                return None, where
         return None, None
 
 
