@@ -19,7 +19,7 @@ import dkim
 import spf
 from publicsuffixlist import PublicSuffixList
 
-from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, split_address
+from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
 from .dmarc_record import is_dmarc_record, parse_record
@@ -152,12 +152,10 @@ def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str,
     if mail_from:
         scope, identity = "mailfrom", mail_from
         try:
-            local, raw_domain = split_address(mail_from)
-            domain = domain_to_ascii(raw_domain)
+            local, domain = _spf_sender(mail_from)
         except AddressError as err:
             return SpfResult("none", "", scope, identity, f"no usable domain: {err}")
-        # pyspf splits at the first '@'; a quoted local part with '@' would fool it
-        sender = f"{local if '@' not in local else 'postmaster'}@{domain}"
+        sender = f"{local}@{domain}"
     else:
         scope, identity = "helo", helo
         domain = _helo_domain(helo)
@@ -178,6 +176,30 @@ def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str,
     finally:
         _spf_context.budget = None
     return SpfResult(result.lower(), domain, scope, identity, explanation, guess.lower())
+
+
+def _spf_sender(mail_from: str) -> tuple:
+    """(local part, A-label domain) of MAIL FROM for SPF; raises AddressError.
+
+    An empty local part is "postmaster" (RFC 7208 4.3), as is one with an '@'
+    (pyspf splits at the first one). Spaces are kept for the %{l} macros (the
+    RFC 7208 suite's "Macro Error@..."); control characters, '<', '>',
+    undecodable bytes or more than 64 characters make the address unusable.
+    """
+    address = mail_from.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    local, at, raw_domain = address.rpartition("@")
+    if not at or not raw_domain:
+        raise AddressError(f"{address[:100]!r}: expected local-part@domain")
+    if re.search(r"[<>\x00-\x1f\x7f]", local) or len(local) > 64:
+        raise AddressError(f"{address[:100]!r}: bad local part")
+    try:
+        local.encode("utf-8")
+    except UnicodeError:
+        raise AddressError(f"{address[:100]!r}: local part is not UTF-8") from None
+    domain = domain_to_ascii(raw_domain)
+    return (local if local and "@" not in local else "postmaster"), domain
 
 
 def _helo_domain(helo: str) -> str | None:
