@@ -73,15 +73,21 @@ def split_address(address: str) -> tuple:
 # case-folds to ss. Nor is NFC applied: it too turns the Kelvin sign into K.
 # A missed match costs a retry over IPv4; a false one accepts on someone else's
 # evidence.
-_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+def _fold_char(char: str) -> str:
+    """CHAR lower-cased when that is one character of the same kind: ASCII to ASCII,
+    non-ASCII to non-ASCII. Never a non-ASCII letter into ASCII (the Kelvin sign
+    into k, U+0130 into i + dot): that would let another mailbox match an entry."""
+    lower = char.lower()
+    return lower if len(lower) == 1 and lower.isascii() == char.isascii() else char
 
 
 def normalise_address(address: str, fold_local_part: bool = True) -> str:
     """'Alice@Bücher.Example' -> 'alice@xn--bcher-kva.example'; with fold_local_part
-    the local part's ASCII letters are lower-cased, every other character kept as sent."""
+    the local part's letters are lower-cased where that keeps each one what it was,
+    ASCII or not (``_fold_char``); no other normalisation (NFC and NFD differ)."""
     local, domain = split_address(address)
     if fold_local_part:
-        local = local.lower() if local.isascii() else local.translate(_ASCII_FOLD)
+        local = local.lower() if local.isascii() else "".join(map(_fold_char, local))
     return f"{local}@{domain_to_ascii(domain)}"
 
 

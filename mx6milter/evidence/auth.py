@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import authres
 import authres.dmarc
 import dkim
-import dmarc
 import spf
 from publicsuffixlist import PublicSuffixList
 
-from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, split_address
+from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
+from .dmarc_record import is_dmarc_record, parse_record
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,10 @@ def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str,
     if mail_from:
         scope, identity = "mailfrom", mail_from
         try:
-            local, raw_domain = split_address(mail_from)
-            domain = domain_to_ascii(raw_domain)
+            local, domain = _spf_sender(mail_from)
         except AddressError as err:
             return SpfResult("none", "", scope, identity, f"no usable domain: {err}")
-        # pyspf splits at the first '@'; a quoted local part with '@' would fool it
-        sender = f"{local if '@' not in local else 'postmaster'}@{domain}"
+        sender = f"{local}@{domain}"
     else:
         scope, identity = "helo", helo
         domain = _helo_domain(helo)
@@ -178,6 +176,30 @@ def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str,
     finally:
         _spf_context.budget = None
     return SpfResult(result.lower(), domain, scope, identity, explanation, guess.lower())
+
+
+def _spf_sender(mail_from: str) -> tuple:
+    """(local part, A-label domain) of MAIL FROM for SPF; raises AddressError.
+
+    An empty local part is "postmaster" (RFC 7208 4.3), as is one with an '@'
+    (pyspf splits at the first one). Spaces are kept for the %{l} macros (the
+    RFC 7208 suite's "Macro Error@..."); control characters, '<', '>',
+    undecodable bytes or more than 64 characters make the address unusable.
+    """
+    address = mail_from.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    local, at, raw_domain = address.rpartition("@")
+    if not at or not raw_domain:
+        raise AddressError(f"{address[:100]!r}: expected local-part@domain")
+    if re.search(r"[<>\x00-\x1f\x7f]", local) or len(local) > 64:
+        raise AddressError(f"{address[:100]!r}: bad local part")
+    try:
+        local.encode("utf-8")
+    except UnicodeError:
+        raise AddressError(f"{address[:100]!r}: local part is not UTF-8") from None
+    domain = domain_to_ascii(raw_domain)
+    return (local if local and "@" not in local else "postmaster"), domain
 
 
 def _helo_domain(helo: str) -> str | None:
@@ -426,30 +448,29 @@ class Dmarc:
         except DnsTempError as err:
             return DmarcResult("temperror", from_domain, reason=str(err))
         policy, problem = None, "no DMARC record"
-        if record is not None:
-            try:
-                policy = dmarc.DMARC().parse_record(
-                    record, domain=from_domain, org_domain=org if where != from_domain else None,
-                    strict=False)
-            except dmarc.Error as err:
-                problem = f"unusable DMARC record: {err}"
+        if where is not None and record is None:
+            problem = "several DMARC records"
+        elif record is not None:
+            policy = parse_record(record)
+            if not policy.usable:
+                problem = f"unusable DMARC record: {policy.problems[-1]}"
+                policy = None
         if policy is None:
             # No policy: still say whether SPF or DKIM aligned (relaxed), for whitelists.
             return DmarcResult("none", from_domain, "",
                                self._spf_aligned(from_domain, spf_result, "r"),
                                self._dkim_aligned(from_domain, dkim_results, "r"), problem)
-        adkim = "s" if policy.adkim is dmarc.DMARCAlignment.STRICT else "r"
-        aspf = "s" if policy.aspf is dmarc.DMARCAlignment.STRICT else "r"
-        disposition = policy.p
-        if where != from_domain and policy.sp is not dmarc.DMARCDisposition.UNSPECIFIED:
-            disposition = policy.sp
-        spf_aligned = self._spf_aligned(from_domain, spf_result, aspf)
-        dkim_aligned = self._dkim_aligned(from_domain, dkim_results, adkim)
+        disposition = policy.policy if where == from_domain else policy.subdomain_policy
+        spf_aligned = self._spf_aligned(from_domain, spf_result, policy.aspf)
+        dkim_aligned = self._dkim_aligned(from_domain, dkim_results, policy.adkim)
         result = "pass" if spf_aligned or dkim_aligned else "fail"
-        return DmarcResult(result, from_domain, disposition.name.lower(), spf_aligned, dkim_aligned)
+        return DmarcResult(result, from_domain, disposition, spf_aligned, dkim_aligned)
 
     def _spf_aligned(self, from_domain: str, spf_result: SpfResult, mode: str) -> bool:
-        return spf_result.result == "pass" and spf_result.scope == "mailfrom" and \
+        # The SPF identity is the MAIL FROM domain, or for the null sender the HELO
+        # name (RFC 7208 2.4, which RFC 7489 uses): check_spf gives scope "helo"
+        # only for the null sender.
+        return spf_result.result == "pass" and spf_result.scope in ("mailfrom", "helo") and \
             self.aligned(from_domain, spf_result.domain, mode)
 
     def _dkim_aligned(self, from_domain: str, dkim_results: tuple, mode: str) -> bool:
@@ -458,13 +479,15 @@ class Dmarc:
 
     @staticmethod
     def _find_record(budget: Budget, from_domain: str, org: str):
+        """(record text, where it was found); (None, where) for several records there
+        (RFC 7489 6.6.3 step 4: no DMARC); (None, None) for none at either name.
+        A TXT record not starting with exactly v=DMARC1 is not a DMARC record."""
         for where in dict.fromkeys((from_domain, org)):
-            records = [r.decode("utf-8", "replace") for r in budget.txt("_dmarc." + where)]
-            records = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1")]
+            records = [r for r in budget.txt("_dmarc." + where) if is_dmarc_record(r)]
             if len(records) == 1:
-                return records[0], where
+                return records[0].decode("utf-8", "replace"), where
             if len(records) > 1:
-                return None, where   # RFC 7489 6.6.3: several records mean none
+                return None, where
         return None, None
 
 

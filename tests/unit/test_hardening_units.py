@@ -96,7 +96,7 @@ def test_password_file_read_errors(tmp_path):
         read_redis_password(str(tmp_path / "missing"))
 
 
-# --- local parts: only ASCII letters are folded ----------------------------------------------
+# --- local parts: never folded into ASCII ------------------------------------------------
 
 from mx6milter.addresses import normalise_address  # noqa: E402
 
@@ -105,11 +105,11 @@ from mx6milter.addresses import normalise_address  # noqa: E402
     ("Alice.Smith@Example.ORG", "alice.smith@example.org"),
     ("\u212aim@example.org", "\u212aim@example.org"),          # Kelvin sign is not k
     ("\u0130lker@example.org", "\u0130lker@example.org"),      # dotted capital I stays
-    ("JOS\u00c9@example.org", "jos\u00c9@example.org"),        # ASCII folded, É kept as is
+    ("JOS\u00c9@example.org", "jos\u00e9@example.org"),        # É to é: non-ASCII stays so
     ("Stra\u00dfe@example.org", "stra\u00dfe@example.org"),    # ß is not ss
-    ("\uff2b\uff49\uff4d@example.org", "\uff2b\uff49\uff4d@example.org"),   # fullwidth kept
+    ("\uff2b\uff49\uff4d@example.org", "\uff4b\uff49\uff4d@example.org"),   # fullwidth stays so
 ])
-def test_fold_only_ascii_letters(given, stored):
+def test_fold_never_into_ascii(given, stored):
     assert normalise_address(given, fold_local_part=True) == stored
 
 
