@@ -335,29 +335,37 @@ MAX_DKIM_SIGNATURES = 10
 _DKIM_FAIL = ("body hash mismatch", "expired")
 
 
-def check_dkim(budget: Budget, raw: bytes, truncated: bool = False) -> tuple:
-    """Verify every DKIM-Signature, not only the first; one DkimResult each."""
-    state = {"temp": None, "missing": False}
+class _KeyLookup:
+    """dkimpy's dnsfunc for one signature: the key through the message's budget,
+    screened before dkimpy sees it, and why it could not be had."""
 
-    def dnsfunc(name, timeout=5):
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.temp = ""          # a temporary DNS failure's text
+        self.missing = False    # no key published (or a name that cannot be one)
+
+    def __call__(self, name, timeout=5):
         try:
             text = name.decode("ascii") if isinstance(name, bytes) else str(name)
         except UnicodeError:
-            state["missing"] = True
+            self.missing = True
             return None
         try:
-            records = budget.txt(text)
+            records = self.budget.txt(text)
         except DnsTempError as err:
-            state["temp"] = str(err)
+            self.temp = str(err)
             raise dkim.DnsTimeoutError(str(err)) from err
         if not records:
-            state["missing"] = True
+            self.missing = True
             return None
         problem = dkim_key_problem(records[0])
         if problem:
             raise dkim.KeyFormatError(problem)
         return records[0]
 
+
+def check_dkim(budget: Budget, raw: bytes, truncated: bool = False) -> tuple:
+    """Verify every DKIM-Signature, not only the first; one DkimResult each."""
     dkim_log = _DkimLog()
     try:
         verifier = dkim.DKIM(raw, logger=dkim_log, timeout=max(0.1, budget.remaining()))
@@ -371,43 +379,43 @@ def check_dkim(budget: Budget, raw: bytes, truncated: bool = False) -> tuple:
     for index in range(count):
         if truncated:
             results.append(DkimResult("policy", reason="message over max_message_size, not verified"))
-            continue
-        if index >= MAX_DKIM_SIGNATURES:
+        elif index >= MAX_DKIM_SIGNATURES:
             results.append(DkimResult("policy", reason=f"more than {MAX_DKIM_SIGNATURES} "
                                                        "signatures, not verified"))
-            continue
-        if budget.remaining() <= 0:
+        elif budget.remaining() <= 0:
             # Each verification is bounded (key sizes, message size); their number is
             # bounded by the time the message may take as well.
             results.append(DkimResult("temperror", reason="time budget spent"))
-            continue
-        state.update(temp=None, missing=False)
-        dkim_log.errors.clear()
-        verifier.signature_fields = {}
-        try:
-            ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
-            if ok:
-                result, reason = "pass", ""
-            elif state["temp"]:
-                result, reason = "temperror", state["temp"]
-            elif state["missing"]:
-                result, reason = "permerror", "no key published for the selector"
-            elif dkim_log.errors:
-                result, reason = "permerror", f"unusable key: {dkim_log.errors[-1]}"
-            else:
-                result, reason = "fail", "signature did not verify"
-        except dkim.DKIMException as err:
-            reason = str(err)
-            result = "fail" if any(word in reason for word in _DKIM_FAIL) else "permerror"
-            if "body hash mismatch" in reason:
-                reason = "body hash mismatch"   # without the two hashes
-        except Exception as err:  # hostile signature fields reaching dkimpy's internals
-            result, reason = "permerror", f"unusable signature: {err!r}"
-        fields = getattr(verifier, "signature_fields", None) or {}
-        results.append(DkimResult(result, _dkim_domain(fields.get(b"d", b"")),
-                                  _decode(fields.get(b"s", b"")), _decode(fields.get(b"a", b"")),
-                                  reason))
+        else:
+            results.append(_verify_one(verifier, index, _KeyLookup(budget), dkim_log))
     return tuple(results)
+
+
+def _verify_one(verifier, index: int, lookup: _KeyLookup, dkim_log: _DkimLog) -> DkimResult:
+    """The result of signature INDEX, from dkimpy's answer, its exception or its log."""
+    dkim_log.errors.clear()
+    verifier.signature_fields = {}
+    try:
+        if verifier.verify(idx=index, dnsfunc=lookup):
+            result, reason = "pass", ""
+        elif lookup.temp:
+            result, reason = "temperror", lookup.temp
+        elif lookup.missing:
+            result, reason = "permerror", "no key published for the selector"
+        elif dkim_log.errors:
+            result, reason = "permerror", f"unusable key: {dkim_log.errors[-1]}"
+        else:
+            result, reason = "fail", "signature did not verify"
+    except dkim.DKIMException as err:
+        reason = str(err)
+        result = "fail" if any(word in reason for word in _DKIM_FAIL) else "permerror"
+        if "body hash mismatch" in reason:
+            reason = "body hash mismatch"   # without the two hashes
+    except Exception as err:  # hostile signature fields reaching dkimpy's internals
+        result, reason = "permerror", f"unusable signature: {err!r}"
+    fields = getattr(verifier, "signature_fields", None) or {}
+    return DkimResult(result, _dkim_domain(fields.get(b"d", b"")), _decode(fields.get(b"s", b"")),
+                      _decode(fields.get(b"a", b"")), reason)
 
 
 def _dkim_domain(value) -> str:

@@ -1,0 +1,90 @@
+"""The store's contract, against a real redis-server: every public Store method,
+and the one rule behind them all, that every key it writes is under the key prefix.
+
+Other modules reach Redis only through these methods (tests/unit/test_layers.py
+keeps redis imports inside store.py); a new kind of data adds its method here."""
+import ipaddress
+
+import pytest
+import redis
+
+from mx6milter.config import parse_config
+from mx6milter.entries import EntryError
+from mx6milter.prefixes import ip_candidates, ip_field
+from mx6milter.store import SCHEMA_VERSION, EmptyReplace, Store, StoreUnavailable
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def store(redis_url):
+    config = parse_config(f"[redis]\nurl = {redis_url}\n")
+    return Store(Store.from_config(config.redis).client, "t:", clock=lambda: NOW)
+
+
+@pytest.fixture
+def raw(redis_url):
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def field_of(prefix: str) -> str:
+    return ip_field(ipaddress.IPv6Network(prefix))
+
+
+def test_writes_reads_and_removals_through_the_store(store, raw):
+    assert store.ping()
+    assert store.add("ip", "feed", [("", field_of("2001:db8:1::/48"), "0"),
+                                    ("", field_of("2001:db8:2::/48"), str(NOW - 1))]) == 2
+    assert store.add("domain", "local", [("", "example.com", "dkim 0")]) == 1
+    assert store.add("ab", "local", [("user@example.org", "alice@example.com", "0")]) == 1
+    assert store.sources("ip") == {"feed"}
+    assert store.stats("ab") == {"local": (1, 1)}
+    assert [h.field for h in store.entries("ip", "feed")] == sorted(
+        [field_of("2001:db8:1::/48"), field_of("2001:db8:2::/48")])
+
+    answers = store.lookup({
+        "ip": [("", f) for f in ip_candidates(ipaddress.IPv6Address("2001:db8:2::1"))],
+        "domain": [("", "example.com")],
+        "ab": [("user@example.org", "alice@example.com")],
+    })
+    assert answers["ip"] == []                         # expired one second before NOW
+    assert [h.value for h in answers["domain"]] == ["dkim 0"]
+    assert [(h.key, h.field) for h in answers["ab"]] == [("user@example.org", "alice@example.com")]
+
+    assert store.remove("domain", None, [("", "example.com")]) == 1
+    assert store.remove_keys("ab", "local", ["user@example.org"]) == 1
+    assert store.lookup({"domain": [("", "example.com")]})["domain"] == []
+    assert all(key.startswith("t:") for key in raw.keys("*"))
+
+
+def test_replace_is_all_or_nothing_and_refuses_to_empty(store):
+    store.add("ip", "feed", [("", field_of("2001:db8:1::/48"), "0")])
+    assert store.replace_source("ip", "feed", [("", field_of("2001:db8:9::/48"), "0")]) == 1
+    assert [h.field for h in store.entries("ip")] == [field_of("2001:db8:9::/48")]
+    with pytest.raises(EmptyReplace):
+        store.load("ip", "feed", [], replace=True, allow_empty=False)
+    assert [h.field for h in store.entries("ip")] == [field_of("2001:db8:9::/48")]
+
+
+def test_history_schema_memory_and_source_names(store, raw):
+    assert store.record_history("history", "ipv4", "example.com", 20000, NOW + 100, 3600) == 1
+    assert store.record_history("history", "ipv4", "example.com", 20003, NOW + 100, 3600) == 2
+    assert store.read_value("history", "ipv4", "example.com", "v") == f"2 20000 20003 {NOW + 100}"
+    assert 0 < raw.ttl("t:v1:history:ipv4:example.com") <= 3600
+    assert store.check_schema() == SCHEMA_VERSION and raw.get("t:schema") == str(SCHEMA_VERSION)
+    assert store.used_memory() > 0
+    for bad in ("sources", "a:b", "a~b", ""):
+        with pytest.raises(EntryError):
+            store.add("ip", bad, [("", field_of("2001:db8:1::/48"), "0")])
+
+
+def test_redis_down_is_store_unavailable_never_a_redis_error():
+    config = parse_config("[redis]\nurl = redis://127.0.0.1:1/0\ntimeout = 0.2\n")
+    down = Store.from_config(config.redis)
+    assert not down.ping()
+    for call in (lambda: down.lookup({"ip": [("", "20010db8/32")]}),
+                 lambda: down.record_history("history", "ipv4", "example.com", 1, 0, 60),
+                 lambda: down.read_value("history", "ipv4", "example.com", "v"),
+                 down.check_schema):
+        with pytest.raises(StoreUnavailable):
+            call()
