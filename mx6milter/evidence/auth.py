@@ -17,6 +17,7 @@ import authres
 import authres.dmarc
 import dkim
 import dmarc
+import idna
 import spf
 from publicsuffixlist import PublicSuffixList
 
@@ -542,50 +543,115 @@ def _safe_reason(value: str) -> str:
     return " ".join(text.split())[:160]
 
 
-_COMMENT_CHAR = re.compile(r"[()\\]")
-_TOKEN = re.compile(r"[^\s();]+")
-_SPACE = re.compile(r"\s+")
+# Who might read an incoming header as ours. Parsers differ: authres takes a dot-atom;
+# OpenDMARC drops quotes and backslashes and joins "mx. example.org" across the blank;
+# others unquote a quoted-string (RFC 8601), split naively at the first ';', do not
+# nest comments, or compare names after IDNA mapping (U-label and A-label, full-width
+# letters, ideographic full stop). A header any of them would read as ours is ours:
+# removing a stranger's header costs nothing, keeping a forged one lets a later filter
+# trust a forged spf=pass.
+_SEPARATOR = r"[\s\x00-\x1f\x7f)]"           # blanks, controls, a stray ')'
+_PLAIN_COMMENT = r"\([^()\\]*+\)"    # nothing nested or escaped: read alike every way
+_ID_TOKEN = re.compile(rf"(?P<sep>(?:{_SEPARATOR}|{_PLAIN_COMMENT})++)|(?P<end>;)|(?P<open>\()"
+                       r"|(?P<word>(?:\\[^;]|\\|[^\s\x00-\x1f\x7f();\\])++)")  # '\;' ends it too
+_NESTED_PAREN = re.compile(r"\\[\s\S]|[()]")
+_FLAT_COMMENT = re.compile(r"\((?:[^)\\]|\\[\s\S])*+\)")
+_LITERAL_COMMENT = re.compile(r"\([^)]*+\)")    # a backslash escapes nothing in it
+_ESCAPE = re.compile(r"\\([\s\S]?)")
+_QUOTE = re.compile(r'\\?"')        # quotes, escaped ones too
+# Enough for any name with ignorable characters sprinkled in; a longer authserv-id
+# region is no name anyone would compare with ours.
+_MAX_ID_TEXT = 1024
+_MAX_ID_WORDS = 64
 
 
 def claims_authserv_id(value: str, authserv_id: str) -> bool:
     """Whether an incoming Authentication-Results header claims our authserv-id.
 
-    The header counts as ours if either authres's parser or a plain reading
-    of its first token (comments and quotes removed) says so, so garbage
-    cannot hide a claim.
+    True if authres's parser, or any of the lenient readings of ``_id_words``,
+    names an authserv-id that equals ours after unquoting, unescaping, removing
+    comments and blanks, case folding, a trailing dot and IDNA mapping
+    (``_name_forms``). Linear in the header's length.
     """
-    ours = authserv_id.lower().rstrip(".")
+    ours = _name_forms(authserv_id)
     try:
         # Only the part before the first ';' names the authserv-id; parsing a whole
         # 100 KB header of results costs authres seconds, on IPv4 mail too.
         text = value[:4096]
         parsed = authres.AuthenticationResultsHeader.parse_value(text.split(";", 1)[0] + "; none")
-        if (parsed.authserv_id or "").strip().lower().rstrip(".") == ours:
+        if _name_forms(parsed.authserv_id or "") & ours:
             return True
-    except Exception:   # authres raises many kinds on garbage: the plain reading decides
+    except Exception:   # authres raises many kinds on garbage: the lenient readings decide
         pass
-    return _first_token(value).strip('"').lower().rstrip(".") == ours
+    unquoted = _QUOTE.sub("", value)
+    for comments in ("nested", "flat", "literal"):
+        words = _id_words(unquoted, comments)
+        candidates = {"".join(words)}
+        if words:
+            candidates.add(words[0])
+            if len(words) > 1 and words[-1].isdigit():          # a version: "id 1"
+                candidates.add("".join(words[:-1]))
+        if any(_name_forms(candidate) & ours for candidate in candidates):
+            return True
+    return False
 
 
-def _first_token(text: str) -> str:
-    """The first word outside comments (RFC 5322 CFWS), however long or deeply nested
-    the comments before it; "" if there is none. Linear in the header's length."""
-    pos, depth = 0, 0
-    while pos < len(text):
-        if depth:
-            found = _COMMENT_CHAR.search(text, pos)
-            if found is None:
-                return ""            # an unterminated comment hides nothing
-            char, pos = found.group(), found.end()
-            if char == "\\":
-                pos += 1             # quoted-pair: the next character is literal
-            else:
-                depth += 1 if char == "(" else -1
-        elif text[pos] == "(":
-            depth, pos = 1, pos + 1
-        elif text[pos].isspace():
-            pos = _SPACE.match(text, pos).end()
-        else:
-            token = _TOKEN.match(text, pos)
-            return token.group() if token else ""
-    return ""
+def _id_words(text: str, comments: str) -> list:
+    """The words of TEXT (its quotes already dropped, so a quoted id, blanks and
+    comments inside the quotes included, reads like a bare one) before the first ';'
+    outside comments, backslash escapes undone. COMMENTS says how comments are read:
+    "nested" (RFC 5322), "flat" (one ends at the first ')' not escaped) or "literal"
+    (at the first ')'). An unterminated comment hides the rest."""
+    words, size, pos = [], 0, 0
+    while pos < len(text) and len(words) < _MAX_ID_WORDS and size <= _MAX_ID_TEXT:
+        token = _ID_TOKEN.match(text, pos)
+        kind = token.lastgroup
+        if kind == "end":
+            break
+        if kind == "word":
+            # (a word far over the limit cannot be a name: not unescaped in full)
+            word = _ESCAPE.sub(r"\1", token.group()[:2 * _MAX_ID_TEXT + 2])
+            words.append(word)
+            size += len(word)
+        elif kind == "open":
+            pos = _comment_end(text, pos, comments)
+            if pos < 0:
+                break
+            continue
+        pos = token.end()
+    return words
+
+
+def _comment_end(text: str, pos: int, comments: str) -> int:
+    """Where the comment opening at POS ends, or -1 if it never does; linear, however
+    deep the nesting."""
+    if comments != "nested":
+        found = (_FLAT_COMMENT if comments == "flat" else _LITERAL_COMMENT).match(text, pos)
+        return found.end() if found else -1
+    depth = 0
+    for found in _NESTED_PAREN.finditer(text, pos):
+        char = found.group()
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return found.end()
+    return -1
+
+
+def _name_forms(name: str) -> set:
+    """Forms under which a parser may compare NAME: lower case without blanks,
+    control or format characters and a trailing dot; and its IDNA (UTS #46) A-label
+    form, which maps full-width letters, U+3002 and upper case and drops ignorables."""
+    if len(name) > _MAX_ID_TEXT:
+        return set()
+    name = "".join(ch for ch in name if ch.isprintable() and not ch.isspace())
+    forms = {name.lower().rstrip(".")}
+    try:
+        forms.add(idna.uts46_remap(name, std3_rules=False, transitional=False).lower().rstrip("."))
+        forms.add(idna.encode(name.rstrip("."), uts46=True).decode("ascii").rstrip("."))
+    except (idna.IDNAError, UnicodeError, ValueError):
+        pass
+    forms.discard("")
+    return forms
