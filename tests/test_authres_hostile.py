@@ -130,3 +130,140 @@ def test_our_id_in_any_cfws_or_quoting_is_claimed(before, name, after, version, 
 @given(st.text(max_size=300))
 def test_claims_never_raises(value):
     assert claims_authserv_id(value, OURS) in (True, False)
+
+
+# --- the header we write: values quoted as RFC 8601 allows, parseable, one line -----------------
+
+import re  # noqa: E402
+
+import authres  # noqa: E402
+
+from mx6milter.evidence.auth import (MAX_PVALUE, AuthOutcome, DkimResult,  # noqa: E402
+                                     DmarcResult, SpfResult, render_auth_results)
+
+
+def _outcome(spf=None, dkim=None, dmarc=None):
+    return AuthOutcome(spf=spf or SpfResult("pass", "example.com", "mailfrom", "a@example.com"),
+                       dkim=dkim if dkim is not None else (DkimResult("pass", "example.com", "s1",
+                                                                      "rsa-sha256"),),
+                       dmarc=dmarc or DmarcResult("pass", "example.com", "reject", True, True))
+
+
+def _parse(value):
+    """authres's reading, with and without the field name; they must agree."""
+    assert "\r" not in value and "\n" not in value and value.isascii()
+    parsed = authres.AuthenticationResultsHeader.parse_value(value)
+    named = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
+    assert [str(r) for r in named.results] == [str(r) for r in parsed.results]
+    return parsed
+
+
+def _property(parsed, method, ptype, name):
+    """The one value of ptype.name in the one result of METHOD, as authres returns it."""
+    results = [r for r in parsed.results if r.method == method]
+    assert len(results) == 1
+    values = [p.value for p in results[0].properties if (p.type, p.name) == (ptype, name)]
+    assert len(values) <= 1
+    return values[0] if values else None
+
+
+def _readings(raw):
+    """authres returns a quoted-string's content with its quoted-pairs as written; RFC 8601
+    compares it unescaped. A local-part quoted-string comes back whole, quotes included."""
+    return {raw, re.sub(r"\\(.)", r"\1", raw)} if raw is not None else set()
+
+
+@pytest.mark.parametrize("identity", [
+    "a,b@example.com",
+    '"john smith"@example.com',
+    '"a(b"@example.com',
+    '"a\\"b"@example.com',
+    'x"y@example.com',
+    "a b@example.com",
+    "a..b@example.com",
+    "(comment)a@example.com",
+    "a@b@example.com",
+    "\\@example.com",
+])
+def test_mail_from_needing_quotes_is_quoted_and_read_back_exactly(identity):
+    value = render_auth_results(OURS, _outcome(spf=SpfResult("pass", "example.com", "mailfrom",
+                                                             identity)))
+    parsed = _parse(value)
+    assert [(r.method, r.result) for r in parsed.results] == [
+        ("spf", "pass"), ("dkim", "pass"), ("dmarc", "pass")]
+    raw = _property(parsed, "spf", "smtp", "mailfrom")
+    assert identity in _readings(raw), (identity, value)
+    assert value.count(";") == 3
+
+
+def test_identity_with_a_semicolon_keeps_only_its_domain():
+    # a ';' is never written inside a value (a naive split would find a result there):
+    # RFC 8601 lets the local part go
+    value = render_auth_results(OURS, _outcome(spf=SpfResult(
+        "pass", "example.com", "mailfrom", '"a;dkim=pass header.d=bank.example"@example.com')))
+    assert "smtp.mailfrom=@example.com;" in value and value.count(";") == 3
+    assert _property(_parse(value), "spf", "smtp", "mailfrom") == "@example.com"
+
+
+def test_non_ascii_identities_are_written_with_a_label_domains():
+    value = render_auth_results(OURS, _outcome(spf=SpfResult(
+        "pass", "xn--bcher-kva.example", "mailfrom", "jörg@bücher.example")))
+    assert "smtp.mailfrom=@xn--bcher-kva.example;" in value
+    value = render_auth_results(OURS, _outcome(spf=SpfResult(
+        "pass", "xn--bcher-kva.example", "mailfrom", "joerg@bücher.example")))
+    assert "smtp.mailfrom=joerg@xn--bcher-kva.example;" in value
+    value = render_auth_results(OURS, _outcome(spf=SpfResult(
+        "pass", "xn--bcher-kva.example", "helo", "bücher.example")))
+    assert "smtp.helo=xn--bcher-kva.example;" in value
+
+
+_any_text = st.text(max_size=80)
+_ascii = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+_mixed = st.one_of(_any_text, _ascii)
+_result = st.sampled_from(["pass", "fail", "none", "neutral", "softfail", "temperror",
+                           "permerror", "policy"])
+
+
+def _faithful(text):
+    return bool(text) and text.isascii() and text.isprintable() and ";" not in text \
+        and len(text) <= MAX_PVALUE
+
+
+@settings(max_examples=400, deadline=None)
+@given(mail_from=_mixed, helo=_mixed, null_sender=st.booleans(), spf_result=_result,
+       spf_reason=_mixed, d=_mixed, s=_mixed, a=_mixed, dkim_result=_result, dkim_reason=_mixed,
+       from_domain=_mixed, dmarc_reason=_mixed)
+def test_rendered_header_always_parses_and_keeps_printable_identities(
+        mail_from, helo, null_sender, spf_result, spf_reason, d, s, a, dkim_result,
+        dkim_reason, from_domain, dmarc_reason):
+    scope, identity = ("helo", helo) if null_sender else ("mailfrom", mail_from)
+    value = render_auth_results(OURS, AuthOutcome(
+        spf=SpfResult(spf_result, "", scope, identity, spf_reason),
+        dkim=(DkimResult(dkim_result, d, s, a, dkim_reason),),
+        dmarc=DmarcResult("fail", from_domain, "none", reason=dmarc_reason)))
+    parsed = _parse(value)
+    assert parsed.authserv_id == OURS
+    assert [(r.method, r.result) for r in parsed.results] == [
+        ("spf", spf_result), ("dkim", dkim_result), ("dmarc", "fail")]
+    assert value.count(";") == 3                       # no ';' inside any value
+    raw = _property(parsed, "spf", "smtp", "helo" if null_sender else "mailfrom")
+    if _faithful(identity):
+        assert identity in _readings(raw), (identity, value)
+    raw_s = _property(parsed, "dkim", "header", "s")
+    if _faithful(s):
+        assert s in _readings(raw_s), (s, value)
+    raw_d = _property(parsed, "dkim", "header", "d")
+    if re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", d):   # a domain, as check_dkim gives it
+        assert raw_d == d
+
+
+@settings(max_examples=200, deadline=None)
+@given(reason=_mixed)
+def test_any_reason_is_one_parseable_line(reason):
+    value = render_auth_results(OURS, _outcome(
+        dkim=(DkimResult("permerror", "example.com", "s", "rsa-sha256", reason),),
+        dmarc=DmarcResult("permerror", reason=reason)))
+    parsed = _parse(value)
+    assert [(r.method, r.result) for r in parsed.results] == [
+        ("spf", "pass"), ("dkim", "permerror"), ("dmarc", "permerror")]
+    assert value.count(";") == 3

@@ -506,34 +506,90 @@ def authenticate(budget: Budget, checker: Dmarc, client_ip: str, helo: str, mail
 
 
 def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
-    """The Authentication-Results header value (RFC 8601), built with authres."""
+    """The Authentication-Results header value (RFC 8601): one line of printable ASCII.
+
+    Every identity taken from the session or the message is written as RFC 8601's
+    pvalue allows (``_pvalue``): bare when it is a token or local-part@domain, else a
+    quoted-string, so that a parser reads back exactly the identity. ``;`` never
+    appears inside a value (see ``_pvalue``), so even a naive split at ``;`` finds
+    the results we wrote and nothing else.
+    """
     sp = outcome.spf
-    identity = {"smtp_mailfrom" if sp.scope == "mailfrom" else "smtp_helo": _safe_value(sp.identity)}
-    results = [authres.SPFAuthenticationResult(
-        result=sp.result,
-        result_comment=f"last-resort {sp.last_resort}" if sp.last_resort else None,
-        reason=_safe_reason(sp.reason) if sp.result in ("temperror", "permerror") else None,
-        **{k: v for k, v in identity.items() if v})]
+    comment = f"last-resort {_word(sp.last_resort)}" if sp.last_resort else ""
+    results = [_resinfo("spf", sp.result, comment,
+                        sp.reason if sp.result in ("temperror", "permerror") else "",
+                        [("smtp.mailfrom" if sp.scope == "mailfrom" else "smtp.helo",
+                          _identity(sp))])]
     if not outcome.dkim:
-        results.append(authres.DKIMAuthenticationResult(result="none"))
+        results.append("dkim=none")
     for d in outcome.dkim:
-        results.append(authres.DKIMAuthenticationResult(
-            result=d.result, header_d=_safe_value(d.domain) or None,
-            header_s=_safe_value(d.selector) or None,
-            header_a=_safe_value(d.algorithm) or None,
-            reason=_safe_reason(d.reason) if d.result != "pass" and d.reason else None))
+        results.append(_resinfo("dkim", d.result, "", d.reason if d.result != "pass" else "",
+                                [("header.d", _pvalue(d.domain, last=False)),
+                                 ("header.a", _pvalue(d.algorithm, last=False)),
+                                 ("header.s", _pvalue(d.selector))]))
     dm = outcome.dmarc
-    results.append(authres.dmarc.DMARCAuthenticationResult(
-        result=dm.result, header_from=_safe_value(dm.from_domain) or None,
-        reason=_safe_reason(dm.reason) if dm.reason else None,
-        policy=dm.policy or None))
-    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
-    return header.header_value()
+    results.append(_resinfo("dmarc", dm.result, "", dm.reason,
+                            [("header.from", _pvalue(dm.from_domain, last=False)),
+                             ("policy.dmarc", _pvalue(dm.policy))]))
+    return "; ".join([authserv_id.lower()] + results)
 
 
-def _safe_value(value: str) -> str:
-    # A-R values from hostile input: printable ASCII, no quotes or comment parentheses.
-    return "".join(ch for ch in value if "!" <= ch <= "~" and ch not in '"()\\;')[:200]
+def _resinfo(method: str, result: str, comment: str, reason: str, properties) -> str:
+    """method=result (comment) reason=... ptype.property=pvalue ...; empty values left out."""
+    text = f"{method}={_word(result) or 'permerror'}"
+    if comment:
+        text += f" ({comment})"
+    reason = _safe_reason(reason)
+    if reason:
+        text += " reason=" + (reason if _RFC2045_TOKEN.fullmatch(reason) else f'"{reason}"')
+    return text + "".join(f" {name}={value}" for name, value in properties if value)
+
+
+def _identity(sp: SpfResult) -> str:
+    """The SPF identity as a pvalue: the MAIL FROM address or the HELO name as given if
+    it can be written faithfully; else with its domain in A-label form; else only
+    ``@domain`` (RFC 8601 lets the local part go) or, for HELO, the A-label name."""
+    written = _pvalue(sp.identity)
+    if written or not sp.domain:
+        return written
+    if sp.scope == "mailfrom":
+        local = sp.identity.rpartition("@")[0]
+        return (_pvalue(f"{local}@{sp.domain}") if local else "") or _pvalue("@" + sp.domain)
+    return _pvalue(sp.domain)
+
+
+# RFC 2045 token; RFC 5322 dot-atom; a quoted-string (qtext, blanks, quoted-pairs).
+_RFC2045_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_BARE_PVALUE = re.compile(rf'(?:(?:{_DOT_ATOM}|"(?:[ \x21\x23-\x5b\x5d-\x7e]|\\[ -~])*")?@)?'
+                          rf"{_DOT_ATOM}")
+# RFC 5321 limits a path to 256 octets; anything longer is not an address.
+MAX_PVALUE = 320
+
+
+def _pvalue(value: str, last: bool = True) -> str:
+    """VALUE as an RFC 8601 pvalue, or "" if it cannot be written faithfully.
+
+    Bare when it is a token or [local-part]@domain (a quoted local part included);
+    otherwise, if LAST (the property ends its result: authres reads a quoted-string
+    value only there), a quoted-string of the whole value with '"' and '\\'
+    escaped. Never written: a value with ';' (a naive parser would split the result
+    there, and a hostile sender could make it read "dkim=pass"), with characters
+    other than printable ASCII, or longer than MAX_PVALUE.
+    """
+    if not value or len(value) > MAX_PVALUE or ";" in value or \
+            not all(" " <= ch <= "~" for ch in value):
+        return ""
+    if _BARE_PVALUE.fullmatch(value) or _RFC2045_TOKEN.fullmatch(value):
+        return value
+    if not last:
+        return ""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _word(value: str) -> str:
+    """A result or policy keyword: letters, digits and '-' only."""
+    return value if re.fullmatch(r"[A-Za-z0-9-]+", value or "") else ""
 
 
 def _safe_reason(value: str) -> str:
