@@ -267,3 +267,77 @@ def test_any_reason_is_one_parseable_line(reason):
     assert [(r.method, r.result) for r in parsed.results] == [
         ("spf", "pass"), ("dkim", "permerror"), ("dmarc", "permerror")]
     assert value.count(";") == 3
+
+
+# --- a message with very many DKIM signatures -------------------------------------------------
+
+from mx6milter.evidence.auth import (MAX_AUTH_RESULTS_DKIM,  # noqa: E402
+                                     MAX_AUTH_RESULTS_LENGTH, MAX_DKIM_SIGNATURES)
+
+# libmilter refuses a header whose "name\0value\0" exceeds MILTER_MAX_DATA_SIZE
+LIBMILTER_MAX_DATA_SIZE = 65535
+
+
+def _many_signatures(count, verified=MAX_DKIM_SIGNATURES):
+    checked = [DkimResult("pass" if i % 2 else "fail", f"d{i}.example.com", f"s{i}",
+                          "rsa-sha256", "" if i % 2 else "body hash mismatch")
+               for i in range(verified)]
+    skipped = [DkimResult("policy", reason=f"more than {MAX_DKIM_SIGNATURES} signatures, "
+                                           "not verified") for _ in range(count - verified)]
+    return tuple(checked + skipped)
+
+
+def test_1100_signatures_make_a_bounded_header_that_parses():
+    value = render_auth_results(OURS, _outcome(dkim=_many_signatures(1100)))
+    assert len(value) <= MAX_AUTH_RESULTS_LENGTH < LIBMILTER_MAX_DATA_SIZE // 4
+    assert len(b"Authentication-Results\0 " + value.encode() + b"\0") < LIBMILTER_MAX_DATA_SIZE
+    parsed = _parse(value)
+    dkim = [r for r in parsed.results if r.method == "dkim"]
+    assert len(dkim) == MAX_AUTH_RESULTS_DKIM + 1
+    # every verified signature is listed, in order, then one result counting the rest
+    assert [r.header_d for r in dkim[:-1]] == [f"d{i}.example.com" for i in range(10)]
+    assert (dkim[-1].result, dkim[-1].reason) == ("policy", "1090 more signatures, not verified")
+    assert [r.method for r in parsed.results] == ["spf"] + ["dkim"] * 11 + ["dmarc"]
+
+
+def test_verified_signatures_come_first_when_unverified_ones_precede_them():
+    skipped = DkimResult("policy", reason="message over max_message_size, not verified")
+    signatures = (skipped,) * 20 + (DkimResult("pass", "example.com", "s", "rsa-sha256"),)
+    parsed = _parse(render_auth_results(OURS, _outcome(dkim=signatures)))
+    dkim = [r for r in parsed.results if r.method == "dkim"]
+    assert (dkim[0].result, dkim[0].header_d) == ("pass", "example.com")
+    assert len(dkim) == MAX_AUTH_RESULTS_DKIM + 1
+    assert dkim[-1].reason == "11 more signatures, not verified"
+
+
+def test_up_to_the_cap_every_signature_is_listed_without_a_summary():
+    value = render_auth_results(OURS, _outcome(dkim=_many_signatures(MAX_AUTH_RESULTS_DKIM)))
+    assert value.count("dkim=") == MAX_AUTH_RESULTS_DKIM and "more signatures" not in value
+
+
+def test_long_hostile_values_list_fewer_results_and_count_them_all():
+    long = "x" * 300
+    signatures = tuple(DkimResult("permerror", long + ".example", long, long, long)
+                       for _ in range(MAX_DKIM_SIGNATURES))
+    identity = '"' + "y" * 250 + '"@' + "z" * 60 + ".example"
+    value = render_auth_results(OURS, _outcome(
+        spf=SpfResult("permerror", "example.com", "mailfrom", identity, long),
+        dkim=signatures * 30, dmarc=DmarcResult("permerror", long, reason=long)))
+    assert len(value) <= MAX_AUTH_RESULTS_LENGTH
+    parsed = _parse(value)
+    dkim = [r for r in parsed.results if r.method == "dkim"]
+    listed = len(dkim) - 1
+    assert 1 <= listed <= MAX_AUTH_RESULTS_DKIM
+    assert dkim[-1].reason == f"{300 - listed} more signatures, not listed"
+
+
+@settings(max_examples=50, deadline=None)
+@given(count=st.integers(0, 1500), text=_mixed)
+def test_any_number_of_signatures_stays_bounded(count, text):
+    signatures = tuple(DkimResult("policy" if i >= MAX_DKIM_SIGNATURES else "permerror",
+                                  text, text, text, text) for i in range(count))
+    value = render_auth_results(OURS, _outcome(dkim=signatures))
+    assert len(value) <= MAX_AUTH_RESULTS_LENGTH
+    parsed = _parse(value)
+    assert len([r for r in parsed.results if r.method == "dkim"]) == \
+        (1 if count == 0 else min(count, MAX_AUTH_RESULTS_DKIM + (count > MAX_AUTH_RESULTS_DKIM)))

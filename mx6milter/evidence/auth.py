@@ -512,7 +512,9 @@ def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
     pvalue allows (``_pvalue``): bare when it is a token or local-part@domain, else a
     quoted-string, so that a parser reads back exactly the identity. ``;`` never
     appears inside a value (see ``_pvalue``), so even a naive split at ``;`` finds
-    the results we wrote and nothing else.
+    the results we wrote and nothing else. At most MAX_AUTH_RESULTS_DKIM DKIM results
+    are listed, verified ones first, then one ``dkim=policy`` counting the rest; the
+    whole stays within MAX_AUTH_RESULTS_LENGTH, far below libmilter's limit.
     """
     sp = outcome.spf
     comment = f"last-resort {_word(sp.last_resort)}" if sp.last_resort else ""
@@ -520,18 +522,39 @@ def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
                         sp.reason if sp.result in ("temperror", "permerror") else "",
                         [("smtp.mailfrom" if sp.scope == "mailfrom" else "smtp.helo",
                           _identity(sp))])]
-    if not outcome.dkim:
-        results.append("dkim=none")
-    for d in outcome.dkim:
-        results.append(_resinfo("dkim", d.result, "", d.reason if d.result != "pass" else "",
-                                [("header.d", _pvalue(d.domain, last=False)),
-                                 ("header.a", _pvalue(d.algorithm, last=False)),
-                                 ("header.s", _pvalue(d.selector))]))
     dm = outcome.dmarc
-    results.append(_resinfo("dmarc", dm.result, "", dm.reason,
+    dmarc_result = _resinfo("dmarc", dm.result, "", dm.reason,
                             [("header.from", _pvalue(dm.from_domain, last=False)),
-                             ("policy.dmarc", _pvalue(dm.policy))]))
-    return "; ".join([authserv_id.lower()] + results)
+                             ("policy.dmarc", _pvalue(dm.policy))])
+    # The verified signatures first (a stable sort keeps their order), at most
+    # MAX_AUTH_RESULTS_DKIM of them, then one result counting the rest.
+    signatures = sorted(outcome.dkim, key=lambda d: d.result == "policy")
+    dkim_results = [_resinfo("dkim", d.result, "", d.reason if d.result != "pass" else "",
+                             [("header.d", _pvalue(d.domain, last=False)),
+                              ("header.a", _pvalue(d.algorithm, last=False)),
+                              ("header.s", _pvalue(d.selector))])
+                    for d in signatures[:MAX_AUTH_RESULTS_DKIM]] or ["dkim=none"]
+    while True:
+        shown = len(dkim_results) if outcome.dkim else 0
+        hidden = signatures[shown:]
+        summary = []
+        if hidden:
+            unverified = all(d.result == "policy" for d in hidden)
+            summary = [_resinfo("dkim", "policy", "", f"{len(hidden)} more signatures, "
+                                f"{'not verified' if unverified else 'not listed'}", [])]
+        value = "; ".join([authserv_id.lower()] + results + dkim_results + summary + [dmarc_result])
+        if len(value) <= MAX_AUTH_RESULTS_LENGTH or not shown:
+            return value
+        dkim_results.pop()          # hostile long values: fewer listed, all counted
+
+
+# libmilter refuses a header (smfi_addheader/smfi_insheader fail, pymilter raises) when
+# its name and value, each with a NUL, exceed MILTER_MAX_DATA_SIZE, 65,535 bytes
+# (mi_wr_cmd in libmilter/comm.c; only a larger size negotiated with the MTA raises it).
+# A message with 1,100 DKIM signatures made a 66 KB header: BUG, 451 4.3.0. The header
+# we add lists at most this many DKIM results and stays far below the limit.
+MAX_AUTH_RESULTS_DKIM = MAX_DKIM_SIGNATURES
+MAX_AUTH_RESULTS_LENGTH = 8192
 
 
 def _resinfo(method: str, result: str, comment: str, reason: str, properties) -> str:
