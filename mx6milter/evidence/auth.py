@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import authres
 import authres.dmarc
 import dkim
+import idna
 import spf
 from publicsuffixlist import PublicSuffixList
 
@@ -536,34 +537,113 @@ def authenticate(budget: Budget, checker: Dmarc, client_ip: str, helo: str, mail
 
 
 def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
-    """The Authentication-Results header value (RFC 8601), built with authres."""
+    """The Authentication-Results header value (RFC 8601): one line of printable ASCII.
+
+    Every identity taken from the session or the message is written as RFC 8601's
+    pvalue allows (``_pvalue``): bare when it is a token or local-part@domain, else a
+    quoted-string, so that a parser reads back exactly the identity. ``;`` never
+    appears inside a value (see ``_pvalue``), so even a naive split at ``;`` finds
+    the results we wrote and nothing else. At most MAX_AUTH_RESULTS_DKIM DKIM results
+    are listed, verified ones first, then one ``dkim=policy`` counting the rest; the
+    whole stays within MAX_AUTH_RESULTS_LENGTH, far below libmilter's limit.
+    """
     sp = outcome.spf
-    identity = {"smtp_mailfrom" if sp.scope == "mailfrom" else "smtp_helo": _safe_value(sp.identity)}
-    results = [authres.SPFAuthenticationResult(
-        result=sp.result,
-        result_comment=f"last-resort {sp.last_resort}" if sp.last_resort else None,
-        reason=_safe_reason(sp.reason) if sp.result in ("temperror", "permerror") else None,
-        **{k: v for k, v in identity.items() if v})]
-    if not outcome.dkim:
-        results.append(authres.DKIMAuthenticationResult(result="none"))
-    for d in outcome.dkim:
-        results.append(authres.DKIMAuthenticationResult(
-            result=d.result, header_d=_safe_value(d.domain) or None,
-            header_s=_safe_value(d.selector) or None,
-            header_a=_safe_value(d.algorithm) or None,
-            reason=_safe_reason(d.reason) if d.result != "pass" and d.reason else None))
+    comment = f"last-resort {_word(sp.last_resort)}" if sp.last_resort else ""
+    results = [_resinfo("spf", sp.result, comment,
+                        sp.reason if sp.result in ("temperror", "permerror") else "",
+                        [("smtp.mailfrom" if sp.scope == "mailfrom" else "smtp.helo",
+                          _identity(sp))])]
     dm = outcome.dmarc
-    results.append(authres.dmarc.DMARCAuthenticationResult(
-        result=dm.result, header_from=_safe_value(dm.from_domain) or None,
-        reason=_safe_reason(dm.reason) if dm.reason else None,
-        policy=dm.policy or None))
-    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
-    return header.header_value()
+    dmarc_result = _resinfo("dmarc", dm.result, "", dm.reason,
+                            [("header.from", _pvalue(dm.from_domain, last=False)),
+                             ("policy.dmarc", _pvalue(dm.policy))])
+    # The verified signatures first (a stable sort keeps their order), at most
+    # MAX_AUTH_RESULTS_DKIM of them, then one result counting the rest.
+    signatures = sorted(outcome.dkim, key=lambda d: d.result == "policy")
+    dkim_results = [_resinfo("dkim", d.result, "", d.reason if d.result != "pass" else "",
+                             [("header.d", _pvalue(d.domain, last=False)),
+                              ("header.a", _pvalue(d.algorithm, last=False)),
+                              ("header.s", _pvalue(d.selector))])
+                    for d in signatures[:MAX_AUTH_RESULTS_DKIM]] or ["dkim=none"]
+    while True:
+        shown = len(dkim_results) if outcome.dkim else 0
+        hidden = signatures[shown:]
+        summary = []
+        if hidden:
+            unverified = all(d.result == "policy" for d in hidden)
+            summary = [_resinfo("dkim", "policy", "", f"{len(hidden)} more signatures, "
+                                f"{'not verified' if unverified else 'not listed'}", [])]
+        value = "; ".join([authserv_id.lower()] + results + dkim_results + summary + [dmarc_result])
+        if len(value) <= MAX_AUTH_RESULTS_LENGTH or not shown:
+            return value
+        dkim_results.pop()          # hostile long values: fewer listed, all counted
 
 
-def _safe_value(value: str) -> str:
-    # A-R values from hostile input: printable ASCII, no quotes or comment parentheses.
-    return "".join(ch for ch in value if "!" <= ch <= "~" and ch not in '"()\\;')[:200]
+# libmilter refuses a header (smfi_addheader/smfi_insheader fail, pymilter raises) when
+# its name and value, each with a NUL, exceed MILTER_MAX_DATA_SIZE, 65,535 bytes
+# (mi_wr_cmd in libmilter/comm.c; only a larger size negotiated with the MTA raises it).
+# A message with 1,100 DKIM signatures made a 66 KB header: BUG, 451 4.3.0. The header
+# we add lists at most this many DKIM results and stays far below the limit.
+MAX_AUTH_RESULTS_DKIM = MAX_DKIM_SIGNATURES
+MAX_AUTH_RESULTS_LENGTH = 8192
+
+
+def _resinfo(method: str, result: str, comment: str, reason: str, properties) -> str:
+    """method=result (comment) reason=... ptype.property=pvalue ...; empty values left out."""
+    text = f"{method}={_word(result) or 'permerror'}"
+    if comment:
+        text += f" ({comment})"
+    reason = _safe_reason(reason)
+    if reason:
+        text += " reason=" + (reason if _RFC2045_TOKEN.fullmatch(reason) else f'"{reason}"')
+    return text + "".join(f" {name}={value}" for name, value in properties if value)
+
+
+def _identity(sp: SpfResult) -> str:
+    """The SPF identity as a pvalue: the MAIL FROM address or the HELO name as given if
+    it can be written faithfully; else with its domain in A-label form; else only
+    ``@domain`` (RFC 8601 lets the local part go) or, for HELO, the A-label name."""
+    written = _pvalue(sp.identity)
+    if written or not sp.domain:
+        return written
+    if sp.scope == "mailfrom":
+        local = sp.identity.rpartition("@")[0]
+        return (_pvalue(f"{local}@{sp.domain}") if local else "") or _pvalue("@" + sp.domain)
+    return _pvalue(sp.domain)
+
+
+# RFC 2045 token; RFC 5322 dot-atom; a quoted-string (qtext, blanks, quoted-pairs).
+_RFC2045_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_BARE_PVALUE = re.compile(rf'(?:(?:{_DOT_ATOM}|"(?:[ \x21\x23-\x5b\x5d-\x7e]|\\[ -~])*")?@)?'
+                          rf"{_DOT_ATOM}")
+# RFC 5321 limits a path to 256 octets; anything longer is not an address.
+MAX_PVALUE = 320
+
+
+def _pvalue(value: str, last: bool = True) -> str:
+    """VALUE as an RFC 8601 pvalue, or "" if it cannot be written faithfully.
+
+    Bare when it is a token or [local-part]@domain (a quoted local part included);
+    otherwise, if LAST (the property ends its result: authres reads a quoted-string
+    value only there), a quoted-string of the whole value with '"' and '\\'
+    escaped. Never written: a value with ';' (a naive parser would split the result
+    there, and a hostile sender could make it read "dkim=pass"), with characters
+    other than printable ASCII, or longer than MAX_PVALUE.
+    """
+    if not value or len(value) > MAX_PVALUE or ";" in value or \
+            not all(" " <= ch <= "~" for ch in value):
+        return ""
+    if _BARE_PVALUE.fullmatch(value) or _RFC2045_TOKEN.fullmatch(value):
+        return value
+    if not last:
+        return ""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _word(value: str) -> str:
+    """A result or policy keyword: letters, digits and '-' only."""
+    return value if re.fullmatch(r"[A-Za-z0-9-]+", value or "") else ""
 
 
 def _safe_reason(value: str) -> str:
@@ -573,50 +653,115 @@ def _safe_reason(value: str) -> str:
     return " ".join(text.split())[:160]
 
 
-_COMMENT_CHAR = re.compile(r"[()\\]")
-_TOKEN = re.compile(r"[^\s();]+")
-_SPACE = re.compile(r"\s+")
+# Who might read an incoming header as ours. Parsers differ: authres takes a dot-atom;
+# OpenDMARC drops quotes and backslashes and joins "mx. example.org" across the blank;
+# others unquote a quoted-string (RFC 8601), split naively at the first ';', do not
+# nest comments, or compare names after IDNA mapping (U-label and A-label, full-width
+# letters, ideographic full stop). A header any of them would read as ours is ours:
+# removing a stranger's header costs nothing, keeping a forged one lets a later filter
+# trust a forged spf=pass.
+_SEPARATOR = r"[\s\x00-\x1f\x7f)]"           # blanks, controls, a stray ')'
+_PLAIN_COMMENT = r"\([^()\\]*+\)"    # nothing nested or escaped: read alike every way
+_ID_TOKEN = re.compile(rf"(?P<sep>(?:{_SEPARATOR}|{_PLAIN_COMMENT})++)|(?P<end>;)|(?P<open>\()"
+                       r"|(?P<word>(?:\\[^;]|\\|[^\s\x00-\x1f\x7f();\\])++)")  # '\;' ends it too
+_NESTED_PAREN = re.compile(r"\\[\s\S]|[()]")
+_FLAT_COMMENT = re.compile(r"\((?:[^)\\]|\\[\s\S])*+\)")
+_LITERAL_COMMENT = re.compile(r"\([^)]*+\)")    # a backslash escapes nothing in it
+_ESCAPE = re.compile(r"\\([\s\S]?)")
+_QUOTE = re.compile(r'\\?"')        # quotes, escaped ones too
+# Enough for any name with ignorable characters sprinkled in; a longer authserv-id
+# region is no name anyone would compare with ours.
+_MAX_ID_TEXT = 1024
+_MAX_ID_WORDS = 64
 
 
 def claims_authserv_id(value: str, authserv_id: str) -> bool:
     """Whether an incoming Authentication-Results header claims our authserv-id.
 
-    The header counts as ours if either authres's parser or a plain reading
-    of its first token (comments and quotes removed) says so, so garbage
-    cannot hide a claim.
+    True if authres's parser, or any of the lenient readings of ``_id_words``,
+    names an authserv-id that equals ours after unquoting, unescaping, removing
+    comments and blanks, case folding, a trailing dot and IDNA mapping
+    (``_name_forms``). Linear in the header's length.
     """
-    ours = authserv_id.lower().rstrip(".")
+    ours = _name_forms(authserv_id)
     try:
         # Only the part before the first ';' names the authserv-id; parsing a whole
         # 100 KB header of results costs authres seconds, on IPv4 mail too.
         text = value[:4096]
         parsed = authres.AuthenticationResultsHeader.parse_value(text.split(";", 1)[0] + "; none")
-        if (parsed.authserv_id or "").strip().lower().rstrip(".") == ours:
+        if _name_forms(parsed.authserv_id or "") & ours:
             return True
-    except Exception:   # authres raises many kinds on garbage: the plain reading decides
+    except Exception:   # authres raises many kinds on garbage: the lenient readings decide
         pass
-    return _first_token(value).strip('"').lower().rstrip(".") == ours
+    unquoted = _QUOTE.sub("", value)
+    for comments in ("nested", "flat", "literal"):
+        words = _id_words(unquoted, comments)
+        candidates = {"".join(words)}
+        if words:
+            candidates.add(words[0])
+            if len(words) > 1 and words[-1].isdigit():          # a version: "id 1"
+                candidates.add("".join(words[:-1]))
+        if any(_name_forms(candidate) & ours for candidate in candidates):
+            return True
+    return False
 
 
-def _first_token(text: str) -> str:
-    """The first word outside comments (RFC 5322 CFWS), however long or deeply nested
-    the comments before it; "" if there is none. Linear in the header's length."""
-    pos, depth = 0, 0
-    while pos < len(text):
-        if depth:
-            found = _COMMENT_CHAR.search(text, pos)
-            if found is None:
-                return ""            # an unterminated comment hides nothing
-            char, pos = found.group(), found.end()
-            if char == "\\":
-                pos += 1             # quoted-pair: the next character is literal
-            else:
-                depth += 1 if char == "(" else -1
-        elif text[pos] == "(":
-            depth, pos = 1, pos + 1
-        elif text[pos].isspace():
-            pos = _SPACE.match(text, pos).end()
-        else:
-            token = _TOKEN.match(text, pos)
-            return token.group() if token else ""
-    return ""
+def _id_words(text: str, comments: str) -> list:
+    """The words of TEXT (its quotes already dropped, so a quoted id, blanks and
+    comments inside the quotes included, reads like a bare one) before the first ';'
+    outside comments, backslash escapes undone. COMMENTS says how comments are read:
+    "nested" (RFC 5322), "flat" (one ends at the first ')' not escaped) or "literal"
+    (at the first ')'). An unterminated comment hides the rest."""
+    words, size, pos = [], 0, 0
+    while pos < len(text) and len(words) < _MAX_ID_WORDS and size <= _MAX_ID_TEXT:
+        token = _ID_TOKEN.match(text, pos)
+        kind = token.lastgroup
+        if kind == "end":
+            break
+        if kind == "word":
+            # (a word far over the limit cannot be a name: not unescaped in full)
+            word = _ESCAPE.sub(r"\1", token.group()[:2 * _MAX_ID_TEXT + 2])
+            words.append(word)
+            size += len(word)
+        elif kind == "open":
+            pos = _comment_end(text, pos, comments)
+            if pos < 0:
+                break
+            continue
+        pos = token.end()
+    return words
+
+
+def _comment_end(text: str, pos: int, comments: str) -> int:
+    """Where the comment opening at POS ends, or -1 if it never does; linear, however
+    deep the nesting."""
+    if comments != "nested":
+        found = (_FLAT_COMMENT if comments == "flat" else _LITERAL_COMMENT).match(text, pos)
+        return found.end() if found else -1
+    depth = 0
+    for found in _NESTED_PAREN.finditer(text, pos):
+        char = found.group()
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return found.end()
+    return -1
+
+
+def _name_forms(name: str) -> set:
+    """Forms under which a parser may compare NAME: lower case without blanks,
+    control or format characters and a trailing dot; and its IDNA (UTS #46) A-label
+    form, which maps full-width letters, U+3002 and upper case and drops ignorables."""
+    if len(name) > _MAX_ID_TEXT:
+        return set()
+    name = "".join(ch for ch in name if ch.isprintable() and not ch.isspace())
+    forms = {name.lower().rstrip(".")}
+    try:
+        forms.add(idna.uts46_remap(name, std3_rules=False, transitional=False).lower().rstrip("."))
+        forms.add(idna.encode(name.rstrip("."), uts46=True).decode("ascii").rstrip("."))
+    except (idna.IDNAError, UnicodeError, ValueError):
+        pass
+    forms.discard("")
+    return forms

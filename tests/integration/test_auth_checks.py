@@ -306,3 +306,21 @@ def test_signatures_beyond_the_cap_are_reported_not_verified(budget, dkim_keys, 
     assert [r.result for r in results[:MAX_DKIM_SIGNATURES]] == ["permerror"] * MAX_DKIM_SIGNATURES
     assert {r.result for r in results[MAX_DKIM_SIGNATURES:]} == {"policy"}
     assert dns_server.query_count() - before == MAX_DKIM_SIGNATURES
+
+
+def test_a_message_with_1100_signatures_gets_a_bounded_header(budget, dkim_keys):
+    # 1,100 DKIM-Signature fields made a 66 KB Authentication-Results, over libmilter's
+    # 65,535-byte limit for a header: BUG and 451 4.3.0 for a whitelisted message
+    import authres
+    from mx6milter.evidence.auth import MAX_AUTH_RESULTS_LENGTH, AuthOutcome, SpfResult
+    signed = dkim_keys.sign(message(), "example.com", "rsa")
+    assert signed.startswith(b"DKIM-Signature:")
+    signature = signed[:signed.index(b"\r\nFrom:") + 2]          # the field, folded lines and all
+    results = check_dkim(budget, signature * 1099 + signed)
+    assert len(results) == 1100
+    value = render_auth_results("mx.example.org", AuthOutcome(SpfResult("none"), results))
+    assert len(value) <= MAX_AUTH_RESULTS_LENGTH
+    parsed = authres.AuthenticationResultsHeader.parse_value(value)
+    dkim = [r for r in parsed.results if r.method == "dkim"]
+    assert [r.result for r in dkim] == ["pass"] * 10 + ["policy"]
+    assert dkim[-1].reason == "1090 more signatures, not verified"

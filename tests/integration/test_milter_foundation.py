@@ -103,6 +103,21 @@ def test_forged_verdict_removed_over_ipv4_too(evaluator_factory):
     assert result.added == []
 
 
+def test_disguised_forgeries_of_our_auth_results_removed_over_ipv4(evaluator_factory):
+    # quoted with a quoted-pair; folded, quoted, escaped, with a trailing dot and version;
+    # a full-width letter (IDNA maps it to "l"):
+    # each names "localhost" for some mainstream parser, so each goes
+    forged = (b'Authentication-Results: "local\\host"; spf=pass smtp.mailfrom=a@bank.example\r\n'
+              b"Authentication-Results: other.example; spf=pass\r\n"
+              b'Authentication-Results:\r\n (forged)\r\n\t"LOCAL\\HOST."(x)1; dkim=pass\r\n'
+              b"Authentication-Results: \xef\xbd\x8cocalhost; dkim=pass\r\n")
+    result = run_milter(evaluator_factory(), forged + MESSAGE, client_ip="192.0.2.10")
+    assert result.rc == Milter.ACCEPT
+    assert result.changed == [("Authentication-Results", 4, ""), ("Authentication-Results", 3, ""),
+                              ("Authentication-Results", 1, "")]
+    assert result.added == []
+
+
 def test_authenticated_submission_and_trusted_networks_bypass(evaluator_factory):
     evaluator = evaluator_factory("[policy]\ntrusted_networks = 2001:db8:7::/48\n")
     by_auth = run_milter(evaluator, MESSAGE, client_ip="2001:db8:99::1",
