@@ -98,7 +98,7 @@ from mx6milter.service import build_evaluator  # noqa: E402
 
 from servers import free_port, wait_for  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin-pw-for-the-tests"
 PASSWORDS = {"MILTER-PASSWORD": "milter-pw-for-the-tests", "CTL-PASSWORD": "ctl-pw-for-the-tests"}
 
