@@ -52,9 +52,7 @@ def domain_to_ascii(domain: str, underscore: bool = False) -> str:
 
 def split_address(address: str) -> tuple:
     """(local part, domain as given); raises AddressError."""
-    address = address.strip()
-    if address.startswith("<") and address.endswith(">"):
-        address = address[1:-1]
+    address = strip_brackets(address)
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise AddressError(f"{address[:100]!r}: expected local-part@domain")

@@ -20,7 +20,7 @@ import idna
 import spf
 from publicsuffixlist import PublicSuffixList
 
-from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses
+from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, strip_brackets
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
 from .dmarc_record import is_dmarc_record, parse_record
@@ -187,9 +187,7 @@ def _spf_sender(mail_from: str) -> tuple:
     RFC 7208 suite's "Macro Error@..."); control characters, '<', '>',
     undecodable bytes or more than 64 characters make the address unusable.
     """
-    address = mail_from.strip()
-    if address.startswith("<") and address.endswith(">"):
-        address = address[1:-1]
+    address = strip_brackets(mail_from)
     local, at, raw_domain = address.rpartition("@")
     if not at or not raw_domain:
         raise AddressError(f"{address[:100]!r}: expected local-part@domain")

@@ -25,6 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from ..addresses import domain_suffixes
 from ..dns import DnsTempError
 from .history import History, HistoryRecorder
 from ..model import Finding, Findings
@@ -37,12 +38,6 @@ MAX_PTR_NAMES = 5        # a hostile reverse zone may list hundreds
 def _clean(name: str) -> str:
     """A DNS name as it may appear in logs and headers."""
     return re.sub(r"[^a-z0-9._-]", "_", name.lower())[:255]
-
-
-def parent_domains(name: str) -> list:
-    """'mta1.mail.example.com' -> ['mta1.mail.example.com', 'mail.example.com', 'example.com']."""
-    labels = name.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
 def reverse_name(address: ipaddress.IPv6Address) -> str:
@@ -126,7 +121,7 @@ class Greenlist:
         if section.asn:
             queries["asn"] = prefixes
         if section.mishandle4xx:
-            domains = sorted({d for name in names for d in parent_domains(name)})
+            domains = sorted({d for name in names for d in domain_suffixes(name)})
             queries["mishandle4xx"] = prefixes + [("", d) for d in domains]
         domain = auth.dmarc.from_domain if section.history else ""
         if domain:
