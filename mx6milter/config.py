@@ -277,7 +277,10 @@ class PolicySection:
     authserv_id: str = _opt(_domain_name, "localhost")
     trusted_networks: tuple = _opt(_networks, "")
     defensive_code: str = _opt(_reply_code("4"), "451")
-    defensive_status: str = _opt(_status_code("4"), "4.7.1")
+    defensive_status: str = _opt(_status_code("4"), "4.7.1")          # authenticated, no evidence
+    defensive_status_unauthenticated: str = _opt(_status_code("4"), "4.7.26")  # no SPF/DKIM pass
+    defensive_status_dns: str = _opt(_status_code("4"), "4.4.3")      # DNS failed or too slow
+    defensive_status_redis: str = _opt(_status_code("4"), "4.3.0")    # Redis could not be read
     defensive_text: str = _opt(
         _reply_text, "Not accepted over IPv6 from this sender; please retry over IPv4"
     )
@@ -314,6 +317,7 @@ def _non_negative_int(value: str) -> int:
 class GreenlistSection:
     """The weaker signals: each switchable; min_signals of them greenlist a message."""
     fcrdns: bool = _opt(_bool, "yes")
+    baseline: bool = _opt(_bool, "no")         # FCrDNS and an SPF or DKIM pass (Gmail's minimum)
     networks: bool = _opt(_bool, "yes")
     asn: bool = _opt(_bool, "yes")
     mishandle4xx: bool = _opt(_bool, "yes")
@@ -325,8 +329,28 @@ class GreenlistSection:
     history_queue_size: int = _opt(_size, "64M")
 
     def enabled_signals(self) -> tuple:
-        return tuple(name for name in ("fcrdns", "networks", "asn", "mishandle4xx", "history")
-                     if getattr(self, name))
+        return tuple(name for name in ("fcrdns", "baseline", "networks", "asn", "mishandle4xx",
+                                       "history") if getattr(self, name))
+
+
+def _zones(value: str) -> tuple:
+    return tuple(dict.fromkeys(_domain_name(item) for item in value.replace(",", " ").split()))
+
+
+def _trust(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 4:
+        raise ValueError("expected a trust level from 0 to 3 (4: never)")
+    return number
+
+
+@dataclass(frozen=True)
+class DnswlSection:
+    """DNS whitelists: RFC 5782 queries, dnswl.org's 127.0.x.y answers (y the trust)."""
+    zones: tuple = _opt(_zones, "")              # IP zones, e.g. list.dnswl.org; empty: off
+    domain_zones: tuple = _opt(_zones, "")       # domain zones for DKIM d=, e.g. dwl.dnswl.org
+    whitelist_trust: int = _opt(_trust, "2")
+    greenlist_trust: int = _opt(_trust, "1")
 
 
 @dataclass(frozen=True)
@@ -345,6 +369,7 @@ class Config:
     dns: DnsSection = field(default_factory=DnsSection)
     addressbook: AddressbookSection = field(default_factory=AddressbookSection)
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
+    dnswl: DnswlSection = field(default_factory=DnswlSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 
@@ -412,6 +437,8 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
     enabled = len(config.greenlist.enabled_signals())
+    dnswl = config.dnswl
+    enabled += bool((dnswl.zones or dnswl.domain_zones) and dnswl.greenlist_trust <= 3)
     if 0 < enabled < config.greenlist.min_signals:
         raise ConfigError(f"{config.path}: [greenlist] min_signals ({config.greenlist.min_signals}) "
                           f"exceeds the {enabled} signals switched on; nothing could be greenlisted")

@@ -1,8 +1,8 @@
 """Session + Message -> Evidence -> Decision. Used by the milter and by ``mx6ctl explain``.
 
 The evidence sources run in one visible order (``gather``): authentication
-(DNS), the whitelists and the greenlist (their Redis queries joined into one
-round trip), then the pure decision."""
+(DNS), the DNS whitelists, the whitelists and the greenlist (their Redis queries
+joined into one round trip), then the pure decision."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +14,7 @@ from .dns import Resolver
 from .evidence import whitelist
 from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
                             authenticated_identities, render_auth_results)
+from .evidence.dnswl import Dnswl, Listing
 from .evidence.greenlist import Greenlist
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
@@ -38,6 +39,7 @@ class Evaluator:
         self.resolver = resolver
         self.dmarc = dmarc or Dmarc()
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
+        self.dnswl = Dnswl(config.dnswl)
 
     def evaluate(self, session: Session, message: Message,
                  session_class: SessionClass | None = None) -> Outcome:
@@ -64,7 +66,9 @@ class Evaluator:
                             from_values, message.raw, message.truncated,
                             self.config.policy.spf_last_resort)
         identities = authenticated_identities(auth)
-        failures = ["dns-unavailable"] if auth.temp_errors else []
+        listing = (self.dnswl.check(budget, address, auth.dkim_pass_domains)
+                   if self.dnswl.enabled else Listing())
+        failures = ["dns-unavailable"] if auth.temp_errors or listing.temperror else []
 
         white = whitelist.prepare(self.store, address, session, auth, identities,
                                   self.config.addressbook.fold_local_part,
@@ -79,13 +83,15 @@ class Evaluator:
         found = auth_findings(address, auth) + white.skipped
         if answers is None:
             found += Findings((Finding("redis", "unavailable"),))
-            whitelisted = Findings()
+            whitelisted = listing.findings
         else:
-            whitelisted = white.conclude(answers)
-        greenlisted = green.conclude(answers)
+            whitelisted = listing.findings + white.conclude(answers)
+        greenlisted = green.conclude(answers, listing.signals)
         evidence = Evidence(SessionClass.IPV6, whitelist=whitelisted.evidence,
                             greenlist=greenlisted.evidence,
                             checks=(found + whitelisted + greenlisted).checks,
                             failures=tuple(failures),
-                            auth_results=render_auth_results(self.config.policy.authserv_id, auth))
+                            auth_results=render_auth_results(self.config.policy.authserv_id, auth,
+                                                             listing.results),
+                            authenticated=bool(identities["dkim"] or identities["spf"]))
         return evidence, auth, identities

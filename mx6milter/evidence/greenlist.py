@@ -4,6 +4,9 @@ Signals (each switchable in ``[greenlist]``), as Finding kinds:
 
 ``fcrdns``        the client's PTR name resolves back to the client address
                   (AAAA) and the HELO name is that name
+``baseline``      the industry's IPv6 minimum (Gmail, Microsoft): a forward-confirmed
+                  PTR name (any, HELO aside) and an SPF pass (MAIL FROM, or HELO
+                  for the null sender) or a DKIM pass (any d=)
 ``network``       the client is inside a greenlisted network (Redis kind ``green``)
 ``asn``           the longest prefix holding the client in the prefix-to-ASN table
                   (kind ``asn``) originates from ASNs on the ASN greenlist
@@ -26,12 +29,12 @@ import time
 from dataclasses import dataclass
 
 from ..addresses import domain_suffixes
-from ..dns import DnsTempError
+from ..dns import DnsTempError, reverse_nibbles
 from .history import History, HistoryRecorder
 from ..model import Finding, Findings
 from ..prefixes import field_to_network, ip_candidates
 
-SIGNALS = ("fcrdns", "network", "asn", "mishandle4xx", "history")
+SIGNALS = ("fcrdns", "baseline", "network", "asn", "mishandle4xx", "history")
 MAX_PTR_NAMES = 5        # a hostile reverse zone may list hundreds
 
 
@@ -41,9 +44,8 @@ def _clean(name: str) -> str:
 
 
 def reverse_name(address: ipaddress.IPv6Address) -> str:
-    """'2001:db8::1' -> '1.0.0.0...8.b.d.0.1.0.0.2.ip6.arpa.', without dnspython's
-    Name machinery, which cost more than the cached lookup itself on every message."""
-    return ".".join(reversed(f"{int(address):032x}")) + ".ip6.arpa."
+    """'2001:db8::1' -> '1.0.0.0...8.b.d.0.1.0.0.2.ip6.arpa.'"""
+    return reverse_nibbles(address) + ".ip6.arpa."
 
 
 def check_fcrdns(budget, address: ipaddress.IPv6Address, helo: str) -> tuple:
@@ -75,6 +77,21 @@ def check_fcrdns(budget, address: ipaddress.IPv6Address, helo: str) -> tuple:
         return Finding("fcrdns", "pass", _clean(helo_name)), tuple(confirmed)
     return (Finding("fcrdns", "helo-mismatch", f"ptr={_clean(confirmed[0])} helo={_clean(helo_name)}"),
             tuple(confirmed))
+
+
+def check_baseline(fcrdns: Finding, names: tuple, auth) -> Finding:
+    """The ``baseline`` signal from the FCrDNS check's result and the authentication."""
+    if not names:
+        if fcrdns.result == "temperror":
+            return Finding("baseline", "temperror", "PTR or its forward lookup failed")
+        return Finding("baseline", "miss", "no forward-confirmed PTR")
+    ptr = f"ptr={_clean(names[0])}"
+    if auth.spf.result == "pass":
+        return Finding("baseline", "pass", f"{ptr} spf={_clean(auth.spf.domain)}")
+    dkim = sorted(auth.dkim_pass_domains)
+    if dkim:
+        return Finding("baseline", "pass", f"{ptr} dkim={_clean(dkim[0])}")
+    return Finding("baseline", "miss", f"{ptr} but no SPF or DKIM pass")
 
 
 def combine(min_signals: int, found: list) -> tuple:
@@ -111,7 +128,7 @@ class Greenlist:
         """The DNS part, and the Redis queries to add to the decision's one lookup."""
         section = self.section
         fcrdns, names = None, ()
-        if section.fcrdns or section.mishandle4xx:
+        if section.fcrdns or section.mishandle4xx or section.baseline:
             fcrdns, names = check_fcrdns(budget, address, helo)
         prefixes = [("", f) for f in ip_candidates(address)] \
             if section.networks or section.asn or section.mishandle4xx else []
@@ -126,8 +143,9 @@ class Greenlist:
         domain = auth.dmarc.from_domain if section.history else ""
         if domain:
             queries["history"] = History.query(domain)
+        baseline = check_baseline(fcrdns, names, auth) if fcrdns and section.baseline else None
         return Pending(self, queries, fcrdns if section.fcrdns else None, names, domain,
-                       auth.aligned_via if domain else "")
+                       auth.aligned_via if domain else "", baseline)
 
     # --- one signal each, from the lookup's answers ------------------------------
 
@@ -174,16 +192,17 @@ class Pending:
     names: tuple
     domain: str
     via: str
+    baseline: Finding | None = None
 
-    def conclude(self, answers: dict | None) -> Findings:
+    def conclude(self, answers: dict | None, signals: tuple = ()) -> Findings:
         """Every signal's Finding, and the greenlist Findings if they suffice.
 
-        ``answers`` is None when Redis could not be read: only FCrDNS can count then.
+        ``answers`` is None when Redis could not be read: only the DNS-based signals
+        can count then. SIGNALS: passing signals other sources found (a DNS whitelist
+        at greenlist trust), already among their own checks, counted here.
         """
         green = self.greenlist
-        results = []
-        if self.fcrdns is not None:
-            results.append(self.fcrdns)
+        results = [finding for finding in (self.fcrdns, self.baseline) if finding is not None]
         if answers is not None:
             if "green" in self.queries:
                 results.append(green.network_finding(answers["green"]))
@@ -193,7 +212,7 @@ class Pending:
                 results.append(green.mishandle4xx_finding(answers["mishandle4xx"], self.names))
             if "history" in self.queries:
                 results.append(green.history.judge(answers["history"], self.domain, self.via))
-        found = [finding for finding in results if finding.result == "pass"]
+        found = [finding for finding in results if finding.result == "pass"] + list(signals)
         greenlist, note = combine(green.section.min_signals, found)
         if note is not None:
             results.append(note)

@@ -27,8 +27,9 @@ def daemon(request, tmp_path, redis_url, dns_server):
 def test_ipv6_unknown_gets_the_exact_multiline_451(daemon):
     reply = expected_reply(daemon, "2001:db8:99::1")
     first, second = reply.split("\r\n")
-    assert first == "451-4.7.1 Not accepted over IPv6 from this sender; please retry over IPv4"
-    assert second.startswith(f"451 4.7.1 Authentication-Results: {AUTHSERV}; spf=fail")
+    # nothing authenticated (spf=fail, no signature): RFC 7372's 4.7.26
+    assert first == "451-4.7.26 Not accepted over IPv6 from this sender; please retry over IPv4"
+    assert second.startswith(f"451 4.7.26 Authentication-Results: {AUTHSERV}; spf=fail")
     miltertest("ipv6_fallback.lua", daemon.socket, CLIENT="2001:db8:99::1", REPLY=reply)
 
 

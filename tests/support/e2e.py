@@ -19,7 +19,7 @@ WHITELISTED = "2001:db8:6::e2e"     # inside example.net's SPF (ip6:2001:db8:6::
 UNKNOWN = "2001:db8:99::e2e"        # not whitelisted, outside example.net's SPF
 SOURCES = (WHITELISTED, UNKNOWN)
 AUTHSERV = "mx.example.org"
-FIRST_451 = "4.7.1 Not accepted over IPv6 from this sender; please retry over IPv4"
+FIRST_451 = "4.7.26 Not accepted over IPv6 from this sender; please retry over IPv4"
 MILTER_DOWN = "4.7.1 Service unavailable - try again later"   # Postfix's own, default action
 
 
@@ -28,7 +28,7 @@ MILTER_DOWN = "4.7.1 Service unavailable - try again later"   # Postfix's own, d
 @dataclass
 class Reply:
     code: int
-    lines: list          # text of each reply line without the code, e.g. "4.7.1 ..."
+    lines: list          # text of each reply line without the code, e.g. "4.7.26 ..."
     stage: str           # the SMTP step that answered last: connect, mail, rcpt, data
 
 
