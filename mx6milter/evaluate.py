@@ -93,5 +93,5 @@ class Evaluator:
                             failures=tuple(failures),
                             auth_results=render_auth_results(self.config.policy.authserv_id, auth,
                                                              listing.results),
-                            authenticated=bool(identities["dkim"] or identities["spf"]))
+                            authenticated=bool(auth.dkim_pass_domains or auth.spf_pass_domain))
         return evidence, auth, identities

@@ -601,7 +601,7 @@ def _resinfo(method: str, result: str, comment: str, reason: str, properties) ->
 
 def _dnswl_result(zone) -> str:
     """dnswl=pass (d=DOMAIN) dns.zone=ZONE policy.ip=127.0.x.y policy.txt="..." (RFC 8904)."""
-    comment = f"d={zone.domain}" if _RFC2045_TOKEN.fullmatch(zone.domain) else ""   # no '(' or ')' 
+    comment = f"d={zone.domain}" if _RFC2045_TOKEN.fullmatch(zone.domain) else ""   # no '(' or ')'
     return _resinfo("dnswl", zone.result, comment, zone.reason,
                     [("dns.zone", _pvalue(zone.zone, last=False)),
                      ("policy.ip", _pvalue(zone.ip, last=False)),
