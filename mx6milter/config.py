@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Self
 
+from .addresses import AddressError, domain_to_ascii
+
 MODES = ("defensive", "mx6", "report")
 
 
@@ -182,6 +184,17 @@ def _domain_name(value: str) -> str:
     return value
 
 
+def _domains(value: str) -> tuple:
+    """Mail domains, blank or comma separated, as A-labels (addresses.domain_to_ascii)."""
+    domains = []
+    for item in value.replace(",", " ").split():
+        try:
+            domains.append(domain_to_ascii(item))
+        except AddressError as err:
+            raise ValueError(str(err)) from None
+    return tuple(dict.fromkeys(domains))
+
+
 def _spf_record_or_empty(value: str) -> str:
     if value and not re.fullmatch(r"v=spf1( [\x21-\x7e]+)*", value, re.IGNORECASE):
         raise ValueError("expected an SPF record such as "
@@ -330,6 +343,13 @@ class GreenlistSection:
 
 
 @dataclass(frozen=True)
+class ArcSection:
+    """ARC (RFC 8617): chains sealed last by these domains are verified and trusted."""
+    trusted_sealers: tuple = _opt(_domains, "")     # ARC-Seal d= domains; empty: ARC is not checked
+    greenlist: bool = _opt(_bool, "yes")            # a validated trusted chain is the signal "arc"
+
+
+@dataclass(frozen=True)
 class LogSection:
     destination: str = _opt(_choice("stderr", "syslog"), "stderr")
     level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
@@ -345,6 +365,7 @@ class Config:
     dns: DnsSection = field(default_factory=DnsSection)
     addressbook: AddressbookSection = field(default_factory=AddressbookSection)
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
+    arc: ArcSection = field(default_factory=ArcSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 

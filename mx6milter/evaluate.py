@@ -1,8 +1,8 @@
 """Session + Message -> Evidence -> Decision. Used by the milter and by ``mx6ctl explain``.
 
 The evidence sources run in one visible order (``gather``): authentication
-(DNS), the whitelists and the greenlist (their Redis queries joined into one
-round trip), then the pure decision."""
+(DNS), ARC from trusted sealers (DNS), the whitelists and the greenlist (their
+Redis queries joined into one round trip), then the pure decision."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .config import Config
 from .dns import Resolver
 from .evidence import whitelist
+from .evidence.arc import ArcResult, arc_finding, check_arc, render_arc_results
 from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
                             authenticated_identities, render_auth_results)
 from .evidence.greenlist import Greenlist
@@ -63,13 +64,18 @@ class Evaluator:
         auth = authenticate(budget, self.dmarc, str(address), session.helo, session.mail_from,
                             from_values, message.raw, message.truncated,
                             self.config.policy.spf_last_resort)
+        arc = self.check_arc(budget, message, auth)
         identities = authenticated_identities(auth)
-        failures = ["dns-unavailable"] if auth.temp_errors else []
+        if arc.authenticated:
+            identities["arc"] = [arc.from_domain]
+        failures = ["dns-unavailable"] if auth.temp_errors or arc.result == "temperror" else []
 
         white = whitelist.prepare(self.store, address, session, auth, identities,
                                   self.config.addressbook.fold_local_part,
                                   self.config.milter.max_recipients)
-        green = self.greenlist.prepare(budget, address, session.helo, auth)
+        arc_checks = (arc_finding(arc),) if self.config.arc.trusted_sealers else ()
+        green = self.greenlist.prepare(budget, address, session.helo, auth,
+                                       arc_checks if self.config.arc.greenlist else ())
         try:
             answers = self.store.lookup({**white.queries, **green.queries})   # one round trip
         except StoreUnavailable as err:
@@ -77,6 +83,8 @@ class Evaluator:
             failures.append("redis-unavailable")
             answers = None
         found = auth_findings(address, auth) + white.skipped
+        if not self.config.arc.greenlist:
+            found += Findings(arc_checks)
         if answers is None:
             found += Findings((Finding("redis", "unavailable"),))
             whitelisted = Findings()
@@ -87,5 +95,14 @@ class Evaluator:
                             greenlist=greenlisted.evidence,
                             checks=(found + whitelisted + greenlisted).checks,
                             failures=tuple(failures),
-                            auth_results=render_auth_results(self.config.policy.authserv_id, auth))
+                            auth_results=render_auth_results(self.config.policy.authserv_id, auth,
+                                                             render_arc_results(arc)))
         return evidence, auth, identities
+
+    def check_arc(self, budget, message: Message, auth: AuthOutcome) -> ArcResult:
+        """The ARC chain, when [arc] trusted_sealers names any sealer."""
+        trusted = self.config.arc.trusted_sealers
+        if not trusted:
+            return ArcResult("none")
+        return check_arc(budget, trusted, message.raw, auth.dmarc.from_domain if auth.from_address else "",
+                         self.dmarc, message.truncated)

@@ -13,6 +13,8 @@ Signals (each switchable in ``[greenlist]``), as Finding kinds:
                   (kind ``mishandle4xx``; a PTR alone is whatever the owner of
                   the reverse zone says, so it must resolve back first)
 ``history``       the From domain's authenticated history over IPv4 (history.py)
+``arc``           a validated ARC chain sealed last by a trusted sealer (arc.py;
+                  passed in by the evaluator as one of ``signals``)
 
 The rule: a message is greenlisted when at least ``min_signals`` different
 signals pass (1: any one). The DNS work happens before the decision's Redis
@@ -107,8 +109,10 @@ class Greenlist:
             self.recorder = HistoryRecorder(self.history, resolver, checker, config.dns.budget,
                                             self.section.history_queue_size)
 
-    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth) -> Pending:
-        """The DNS part, and the Redis queries to add to the decision's one lookup."""
+    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth,
+                signals: tuple = ()) -> Pending:
+        """The DNS part, and the Redis queries to add to the decision's one lookup.
+        SIGNALS are Findings other modules judged (arc), to combine with these."""
         section = self.section
         fcrdns, names = None, ()
         if section.fcrdns or section.mishandle4xx:
@@ -127,7 +131,7 @@ class Greenlist:
         if domain:
             queries["history"] = History.query(domain)
         return Pending(self, queries, fcrdns if section.fcrdns else None, names, domain,
-                       auth.aligned_via if domain else "")
+                       auth.aligned_via if domain else "", signals)
 
     # --- one signal each, from the lookup's answers ------------------------------
 
@@ -174,6 +178,7 @@ class Pending:
     names: tuple
     domain: str
     via: str
+    signals: tuple = ()
 
     def conclude(self, answers: dict | None) -> Findings:
         """Every signal's Finding, and the greenlist Findings if they suffice.
@@ -193,6 +198,7 @@ class Pending:
                 results.append(green.mishandle4xx_finding(answers["mishandle4xx"], self.names))
             if "history" in self.queries:
                 results.append(green.history.judge(answers["history"], self.domain, self.via))
+        results += self.signals
         found = [finding for finding in results if finding.result == "pass"]
         greenlist, note = combine(green.section.min_signals, found)
         if note is not None:
