@@ -44,7 +44,9 @@ MAX_ARC_SETS = 10
 # long input; real ones are a few hundred bytes to about two kilobytes).
 MAX_AAR_LENGTH = 8192
 
-_ARC_SEAL = re.compile(rb"(?im)^arc-seal[ \t]*:")
+# An ARC header field in the raw header block: its name and its value, folded lines included.
+_ARC_FIELD = re.compile(rb"(?im)^(arc-seal|arc-message-signature|arc-authentication-results)[ \t]*+:"
+                        rb"([^\r\n]*+(?:\r\n[ \t][^\r\n]*+)*+)")
 _AAR_INSTANCE = re.compile(r"\s*i\s*=\s*([0-9]{1,9})\s*;", re.ASCII)
 _UNSAFE = re.compile(r"[^A-Za-z0-9 .,:=\[\]_/-]")
 
@@ -77,34 +79,30 @@ def check_arc(budget: Budget, trusted: tuple, raw: bytes, from_domain: str, chec
               truncated: bool = False) -> ArcResult:
     """The ARC chain of RAW, judged for the From domain FROM_DOMAIN ("" if none)."""
     end = raw.find(b"\r\n\r\n")
-    if not _ARC_SEAL.search(raw, 0, end if end >= 0 else len(raw)):
+    fields = arc_fields(raw[:end] if end >= 0 else raw)
+    sets, sealer = latest_seal(fields)
+    if not sets:
         return ArcResult("none")
-    arc_log = _DkimLog()
-    try:
-        verifier = dkim.ARC(raw, logger=arc_log, timeout=max(0.1, budget.remaining()))
-        sets, headers = verifier.sorted_arc_headers()
-    except Exception:     # dkimpy's parser on a hostile message
-        return ArcResult("fail", reason="message could not be parsed for ARC")
-    if sets == 0:
-        return ArcResult("none")
-    sealer = latest_sealer(headers, sets)
     if sealer not in trusted:
         return ArcResult("untrusted", sealer, sets)
-    problem = _unverifiable(sets, len(headers), truncated)
+    problem = _unverifiable(sets, len(fields), truncated)
     if problem:
         return ArcResult("policy", sealer, sets, reason=problem)
     if budget.remaining() <= 0:
         return ArcResult("temperror", sealer, sets, reason="time budget spent")
-    lookup = _KeyLookup(budget)
+    lookup, arc_log = _KeyLookup(budget), _DkimLog()
     try:
+        verifier = dkim.ARC(raw, logger=arc_log, timeout=max(0.1, budget.remaining()))
         cv, data, why = verifier.verify(dnsfunc=lookup)
-    except Exception:     # dkimpy's internals on sets it cannot follow
+    except Exception:     # dkimpy's parser or internals on sets it cannot follow
         return ArcResult("fail", sealer, sets, reason="unusable ARC set")
     if lookup.temp:
         return ArcResult("temperror", sealer, sets, reason=lookup.temp)
     if cv != dkim.CV_Pass:
         return ArcResult("fail", sealer, sets, reason=_reason(why, arc_log.errors))
     run = list(takewhile(lambda r: _domain(r.get("as-domain", b"")) in trusted, data))
+    if not run:           # dkimpy read another latest seal than latest_seal did: trust nothing
+        return ArcResult("untrusted", _domain(data[0].get("as-domain", b"")) if data else "", sets)
     aars = [(r["instance"], _domain(r.get("as-domain", b"")), _text(r.get("aar-value", b"")))
             for r in run]
     recorded = recorded_passes(aars, from_domain, checker) if from_domain else ()
@@ -119,18 +117,38 @@ def _unverifiable(sets: int, headers: int, truncated: bool) -> str:
     return ""
 
 
-def latest_sealer(headers: list, sets: int) -> str:
-    """d= of the ARC-Seal of instance SETS (A-label), "" if there is not exactly one
-    readable. HEADERS as dkimpy's ``sorted_arc_headers``: [(instance, (name, value))]."""
-    seals = [value for instance, (name, value) in headers
-             if instance == sets and name.lower() == b"arc-seal"]
+def arc_fields(header_block: bytes) -> list:
+    """[(name in lower case, value unfolded)] of the ARC header fields in HEADER_BLOCK."""
+    return [(m.group(1).lower(), m.group(2).replace(b"\r\n", b""))
+            for m in _ARC_FIELD.finditer(header_block)]
+
+
+def latest_seal(fields: list) -> tuple:
+    """(the chain's newest instance, d= of its ARC-Seal as an A-label) from ARC_FIELDS;
+    (0, "") without any ARC-Seal; the sealer is "" unless exactly one readable ARC-Seal
+    has that instance. Instances are read as dkimpy reads them (its INSTANCE_RE), so
+    this names the set dkimpy verifies first; no signature is looked at (cheap: most
+    big providers' mail carries ARC sets, most of them from untrusted sealers)."""
+    if not any(name == b"arc-seal" for name, _ in fields):
+        return 0, ""
+    instances = [(_instance(value), name, value) for name, value in fields]
+    sets = max(instance for instance, _, _ in instances)
+    seals = [value for instance, name, value in instances if instance == sets and name == b"arc-seal"]
     if len(seals) != 1:
-        return ""
+        return sets, ""
     try:
         tags = parse_tag_value(seals[0])
     except Exception:     # InvalidTagValueList, and anything else on garbage
-        return ""
-    return _domain(tags.get(b"d", b""))
+        return sets, ""
+    return sets, _domain(tags.get(b"d", b""))
+
+
+def _instance(value: bytes) -> int:
+    found = dkim.ARC.INSTANCE_RE.search(value)
+    if not found:
+        return 0
+    digits = found.group(1).lstrip(b"0") or b"0"
+    return int(digits) if len(digits) <= 9 else 10 ** 9    # far beyond any chain we verify
 
 
 def oldest_pass(data: list) -> int:
