@@ -26,8 +26,6 @@ from itertools import takewhile
 from typing import NamedTuple
 
 import authres
-import authres.arc
-import authres.dmarc
 import dkim
 from dkim.util import parse_tag_value
 

@@ -183,7 +183,8 @@ class Pending:
     def conclude(self, answers: dict | None) -> Findings:
         """Every signal's Finding, and the greenlist Findings if they suffice.
 
-        ``answers`` is None when Redis could not be read: only FCrDNS can count then.
+        ``answers`` is None when Redis could not be read: only FCrDNS and the signals
+        passed in (arc) can count then.
         """
         green = self.greenlist
         results = []
