@@ -38,9 +38,10 @@ from .auth import Dmarc, _DkimLog, _KeyLookup, _pvalue, _resinfo
 # pass over the body (dkimpy checks every ARC-Message-Signature); real chains have
 # one to five. Longer ones are not verified: the same bound as DKIM signatures.
 MAX_ARC_SETS = 10
-# An ARC-Authentication-Results longer than this is not parsed (authres is slow on
-# long input; real ones are a few hundred bytes to about two kilobytes).
-MAX_AAR_LENGTH = 8192
+# An ARC-Authentication-Results longer than this is not parsed: authres takes about
+# 4 ms a kilobyte on dense input (240 results in 7.7 KB: 36 ms), and real ones are a
+# few hundred bytes. Only AARs of a validated chain from trusted sealers are parsed.
+MAX_AAR_LENGTH = 4096
 
 # An ARC header field in the raw header block: its name and its value, folded lines included.
 _ARC_FIELD = re.compile(rb"(?im)^(arc-seal|arc-message-signature|arc-authentication-results)[ \t]*+:"
