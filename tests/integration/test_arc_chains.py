@@ -57,8 +57,9 @@ def listed(raw: bytes) -> bytes:
     return raw.replace(b"The figures.\r\n", b"The figures.\r\n-- \r\nlist footer\r\n")
 
 
-def forwarded(dkim_keys, sealers, list_saw=LIST_SAW, provider_saw=PROVIDER_SAW, last="provider.example"):
-    signed = dkim_keys.sign(message(), "example.com", "rsa")
+def forwarded(dkim_keys, sealers, list_saw=LIST_SAW, provider_saw=PROVIDER_SAW, last="provider.example",
+              original=None):
+    signed = dkim_keys.sign(original or message(), "example.com", "rsa")
     once = sealers["list.example"].seal(listed(signed), list_saw)
     return sealers[last].seal(once, provider_saw)
 
@@ -160,6 +161,19 @@ def test_one_sealer_with_two_sets_is_one_chain(build, dkim_keys, sealers):
 
 
 # --- the greenlist signal alone ----------------------------------------------------------
+
+
+def test_without_a_single_from_address_the_chain_only_greenlists(build, dkim_keys, sealers):
+    # a From header without an address: no From domain to read the records for
+    # (dmarc=permerror). (Two From headers break the seals: dkimpy hashes every From.)
+    evaluator = build()
+    whitelist_domain(evaluator, "example.com", "any")
+    raw = forwarded(dkim_keys, sealers, original=message(from_="undisclosed-recipients:;"))
+    result = send(evaluator, raw)
+    assert result.rc == Milter.ACCEPT, result
+    assert verdict(result).startswith("greenlisted; subject-to-content-filtering; "
+                                      "evidence=arc=pass(sealer=provider.example sets=2); ")
+    assert not any(m.startswith("x-arc-") for m, _, _ in results(result))
 
 
 def test_trusted_provider_alone_is_a_greenlist_signal(build, dkim_keys, sealers):

@@ -231,6 +231,16 @@ def test_too_many_sets_or_a_truncated_message_are_not_verified(checker):
     short = message(extra=arc_headers(["l.example"]))
     result = check_arc(budget(), ("l.example",), short, "example.com", checker, truncated=True)
     assert (result.result, result.reason) == ("policy", "message over max_message_size, not verified")
+    # few sets, but a pile of ARC fields (each would be hashed into every seal's check)
+    padded = message(extra=arc_headers(["l.example"]) + ("ARC-Authentication-Results: i=1; x; none",) * 30)
+    assert check_arc(budget(), ("l.example",), padded, "example.com", checker).result == "policy"
+
+
+def test_spent_budget_is_temperror_before_any_lookup(checker):
+    spent = Resolver([("127.0.0.1", 9)], timeout=0.2).budget(0)
+    raw = message(extra=arc_headers(["l.example"]))
+    result = check_arc(spent, ("l.example",), raw, "example.com", checker)
+    assert (result.result, result.reason) == ("temperror", "time budget spent")
 
 
 @settings(max_examples=200, deadline=None)
