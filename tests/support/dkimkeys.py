@@ -59,6 +59,9 @@ def message(from_: str = "Alice <alice@example.com>", to: str = "user@example.or
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id")
+
+
 @dataclass(frozen=True)
 class DkimKeys:
     rsa_private: bytes
@@ -86,7 +89,7 @@ class DkimKeys:
 
     def sign(self, message: bytes, domain: str, selector: str = "rsa",
              algorithm: str = "rsa", key: bytes | None = None,
-             include_headers=(b"from", b"to", b"subject", b"date", b"message-id")) -> bytes:
+             include_headers=SIGNED_HEADERS) -> bytes:
         """The message with a DKIM-Signature header (d=DOMAIN s=SELECTOR) prepended.
 
         ``algorithm`` is "rsa" (rsa-sha256) or "ed25519" (ed25519-sha256);
@@ -100,9 +103,6 @@ class DkimKeys:
                            include_headers=list(include_headers),
                            signature_algorithm=signature_algorithm, linesep=b"\r\n")
         return header + message
-
-
-ARC_SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id")
 
 
 @dataclass(frozen=True)
@@ -129,17 +129,16 @@ class ArcSealer:
                 f"  IN NS ns.{self.domain}.\nns IN A 127.0.0.1\n"
                 f"{self.selector}._domainkey IN TXT ( {rdata} )\n")
 
-    def seal(self, message: bytes, results: str, key: bytes | None = None,
-             domain: str | None = None, timestamp: int = 1772445600) -> bytes:
+    def seal(self, message: bytes, results: str, domain: str | None = None,
+             timestamp: int = 1772445600) -> bytes:
         """MESSAGE with an ARC set of this forwarder on top. RESULTS are what it saw on
         arrival, as Authentication-Results resinfo ("dkim=pass header.d=example.com;
         arc=pass" for a second hop); they become its ARC-Authentication-Results.
-        KEY signs instead of the published one (a forged seal); DOMAIN claims another
-        sealer's name."""
+        DOMAIN claims another sealer's name, signed with this one's key (a forged seal)."""
         srv_id = f"mx.{self.domain}".encode()
         stamped = b"Authentication-Results: " + srv_id + b"; " + results.encode() + b"\r\n" + message
         arc_set = dkim.arc_sign(stamped, self.selector.encode(), (domain or self.domain).encode(),
-                                key or self.private, srv_id, include_headers=list(ARC_SIGNED_HEADERS),
+                                self.private, srv_id, include_headers=list(SIGNED_HEADERS),
                                 timestamp=timestamp, linesep=b"\r\n")
         if not arc_set:
             raise ValueError(f"dkimpy made no ARC set: {results!r}")
