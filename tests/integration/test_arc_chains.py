@@ -202,6 +202,16 @@ def test_untrusted_sealer_counts_for_nothing(build, dkim_keys, sealers):
     assert "arc" not in reply_results(result)           # not verified, so nothing said
 
 
+def test_without_trusted_sealers_arc_is_not_checked(build, dkim_keys, sealers, arc_dns):
+    evaluator = build(trusted="")
+    whitelist_domain(evaluator, "example.com")
+    before = len(arc_dns.queries())
+    result = send(evaluator, forwarded(dkim_keys, sealers))
+    assert_fallback(result)
+    assert "arc" not in reply_results(result)
+    assert not [name for name, _ in arc_dns.queries()[before:] if name.startswith("arc._domainkey.")]
+
+
 def test_broken_chain_counts_for_nothing(build, dkim_keys, sealers):
     evaluator = build()
     whitelist_domain(evaluator, "example.com")
