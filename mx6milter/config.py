@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Self
 
+from .addresses import AddressError, domain_to_ascii
+
 MODES = ("defensive", "mx6", "report")
 
 
@@ -180,6 +182,17 @@ def _domain_name(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", value):
         raise ValueError("expected a host name such as mx.example.org")
     return value
+
+
+def _domains(value: str) -> tuple:
+    """Mail domains, blank or comma separated, as A-labels (addresses.domain_to_ascii)."""
+    domains = []
+    for item in value.replace(",", " ").split():
+        try:
+            domains.append(domain_to_ascii(item))
+        except AddressError as err:
+            raise ValueError(str(err)) from None
+    return tuple(dict.fromkeys(domains))
 
 
 def _spf_record_or_empty(value: str) -> str:
@@ -354,6 +367,13 @@ class DnswlSection:
 
 
 @dataclass(frozen=True)
+class ArcSection:
+    """ARC (RFC 8617): chains sealed last by these domains are verified and trusted."""
+    trusted_sealers: tuple = _opt(_domains, "")     # ARC-Seal d= domains; empty: ARC is not checked
+    greenlist: bool = _opt(_bool, "yes")            # a validated trusted chain is the signal "arc"
+
+
+@dataclass(frozen=True)
 class LogSection:
     destination: str = _opt(_choice("stderr", "syslog"), "stderr")
     level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
@@ -370,6 +390,7 @@ class Config:
     addressbook: AddressbookSection = field(default_factory=AddressbookSection)
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
     dnswl: DnswlSection = field(default_factory=DnswlSection)
+    arc: ArcSection = field(default_factory=ArcSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 

@@ -124,7 +124,7 @@ def explain(evaluator, session: Session, message: Message) -> dict:
                     "judged": evidence.session_class is SessionClass.IPV6},
         "checks": [{"kind": f.kind, "result": f.result, "detail": f.detail} for f in evidence.checks],
         "authenticated_domains": {way: list(outcome.identities.get(way, ()))
-                                  for way in ("dkim", "spf", "dmarc")},
+                                  for way in ("dkim", "spf", "dmarc", "arc")},
         "from_address": auth.from_address if auth else "",
         "addressbook": per_recipient(evaluator, session, auth),
         "failures": list(evidence.failures),
@@ -159,7 +159,7 @@ def render_text(result: dict) -> str:
         out.append("Whitelists looked up")
         out.append(f"  ip            every prefix containing {s['client_ip']}")
         domains = result["authenticated_domains"]
-        listed = ", ".join(f"{d} ({how})" for how in ("dkim", "spf", "dmarc") for d in domains[how])
+        listed = ", ".join(f"{d} ({how})" for how in ("dkim", "spf", "dmarc", "arc") for d in domains[how])
         out.append("  domain        " + (f"authenticated domains and their parents: {listed}"
                                          if listed else "nothing authenticated, nothing to look up"))
         if result["addressbook"]:

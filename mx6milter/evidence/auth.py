@@ -534,7 +534,7 @@ def authenticate(budget: Budget, checker: Dmarc, client_ip: str, helo: str, mail
 # --- Authentication-Results --------------------------------------------------------
 
 
-def render_auth_results(authserv_id: str, outcome: AuthOutcome, dnswl=()) -> str:
+def render_auth_results(authserv_id: str, outcome: AuthOutcome, extra: tuple = ()) -> str:
     """The Authentication-Results header value (RFC 8601): one line of printable ASCII.
 
     Every identity taken from the session or the message is written as RFC 8601's
@@ -543,8 +543,8 @@ def render_auth_results(authserv_id: str, outcome: AuthOutcome, dnswl=()) -> str
     appears inside a value (see ``_pvalue``), so even a naive split at ``;`` finds
     the results we wrote and nothing else. At most MAX_AUTH_RESULTS_DKIM DKIM results
     are listed, verified ones first, then one ``dkim=policy`` counting the rest; the
-    whole stays within MAX_AUTH_RESULTS_LENGTH, far below libmilter's limit.
-    The DNS whitelist results (``dnswl.ZoneResult``, RFC 8904) come last.
+    whole stays within MAX_AUTH_RESULTS_LENGTH, far below libmilter's limit. EXTRA are
+    other sources' results, already rendered and bounded (e.g. ``arc.render_arc_results``).
     """
     sp = outcome.spf
     comment = f"last-resort {_word(sp.last_resort)}" if sp.last_resort else ""
@@ -573,7 +573,7 @@ def render_auth_results(authserv_id: str, outcome: AuthOutcome, dnswl=()) -> str
             summary = [_resinfo("dkim", "policy", "", f"{len(hidden)} more signatures, "
                                 f"{'not verified' if unverified else 'not listed'}", [])]
         value = "; ".join([authserv_id.lower()] + results + dkim_results + summary + [dmarc_result]
-                          + [_dnswl_result(zone) for zone in dnswl])
+                          + list(extra))
         if len(value) <= MAX_AUTH_RESULTS_LENGTH or not shown:
             return value
         dkim_results.pop()          # hostile long values: fewer listed, all counted
@@ -597,15 +597,6 @@ def _resinfo(method: str, result: str, comment: str, reason: str, properties) ->
     if reason:
         text += " reason=" + (reason if _RFC2045_TOKEN.fullmatch(reason) else f'"{reason}"')
     return text + "".join(f" {name}={value}" for name, value in properties if value)
-
-
-def _dnswl_result(zone) -> str:
-    """dnswl=pass (d=DOMAIN) dns.zone=ZONE policy.ip=127.0.x.y policy.txt="..." (RFC 8904)."""
-    comment = f"d={zone.domain}" if _RFC2045_TOKEN.fullmatch(zone.domain) else ""   # no '(' or ')'
-    return _resinfo("dnswl", zone.result, comment, zone.reason,
-                    [("dns.zone", _pvalue(zone.zone, last=False)),
-                     ("policy.ip", _pvalue(zone.ip, last=False)),
-                     ("policy.txt", _pvalue(zone.txt))])
 
 
 def _identity(sp: SpfResult) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ..dns import DnsTempError, reverse_nibbles
 from ..model import Finding, Findings
+from .auth import _RFC2045_TOKEN, _pvalue, _resinfo
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,19 @@ class Listing:
     signals: tuple = ()               # greenlist signals (listed at greenlist trust)
     results: tuple = ()               # ZoneResults for Authentication-Results
     temperror: bool = False           # a query failed: evidence not gathered
+
+
+def render_dnswl_results(listing: Listing) -> tuple:
+    """Authentication-Results entries (RFC 8904), one per query:
+    ``dnswl=pass (d=DOMAIN) dns.zone=ZONE policy.ip=127.0.x.y policy.txt="..."``."""
+    rendered = []
+    for zone in listing.results:
+        comment = f"d={zone.domain}" if _RFC2045_TOKEN.fullmatch(zone.domain) else ""   # no '(' or ')'
+        rendered.append(_resinfo("dnswl", zone.result, comment, zone.reason,
+                                 [("dns.zone", _pvalue(zone.zone, last=False)),
+                                  ("policy.ip", _pvalue(zone.ip, last=False)),
+                                  ("policy.txt", _pvalue(zone.txt))]))
+    return tuple(rendered)
 
 
 class Dnswl:

@@ -16,6 +16,8 @@ Signals (each switchable in ``[greenlist]``), as Finding kinds:
                   (kind ``mishandle4xx``; a PTR alone is whatever the owner of
                   the reverse zone says, so it must resolve back first)
 ``history``       the From domain's authenticated history over IPv4 (history.py)
+``arc``           a validated ARC chain sealed last by a trusted sealer (arc.py;
+                  passed in by the evaluator as one of ``signals``)
 
 The rule: a message is greenlisted when at least ``min_signals`` different
 signals pass (1: any one). The DNS work happens before the decision's Redis
@@ -124,8 +126,10 @@ class Greenlist:
             self.recorder = HistoryRecorder(self.history, resolver, checker, config.dns.budget,
                                             self.section.history_queue_size)
 
-    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth) -> Pending:
-        """The DNS part, and the Redis queries to add to the decision's one lookup."""
+    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth,
+                signals: tuple = ()) -> Pending:
+        """The DNS part, and the Redis queries to add to the decision's one lookup.
+        SIGNALS are Findings other modules judged (arc), to combine with these."""
         section = self.section
         fcrdns, names = None, ()
         if section.fcrdns or section.mishandle4xx or section.baseline:

@@ -232,5 +232,5 @@ def test_explain_names_the_domains_the_evaluator_authenticated(tmp_path, redis_u
                 message=signed)
     explained = json.loads(ctl(*explain_argv(case, ctl.file("m.eml", signed))).out)
     assert explained["authenticated_domains"] == {"dkim": ["example.biz"], "spf": [],
-                                                  "dmarc": ["example.biz"]}
+                                                  "dmarc": ["example.biz"], "arc": []}
     assert explained["tier"] == "whitelisted"

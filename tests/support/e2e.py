@@ -7,6 +7,7 @@ exactly once, for exactly its recipients, and nothing refused arrived.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import smtplib
@@ -121,19 +122,28 @@ def fields_except_received(message) -> list:
     return [f for f in message.header_lines() if not f.lower().startswith("received:")]
 
 
-@pytest.fixture(scope="module")
-def sources():
-    """The client addresses, added to lo for the module and removed afterwards."""
+@contextlib.contextmanager
+def loopback(addresses):
+    """ADDRESSES on lo while inside; only those that were not there are removed after."""
     present = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo"], capture_output=True,
                              text=True, check=True).stdout
     added = []
-    for address in SOURCES:
-        if f"inet6 {address}/" not in present:
-            subprocess.run(["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"], check=True)
-            added.append(address)
-    yield SOURCES
-    for address in added:
-        subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
+    try:
+        for address in addresses:
+            if f"inet6 {address}/" not in present:
+                subprocess.run(["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"], check=True)
+                added.append(address)
+        yield tuple(addresses)
+    finally:
+        for address in added:
+            subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    """The client addresses, added to lo for the module and removed afterwards."""
+    with loopback(SOURCES) as added:
+        yield added
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mx6milter.config import PolicySection
 from mx6milter.evidence.auth import AuthOutcome, DkimResult, SpfResult, render_auth_results
-from mx6milter.evidence.dnswl import Answer, ZoneResult, classify, policy_txt
+from mx6milter.evidence.dnswl import Answer, Listing, ZoneResult, classify, policy_txt, render_dnswl_results
 from mx6milter.evidence.greenlist import check_baseline
 from mx6milter.model import Evidence, Finding, SessionClass, Tier
 from mx6milter.policy import decide, fallback_status
@@ -90,7 +90,7 @@ def test_dnswl_results_render_and_parse_back():
              ZoneResult("dwl.dnswl.org", "pass", "127.0.3.3", domain="example.com", trust=3),
              ZoneResult("bad.example", "permerror", "127.0.0.255", reason="query refused or over quota"),
              ZoneResult("slow.example", "temperror", reason="x.slow.example/A: timed out"))
-    value = render_auth_results("mx.example.org", _auth(), zones)
+    value = render_auth_results("mx.example.org", _auth(), render_dnswl_results(Listing(results=zones)))
     assert value.count(";") == 7      # spf, dkim, dmarc, four dnswl: the TXT with ';' left out
     assert value.split("; dmarc=none; ", 1)[1] == (
         "dnswl=pass dns.zone=list.dnswl.org policy.ip=127.0.10.2; "
@@ -113,8 +113,8 @@ def test_dnswl_results_render_and_parse_back():
 def test_policy_txt_is_written_as_a_quoted_string_and_read_back():
     txt = policy_txt([b'Example "mail"; \\ https://dnswl.org/s/?s=8\x00\xff'])
     assert txt == "Example ?mail?? ? https://dnswl.org/s/?s=8??"
-    value = render_auth_results("mx.example.org", _auth(), (
-        ZoneResult("list.dnswl.org", "pass", "127.0.10.2", txt, trust=2),))
+    value = render_auth_results("mx.example.org", _auth(), render_dnswl_results(Listing(results=(
+        ZoneResult("list.dnswl.org", "pass", "127.0.10.2", txt, trust=2),))))
     assert value.endswith('; dnswl=pass dns.zone=list.dnswl.org policy.ip=127.0.10.2 '
                           'policy.txt="Example ?mail?? ? https://dnswl.org/s/?s=8??"')
     parsed = authres.AuthenticationResultsHeader.parse_value(value)
@@ -123,8 +123,8 @@ def test_policy_txt_is_written_as_a_quoted_string_and_read_back():
 
 
 def test_a_txt_with_a_semicolon_is_left_out_rather_than_split():
-    value = render_auth_results("mx.example.org", _auth(), (
-        ZoneResult("list.dnswl.org", "pass", "127.0.10.2", "a; dkim=pass", trust=2),))
+    value = render_auth_results("mx.example.org", _auth(), render_dnswl_results(Listing(results=(
+        ZoneResult("list.dnswl.org", "pass", "127.0.10.2", "a; dkim=pass", trust=2),))))
     assert value.endswith("; dnswl=pass dns.zone=list.dnswl.org policy.ip=127.0.10.2")
 
 
