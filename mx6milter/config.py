@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Self
 
+from .addresses import AddressError, domain_to_ascii
+
 MODES = ("defensive", "mx6", "report")
 
 
@@ -297,10 +299,36 @@ class DnsSection:
     cache_size: int = _opt(_positive_int, "10000")
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(value: str) -> int:
+    """A duration such as 400d, 12h or 2w (s, m, h, d, w), in seconds."""
+    m = re.fullmatch(r"(\d{1,9})([smhdw])", value)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError("expected a positive duration such as 400d, 12h or 2w")
+    return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def _domains(value: str) -> tuple:
+    domains = []
+    for item in value.replace(",", " ").split():
+        try:
+            domains.append(domain_to_ascii(item))
+        except AddressError as err:
+            raise ValueError(str(err)) from None
+    return tuple(domains)
+
+
 @dataclass(frozen=True)
 class AddressbookSection:
     fold_local_part: bool = _opt(_bool, "yes")
     secret_file: str = _opt(_path_or_empty, "")
+    learn: bool = _opt(_bool, "no")                  # outbound mail teaches addressbooks
+    learn_expiry: int = _opt(_duration, "400d")      # refreshed at every send
+    learn_max_recipients: int = _opt(_positive_int, "50")   # more: the message teaches nothing
+    local_domains: tuple = _opt(_domains, "")        # senders whose mail teaches; empty: any
+    learn_max_entries: int = _opt(_positive_int, "2000")    # per user; the oldest evicted
 
 
 def _non_negative_int(value: str) -> int:

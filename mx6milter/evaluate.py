@@ -15,6 +15,7 @@ from .evidence import whitelist
 from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
                             authenticated_identities, render_auth_results)
 from .evidence.greenlist import Greenlist
+from .evidence.learned import AddressbookLearner
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -38,6 +39,9 @@ class Evaluator:
         self.resolver = resolver
         self.dmarc = dmarc or Dmarc()
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
+        # outbound mail teaches addressbooks (the milter hands it over)
+        self.learner = AddressbookLearner(store, config.addressbook) \
+            if config.addressbook.learn else None
 
     def evaluate(self, session: Session, message: Message,
                  session_class: SessionClass | None = None) -> Outcome:

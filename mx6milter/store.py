@@ -7,6 +7,8 @@ Schema version 1, every key under ``<key_prefix>v1:`` but the marker
     <p>KIND:SOURCE             hash FIELD -> VALUE          (ip, domain)
     <p>ab:SOURCE:RECIPIENT     hash SENDER -> VALUE         (addressbook)
     <p>history:ipv4:DOMAIN     hash "v" -> "COUNT FIRST_DAY LAST_DAY EXPIRES", with a TTL
+    <p>ab:learned:USER         hash CORRESPONDENT -> EXPIRY, with a TTL (learnt from
+                               outbound mail, at most a cap of fields, the oldest evicted)
 
 KIND is ``ip`` (FIELD is ``HEXPREFIX/LEN``, see ``ip_field``), ``domain``
 (FIELD is the A-label domain; VALUE starts with what must authenticate) or
@@ -221,6 +223,27 @@ return count
 """
 
 
+# The learnt addressbook of one user. KEYS[1] the hash, KEYS[2] the kind's sources
+# set; ARGV: expiry (the value), TTL, cap, source, then the correspondents. Past
+# the cap the fields with the smallest expiry (written to least recently) go.
+# Returns how many were evicted.
+_LEARN_LUA = """
+for i = 5, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+local over = redis.call('HLEN', KEYS[1]) - tonumber(ARGV[3])
+if over <= 0 then return 0 end
+local all, fields = redis.call('HGETALL', KEYS[1]), {}
+for i = 1, #all, 2 do
+  fields[#fields + 1] = {tonumber(string.match(all[i + 1], '(%d+)$') or '0') or 0, all[i]}
+end
+table.sort(fields, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+for i = 1, over do redis.call('HDEL', KEYS[1], fields[i][2]) end
+return over
+"""
+_LEARN_SHA = hashlib.sha1(_LEARN_LUA.encode()).hexdigest()
+
+
 class StoreUnavailable(Exception):
     """Redis could not be reached in time; the caller falls back."""
 
@@ -359,6 +382,29 @@ class Store:
                 args=[day, expires, ttl, source]))
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
+
+    def learn_addressbooks(self, source: str, books: dict, expires: int, ttl: int,
+                           cap: int) -> int:
+        """Add correspondents to users' addressbooks in SOURCE, one pipeline for all:
+        BOOKS maps a user id to its correspondent ids (as ``addressbook_id`` gives
+        them). Each value is EXPIRES, each hash lives TTL seconds from now and holds
+        at most CAP fields. Returns how many were evicted. Raises StoreUnavailable."""
+        def run() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            for user, correspondents in books.items():
+                pipe.evalsha(_LEARN_SHA, 2, self._hash_key("ab", source, user),
+                             self.kind_key("ab") + ":sources", expires, ttl, cap, source,
+                             *correspondents)
+            return pipe.execute(raise_on_error=True)
+        try:
+            try:
+                replies = run()
+            except redis.exceptions.NoScriptError:     # Redis restarted: load, then once more
+                self.client.script_load(_LEARN_LUA)
+                replies = run()
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+        return sum(int(n) for n in replies)
 
     def read_value(self, kind: str, source: str, suffix: str, field: str) -> str | None:
         """One entry's value, or None. Raises StoreUnavailable."""

@@ -17,13 +17,12 @@ messages waiting to be recorded holds at most ``history_queue_size`` bytes
 """
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
 from .auth import Dmarc, authenticate
+from .background import BackgroundQueue
 from ..model import Finding, Message
 from ..policy import parse_client_ip
 from ..store import StoreUnavailable
@@ -99,75 +98,31 @@ class History:
         return Finding("history", "pass", f"{detail} via={via}")
 
 
-class HistoryRecorder:
+class HistoryRecorder(BackgroundQueue):
     """Authenticates IPv4 messages and records their From domains, in the background.
 
-    One worker thread, started on demand and gone after ``idle_seconds``
-    without work (so a reload, which builds a new recorder, leaks nothing).
-    ``submit`` never blocks and never raises into the milter.
+    ``submit`` never blocks and never raises into the milter (background.py);
+    the queue is bounded by the messages' bytes.
     """
+    what = "IPv4 history"
 
     def __init__(self, history: History, resolver, checker: Dmarc, budget_seconds: float,
                  max_bytes: int, idle_seconds: float = 10.0):
+        super().__init__(max_bytes, idle_seconds=idle_seconds)
         self.history = history
         self.resolver = resolver
         self.checker = checker
         self.budget_seconds = budget_seconds
-        self.max_bytes = max_bytes
-        self.idle_seconds = idle_seconds
-        self._cond = threading.Condition()
-        self._queue = collections.deque()
-        self._bytes = 0
-        self._busy = False
-        self._worker = None
-        self._last_drop_log = 0.0
         self.recorded = 0         # messages whose From domain was recorded
-        self.dropped = 0          # messages not recorded because the queue was full
-        self.failed = 0           # messages whose recording raised
 
-    def submit(self, client_ip: str, helo: str, mail_from: str, message: Message) -> bool:
-        size = len(message.raw)
-        with self._cond:
-            if self._bytes + size > self.max_bytes:
-                self.dropped += 1
-                now = time.monotonic()
-                if now - self._last_drop_log > 60:
-                    self._last_drop_log = now
-                    log.warning("IPv4 history: queue full (%d bytes), %d messages not recorded "
-                                "so far", self._bytes, self.dropped)
-                return False
-            self._queue.append((client_ip, helo, mail_from, message))
-            self._bytes += size
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="mx6-history", daemon=True)
-                self._worker.start()
-            self._cond.notify()
-        return True
+    def submit(self, client_ip: str, helo: str, mail_from: str,  # type: ignore[override]
+               message: Message) -> bool:
+        return super().submit((client_ip, helo, mail_from, message), len(message.raw))
 
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted so far is recorded (tests, shutdown)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._cond.wait_for(lambda: self._queue, self.idle_seconds):
-                    self._worker = None
-                    return
-                item = self._queue.popleft()
-                self._busy = True
-            try:
-                if self.learn(*item):
-                    self.recorded += 1
-            except Exception:   # a bug or Redis down: the IPv4 mail is long accepted
-                self.failed += 1
-                log.exception("IPv4 history: recording failed (message not recorded)")
-            finally:
-                with self._cond:
-                    self._bytes -= len(item[3].raw)
-                    self._busy = False
-                    self._cond.notify_all()
+    def handle(self, items: list) -> None:
+        for item in items:
+            if self.learn(*item):
+                self.recorded += 1
 
     def learn(self, client_ip: str, helo: str, mail_from: str, message: Message) -> str:
         """Authenticate one IPv4 message; record and return its From domain if aligned."""
