@@ -346,6 +346,9 @@ class GreenlistSection:
     asn: bool = _opt(_bool, "yes")
     mishandle4xx: bool = _opt(_bool, "yes")
     history: bool = _opt(_bool, "no")          # reads and authenticates every IPv4 message
+    registrar: bool = _opt(_bool, "no")        # From domain's registrar on mx6ctl's list (RDAP)
+    rdap: bool = _opt(_bool, "no")             # domain age, public registrant, abuse contact
+    rdap_min_age: int = _opt(_duration, "90d")
     min_signals: int = _opt(_positive_int, "1")
     history_min_messages: int = _opt(_positive_int, "5")
     history_min_days: int = _opt(_non_negative_int, "14")
@@ -353,8 +356,23 @@ class GreenlistSection:
     history_queue_size: int = _opt(_size, "64M")
 
     def enabled_signals(self) -> tuple:
-        return tuple(name for name in ("fcrdns", "networks", "asn", "mishandle4xx", "history")
+        return tuple(name for name in ("fcrdns", "networks", "asn", "mishandle4xx", "history",
+                                       "registrar", "rdap")
                      if getattr(self, name))
+
+
+@dataclass(frozen=True)
+class RdapSection:
+    """RDAP lookups for the registrar and rdap signals; in the background, cached in Redis."""
+    enabled: bool = _opt(_bool, "no")
+    bootstrap: str = _opt(_path_or_empty, "")      # IANA dns.json; empty: the shipped copy
+    ip_bootstrap: str = _opt(_path_or_empty, "")   # IANA ipv6.json; empty: the shipped copy
+    timeout: float = _opt(_positive_float, "10")   # one lookup, connect to last byte
+    cache_ttl: int = _opt(_duration, "7d")         # a result is kept this long in Redis
+    negative_ttl: int = _opt(_duration, "1d")      # "no record" is kept this long
+    min_interval: float = _opt(_positive_float, "1")   # between requests to one server
+    max_response_size: int = _opt(_size, "256K")
+    queue_size: int = _opt(_positive_int, "1000")  # lookups waiting; beyond, not queued
 
 
 @dataclass(frozen=True)
@@ -373,6 +391,7 @@ class Config:
     dns: DnsSection = field(default_factory=DnsSection)
     addressbook: AddressbookSection = field(default_factory=AddressbookSection)
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
+    rdap: RdapSection = field(default_factory=RdapSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 
@@ -439,6 +458,9 @@ def _check_consistency(config: Config) -> None:
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
+    if (config.greenlist.registrar or config.greenlist.rdap) and not config.rdap.enabled:
+        raise ConfigError(f"{config.path}: [greenlist] registrar and rdap need RDAP lookups: "
+                          "set [rdap] enabled = yes")
     enabled = len(config.greenlist.enabled_signals())
     if 0 < enabled < config.greenlist.min_signals:
         raise ConfigError(f"{config.path}: [greenlist] min_signals ({config.greenlist.min_signals}) "

@@ -7,6 +7,10 @@ Schema version 1, every key under ``<key_prefix>v1:`` but the marker
     <p>KIND:SOURCE             hash FIELD -> VALUE          (ip, domain)
     <p>ab:SOURCE:RECIPIENT     hash SENDER -> VALUE         (addressbook)
     <p>history:ipv4:DOMAIN     hash "v" -> "COUNT FIRST_DAY LAST_DAY EXPIRES", with a TTL
+    <p>rdap:domain:DOMAIN      string "IANA_ID REGISTERED REGISTRANT EXPIRES", with a TTL
+    <p>rdap:ip:HEXPREFIX/LEN   string "ABUSE EXPIRES", with a TTL (evidence/rdap.py: an
+                               RDAP answer, fetched in the background, cached for all)
+    <p>registrar:SOURCE        hash IANA_ID -> EXPIRY (the stringent registrars)
     <p>ab:learned:USER         hash CORRESPONDENT -> EXPIRY, with a TTL (learnt from
                                outbound mail, at most a cap of fields, the oldest evicted)
 
@@ -45,7 +49,7 @@ from .entries import check_source, value_expiry
 log = logging.getLogger("mx6milter")
 
 SCHEMA_VERSION = 1
-KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history")
+KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history", "registrar")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
@@ -223,6 +227,45 @@ return count
 """
 
 
+# The RDAP cache (kind "rdap"), chained like _ASN_LUA so it stays in the decision's
+# round trip. ARGV[1] = "<p>", ARGV[2] = packed pairs: (DOMAIN, "domain") reads
+# <p>rdap:domain:DOMAIN and, for the IANA Registrar ID its value starts with,
+# every registrar list (key suffix "registrar"); ("", FIELD) reads <p>rdap:ip:FIELD.
+_RDAP_LUA = _UNPACK_LUA + _SAFE_LUA + """
+local base = ARGV[1]
+local out = {}
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil end
+  return v
+end
+local Q = unpack_pairs()
+for i = 1, #Q, 2 do
+  if Q[i + 1] == 'domain' then
+    local v = get(base .. 'rdap:domain:' .. Q[i])
+    if v then
+      out[#out + 1] = 'domain'; out[#out + 1] = Q[i]; out[#out + 1] = 'v'; out[#out + 1] = v
+      local id = string.match(v, '^(%d+) ')
+      if id then
+        for _, src in ipairs(members(base .. 'registrar:sources')) do
+          local w = hget(base .. 'registrar:' .. src, id)
+          if w then
+            out[#out + 1] = src; out[#out + 1] = 'registrar'; out[#out + 1] = id; out[#out + 1] = w
+          end
+        end
+      end
+    end
+  else
+    local v = get(base .. 'rdap:ip:' .. Q[i + 1])
+    if v then
+      out[#out + 1] = 'ip'; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
+    end
+  end
+end
+return {out, BAD}
+"""
+_RDAP_SHA = hashlib.sha1(_RDAP_LUA.encode()).hexdigest()
+
 # The learnt addressbook of one user. KEYS[1] the hash, KEYS[2] the kind's sources
 # set; ARGV: expiry (the value), TTL, cap, source, then the correspondents. Past
 # the cap the fields with the smallest expiry (written to least recently) go.
@@ -336,7 +379,7 @@ class Store:
             try:
                 replies = self._run_lookup(kinds, queries)
             except redis.exceptions.NoScriptError:
-                for script in (_LOOKUP_LUA, _ASN_LUA):   # Redis restarted: once, then again
+                for script in (_LOOKUP_LUA, _ASN_LUA, _RDAP_LUA):   # Redis restarted: once, again
                     self.client.script_load(script)
                 replies = self._run_lookup(kinds, queries)
         except redis.exceptions.RedisError as err:
@@ -363,6 +406,9 @@ class Store:
     def _run_lookup(self, kinds: list, queries: dict) -> list:
         pipe = self.client.pipeline(transaction=False)
         for kind in kinds:
+            if kind == "rdap":
+                pipe.evalsha(_RDAP_SHA, 0, self.base, _pack(queries[kind]))
+                continue
             pipe.evalsha(_ASN_SHA if kind == "asn" else _LOOKUP_SHA, 0, self.kind_key(kind),
                          _pack(queries[kind]))
         return pipe.execute(raise_on_error=True) if kinds else []
@@ -405,6 +451,14 @@ class Store:
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
         return sum(int(n) for n in replies)
+
+    def cache_rdap(self, kind: str, name: str, value: str, ttl: int) -> None:
+        """Cache an RDAP result: KIND "domain" (NAME a domain) or "ip" (NAME a prefix
+        field), for TTL seconds. Raises StoreUnavailable."""
+        try:
+            self.client.set(f"{self.base}rdap:{kind}:{name}", value, ex=ttl)
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
 
     def read_value(self, kind: str, source: str, suffix: str, field: str) -> str | None:
         """One entry's value, or None. Raises StoreUnavailable."""

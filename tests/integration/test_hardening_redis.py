@@ -226,6 +226,9 @@ def check_milter_and_ctl_users(tmp_path: Path, server: SecuredRedis) -> None:
         store.add("ip", "local", [("", field, "0")])
     assert store.learn_addressbooks("learned", {"a@example.org": ["b@example.net"]},  # learning
                                     2 ** 31, 86400, 10) == 0
+    store.cache_rdap("domain", "example.net", "292 0 public 0", 60)   # the RDAP cache
+    rdap = store.lookup({"rdap": [("example.net", "domain")]})["rdap"]
+    assert [h.value for h in rdap] == ["292 0 public 0"]
     with pytest.raises(StoreUnavailable, match="permission"):   # but not a primed addressbook
         store.learn_addressbooks("local", {"a@example.org": ["b@example.net"]}, 2 ** 31, 86400, 10)
 
