@@ -61,6 +61,12 @@ def load_bootstrap(path: str, shipped: str, kind: str) -> Bootstrap:
         raise ConfigError(f"{key}: {where} is not an IANA RDAP bootstrap file: {err}") from None
 
 
+def load_bootstraps(section) -> tuple:
+    """[rdap]'s (domain, IPv6) bootstrap registries; ConfigError naming a bad file."""
+    return (load_bootstrap(section.bootstrap, "dns.json", "domain"),
+            load_bootstrap(section.ip_bootstrap, "ipv6.json", "ip"))
+
+
 def retry_after(text: str | None, now: float) -> float:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date), clamped."""
     if not text:
@@ -97,9 +103,7 @@ class RdapFetcher(BackgroundQueue):
 
     @classmethod
     def from_config(cls, config, store) -> RdapFetcher:
-        section = config.rdap
-        return cls(store, section, load_bootstrap(section.bootstrap, "dns.json", "domain"),
-                   load_bootstrap(section.ip_bootstrap, "ipv6.json", "ip"))
+        return cls(store, config.rdap, *load_bootstraps(config.rdap))
 
     # --- the message path: never blocks ---------------------------------------------------
 

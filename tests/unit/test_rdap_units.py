@@ -215,3 +215,17 @@ def test_cached_values_never_crash_the_judges(value):
     found = hits(value, value, listed=["local"])
     assert judge_registrar(found, "partner.org").kind == "registrar"
     assert judge_rdap(found, "partner.org", 90 * DAY, NOW).kind == "rdap"
+
+
+def test_rdap_signals_need_rdap_enabled_and_are_off_by_default():
+    from mx6milter.config import ConfigError, parse_config
+    config = parse_config("")
+    assert (config.rdap.enabled, config.greenlist.registrar, config.greenlist.rdap) == \
+        (False, False, False)
+    assert config.greenlist.rdap_min_age == 90 * DAY and config.rdap.cache_ttl == 7 * DAY
+    with pytest.raises(ConfigError, match=r"\[rdap\] enabled = yes"):
+        parse_config("[greenlist]\nregistrar = yes\n")
+    with pytest.raises(ConfigError, match="rdap_min_age"):
+        parse_config("[rdap]\nenabled = yes\n[greenlist]\nrdap = yes\nrdap_min_age = 90\n")
+    enabled = parse_config("[rdap]\nenabled = yes\n[greenlist]\nrdap = yes\nregistrar = yes\n")
+    assert enabled.greenlist.enabled_signals()[-2:] == ("registrar", "rdap")
