@@ -345,7 +345,7 @@ class GreenlistSection:
     networks: bool = _opt(_bool, "yes")
     asn: bool = _opt(_bool, "yes")
     mishandle4xx: bool = _opt(_bool, "yes")
-    history: bool = _opt(_bool, "no")          # reads and authenticates every IPv4 message
+    history: bool = _opt(_bool, "yes")         # learns From domains from IPv4 mail (background)
     registrar: bool = _opt(_bool, "no")        # From domain's registrar on mx6ctl's list (RDAP)
     rdap: bool = _opt(_bool, "no")             # domain age, public registrant, abuse contact
     rdap_min_age: int = _opt(_duration, "90d")

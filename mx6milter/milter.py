@@ -135,6 +135,9 @@ class Mx6Milter(Milter.Base):
             if why_not:
                 log.debug("queue id %s teaches no addressbook: %s",
                           self.session.queue_id or "-", why_not)
+        if self.learning and not self.evaluator.greenlist.recorder.wants(
+                [value for name, value in self.message.headers if name.lower() == "from"]):
+            self.learning = False     # its domain is counted enough today: skip the body
         if not self.judged and not self.learning and not self.remove:
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE

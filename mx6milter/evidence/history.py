@@ -8,6 +8,15 @@ Over IPv6 the domain counts once it has ``history_min_messages`` messages
 spread over at least ``history_min_days`` days, and only if the From domain
 authenticated on the IPv6 message as well.
 
+What it costs is kept small by counting a domain at most once a day once it has
+reached ``history_min_messages`` (``HistoryRecorder.wants``): after that, on
+that day, the milter reads only the From header of that domain's IPv4 mail and
+accepts it at the end of the headers, as with the history off (no body, no
+DNS, no DKIM, no Redis). The first message of each day still counts, so the
+span of days stays current; the count then grows by one a day. A message
+without exactly one From address is never recorded, so it is skipped too.
+(bench/bench_history_cost.py measures it; bench/RESULTS.rst has the figures.)
+
 The IPv4 verdict never depends on any of this: recording happens after the
 IPv4 message was accepted, off the milter's thread, and every failure is
 logged and forgotten. Memory is bounded twice: each domain's key expires
@@ -18,10 +27,12 @@ messages waiting to be recorded holds at most ``history_queue_size`` bytes
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
-from .auth import Dmarc, authenticate
+from ..addresses import domain_of
+from .auth import Dmarc, authenticate, single_from_address
 from .background import BackgroundQueue
 from ..model import Finding, Message
 from ..policy import parse_client_ip
@@ -33,6 +44,7 @@ DAY = 86400
 KIND = "history"
 SOURCE = "ipv4"      # the only source: what this milter saw over IPv4
 FIELD = "v"          # one field per domain: "COUNT FIRST_DAY LAST_DAY EXPIRES"
+MAX_COUNTED = 100_000   # domains remembered as counted today (about 10 MB); then forgotten
 
 @dataclass(frozen=True)
 class Entry:
@@ -114,6 +126,33 @@ class HistoryRecorder(BackgroundQueue):
         self.checker = checker
         self.budget_seconds = budget_seconds
         self.recorded = 0         # messages whose From domain was recorded
+        self.skipped = 0          # messages not read: their domain was counted enough today
+        self._lock = threading.Lock()
+        self._day = -1
+        self._counted: set = set()   # domains at the threshold and counted today
+
+    def wants(self, from_values) -> bool:
+        """Whether an IPv4 message with these From header values is worth reading: it
+        has one From address, whose domain is not yet counted enough today. Cheap."""
+        address, problem = single_from_address(from_values)
+        if problem:
+            return False
+        with self._lock:
+            if self._day != self.history.today():
+                return True
+            wanted = domain_of(address) not in self._counted
+        if not wanted:
+            self.skipped += 1
+        return wanted
+
+    def _counted_today(self, domain: str, count: int) -> None:
+        if count < self.history.section.history_min_messages:
+            return
+        with self._lock:
+            today = self.history.today()
+            if self._day != today or len(self._counted) >= MAX_COUNTED:
+                self._day, self._counted = today, set()
+            self._counted.add(domain)
 
     def submit(self, client_ip: str, helo: str, mail_from: str,  # type: ignore[override]
                message: Message) -> bool:
@@ -140,9 +179,10 @@ class HistoryRecorder(BackgroundQueue):
                       auth.dmarc.from_domain, auth.spf.result, auth.dmarc.result)
             return ""
         try:
-            self.history.record(auth.dmarc.from_domain)
+            count = self.history.record(auth.dmarc.from_domain)
         except StoreUnavailable as err:
             self.failed += 1
             log.warning("IPv4 history: Redis: %s (message not recorded)", err)
             return ""
+        self._counted_today(auth.dmarc.from_domain, count)
         return auth.dmarc.from_domain
