@@ -367,7 +367,7 @@ class RdapSection:
     enabled: bool = _opt(_bool, "no")
     bootstrap: str = _opt(_path_or_empty, "")      # IANA dns.json; empty: the shipped copy
     ip_bootstrap: str = _opt(_path_or_empty, "")   # IANA ipv6.json; empty: the shipped copy
-    timeout: float = _opt(_positive_float, "10")   # one lookup, connect to last byte
+    timeout: float = _opt(_positive_float, "10")   # one lookup (connect, each read, the whole)
     cache_ttl: int = _opt(_duration, "7d")         # a result is kept this long in Redis
     negative_ttl: int = _opt(_duration, "1d")      # "no record" is kept this long
     min_interval: float = _opt(_positive_float, "1")   # between requests to one server

@@ -6,7 +6,7 @@ network, ``want`` queues a lookup and the message gets no signal from RDAP;
 its retry finds the cache warm. One worker thread (background.py) works the
 bounded queue: at most one request per ``min_interval`` to each server, a 429
 answer backs off that server for its Retry-After (60 s without one), every
-request is bounded in time (``timeout``, connect to last byte) and size
+request is bounded in time (``timeout``: connecting, each read, the whole) and size
 (``max_response_size``). A failure caches nothing: the next message that
 needs the name queues it again, once its server's back-off is over.
 
@@ -279,8 +279,8 @@ class RdapSignals:
             found.append(judge_registrar(hits, domain))
         if self.section.rdap:
             found.append(judge_rdap(hits, domain, self.section.rdap_min_age, self.clock()))
-        if not any(h.source == "domain" for h in hits):
+        if not any(h.source == "domain" and h.key == domain for h in hits):
             self.fetcher.want("domain", domain)
-        if self.section.rdap and not any(h.source == "ip" for h in hits):
+        if self.section.rdap and not any(h.source == "ip" and h.key == "" for h in hits):
             self.fetcher.want("ip", address)
         return found
