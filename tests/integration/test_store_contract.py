@@ -93,6 +93,20 @@ def test_learnt_addressbooks_cap_ttl_and_script_reload(store, raw):
     assert all(key.startswith("t:") for key in raw.keys("*"))
 
 
+def test_rdap_cache_and_the_registrar_lists_in_one_lookup(store, raw):
+    store.cache_rdap("domain", "example.com", f"292 1000 public {NOW + 50}", 3600)
+    store.cache_rdap("ip", "20010db8/32", f"yes {NOW + 50}", 3600)
+    store.cache_rdap("domain", "old.example", f"7 1000 public {NOW - 1}", 3600)   # expired value
+    store.add("registrar", "local", [("", "292", "0")])
+    raw.hset("t:v1:rdap:domain:wrongtype.example", "v", "1")                   # skipped, logged
+    hits = store.lookup({"rdap": [("example.com", "domain"), ("old.example", "domain"),
+                                  ("wrongtype.example", "domain"), ("", "20010db8/32"),
+                                  ("", "20010db80001/48")]})["rdap"]
+    assert sorted((h.source, h.key, h.field) for h in hits) == [
+        ("domain", "example.com", "v"), ("ip", "", "20010db8/32"), ("local", "registrar", "292")]
+    assert 0 < raw.ttl("t:v1:rdap:ip:20010db8/32") <= 3600
+
+
 def test_redis_down_is_store_unavailable_never_a_redis_error():
     config = parse_config("[redis]\nurl = redis://127.0.0.1:1/0\ntimeout = 0.2\n")
     down = Store.from_config(config.redis)
@@ -102,6 +116,7 @@ def test_redis_down_is_store_unavailable_never_a_redis_error():
                  lambda: down.read_value("history", "ipv4", "example.com", "v"),
                  lambda: down.learn_addressbooks("learned", {"u@x.example": ["a@y.example"]},
                                                  1, 60, 10),
+                 lambda: down.cache_rdap("domain", "example.com", "- - notfound 1", 60),
                  down.check_schema):
         with pytest.raises(StoreUnavailable):
             call()
