@@ -313,10 +313,26 @@ class DnsSection:
     cache_size: int = _opt(_positive_int, "10000")
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(value: str) -> int:
+    """A duration such as 400d, 12h or 2w (s, m, h, d, w), in seconds."""
+    m = re.fullmatch(r"(\d{1,9})([smhdw])", value)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError("expected a positive duration such as 400d, 12h or 2w")
+    return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
 @dataclass(frozen=True)
 class AddressbookSection:
     fold_local_part: bool = _opt(_bool, "yes")
     secret_file: str = _opt(_path_or_empty, "")
+    learn: bool = _opt(_bool, "no")                  # outbound mail teaches addressbooks
+    learn_expiry: int = _opt(_duration, "400d")      # refreshed at every send
+    learn_max_recipients: int = _opt(_positive_int, "50")   # more: the message teaches nothing
+    local_domains: tuple = _opt(_domains, "")        # senders whose mail teaches; empty: any
+    learn_max_entries: int = _opt(_positive_int, "2000")    # per user; the oldest evicted
 
 
 def _non_negative_int(value: str) -> int:
@@ -334,7 +350,10 @@ class GreenlistSection:
     networks: bool = _opt(_bool, "yes")
     asn: bool = _opt(_bool, "yes")
     mishandle4xx: bool = _opt(_bool, "yes")
-    history: bool = _opt(_bool, "no")          # reads and authenticates every IPv4 message
+    history: bool = _opt(_bool, "yes")         # learns From domains from IPv4 mail (background)
+    registrar: bool = _opt(_bool, "no")        # From domain's registrar on mx6ctl's list (RDAP)
+    rdap: bool = _opt(_bool, "no")             # domain age, public registrant, abuse contact
+    rdap_min_age: int = _opt(_duration, "90d")
     min_signals: int = _opt(_positive_int, "1")
     history_min_messages: int = _opt(_positive_int, "5")
     history_min_days: int = _opt(_non_negative_int, "14")
@@ -343,7 +362,7 @@ class GreenlistSection:
 
     def enabled_signals(self) -> tuple:
         return tuple(name for name in ("fcrdns", "baseline", "networks", "asn", "mishandle4xx",
-                                       "history") if getattr(self, name))
+                                       "history", "registrar", "rdap") if getattr(self, name))
 
 
 def _zones(value: str) -> tuple:
@@ -374,6 +393,20 @@ class ArcSection:
 
 
 @dataclass(frozen=True)
+class RdapSection:
+    """RDAP lookups for the registrar and rdap signals; in the background, cached in Redis."""
+    enabled: bool = _opt(_bool, "no")
+    bootstrap: str = _opt(_path_or_empty, "")      # IANA dns.json; empty: the shipped copy
+    ip_bootstrap: str = _opt(_path_or_empty, "")   # IANA ipv6.json; empty: the shipped copy
+    timeout: float = _opt(_positive_float, "10")   # one lookup (connect, each read, the whole)
+    cache_ttl: int = _opt(_duration, "7d")         # a result is kept this long in Redis
+    negative_ttl: int = _opt(_duration, "1d")      # "no record" is kept this long
+    min_interval: float = _opt(_positive_float, "1")   # between requests to one server
+    max_response_size: int = _opt(_size, "256K")
+    queue_size: int = _opt(_positive_int, "1000")  # lookups waiting; beyond, not queued
+
+
+@dataclass(frozen=True)
 class LogSection:
     destination: str = _opt(_choice("stderr", "syslog"), "stderr")
     level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
@@ -391,6 +424,7 @@ class Config:
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
     dnswl: DnswlSection = field(default_factory=DnswlSection)
     arc: ArcSection = field(default_factory=ArcSection)
+    rdap: RdapSection = field(default_factory=RdapSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 
@@ -457,6 +491,9 @@ def _check_consistency(config: Config) -> None:
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
+    if (config.greenlist.registrar or config.greenlist.rdap) and not config.rdap.enabled:
+        raise ConfigError(f"{config.path}: [greenlist] registrar and rdap need RDAP lookups: "
+                          "set [rdap] enabled = yes")
     enabled = len(config.greenlist.enabled_signals())
     dnswl = config.dnswl
     enabled += bool((dnswl.zones or dnswl.domain_zones) and dnswl.greenlist_trust <= 3)

@@ -17,6 +17,7 @@ from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
                             authenticated_identities, render_auth_results)
 from .evidence.dnswl import Dnswl, Listing, render_dnswl_results
 from .evidence.greenlist import Greenlist
+from .evidence.learned import AddressbookLearner
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -41,6 +42,9 @@ class Evaluator:
         self.dmarc = dmarc or Dmarc()
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
         self.dnswl = Dnswl(config.dnswl)
+        # outbound mail teaches addressbooks (the milter hands it over)
+        self.learner = AddressbookLearner(store, config.addressbook) \
+            if config.addressbook.learn else None
 
     def evaluate(self, session: Session, message: Message,
                  session_class: SessionClass | None = None) -> Outcome:

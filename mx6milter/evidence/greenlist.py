@@ -17,7 +17,11 @@ Signals (each switchable in ``[greenlist]``), as Finding kinds:
                   the reverse zone says, so it must resolve back first)
 ``history``       the From domain's authenticated history over IPv4 (history.py)
 ``arc``           a validated ARC chain sealed last by a trusted sealer (arc.py;
-                  passed in by the evaluator as one of ``signals``)
+                  passed in by the evaluator as one of ``conclude``'s signals)
+``registrar``     the registered From domain's registrar is on the operator's list
+                  (rdap.py; RDAP answers fetched in the background, rdap_fetch.py)
+``rdap``          that domain is old enough, its registrant public, and the client's
+                  network names an abuse contact (rdap.py)
 
 The rule: a message is greenlisted when at least ``min_signals`` different
 signals pass (1: any one). The DNS work happens before the decision's Redis
@@ -33,10 +37,11 @@ from dataclasses import dataclass
 from ..addresses import domain_suffixes
 from ..dns import DnsTempError, reverse_nibbles
 from .history import History, HistoryRecorder
+from .rdap_fetch import RdapFetcher, RdapSignals
 from ..model import Finding, Findings
 from ..prefixes import field_to_network, ip_candidates
 
-SIGNALS = ("fcrdns", "baseline", "network", "asn", "mishandle4xx", "history")
+SIGNALS = ("fcrdns", "baseline", "network", "asn", "mishandle4xx", "history", "registrar", "rdap")
 MAX_PTR_NAMES = 5        # a hostile reverse zone may list hundreds
 
 
@@ -125,11 +130,13 @@ class Greenlist:
         if self.section.history:
             self.recorder = HistoryRecorder(self.history, resolver, checker, config.dns.budget,
                                             self.section.history_queue_size)
+        self.rdap = None
+        if self.section.registrar or self.section.rdap:
+            self.rdap = RdapSignals(self.section, RdapFetcher.from_config(config, store),
+                                    checker.org_domain, clock)
 
-    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth,
-                signals: tuple = ()) -> Pending:
-        """The DNS part, and the Redis queries to add to the decision's one lookup.
-        SIGNALS are Findings other modules judged (arc), to combine with these."""
+    def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth) -> Pending:
+        """The DNS part, and the Redis queries to add to the decision's one lookup."""
         section = self.section
         fcrdns, names = None, ()
         if section.fcrdns or section.mishandle4xx or section.baseline:
@@ -148,8 +155,11 @@ class Greenlist:
         if domain:
             queries["history"] = History.query(domain)
         baseline = check_baseline(fcrdns, names, auth) if fcrdns and section.baseline else None
+        rdap_domain = self.rdap.domain(auth) if self.rdap else ""
+        if rdap_domain:
+            queries["rdap"] = self.rdap.queries(rdap_domain, address)
         return Pending(self, queries, fcrdns if section.fcrdns else None, names, domain,
-                       auth.aligned_via if domain else "", baseline)
+                       auth.aligned_via if domain else "", baseline, address, rdap_domain)
 
     # --- one signal each, from the lookup's answers ------------------------------
 
@@ -197,6 +207,8 @@ class Pending:
     domain: str
     via: str
     baseline: Finding | None = None
+    address: ipaddress.IPv6Address | None = None
+    rdap_domain: str = ""
 
     def conclude(self, answers: dict | None, signals: tuple = ()) -> Findings:
         """Every signal's Finding, and the greenlist Findings if they suffice.
@@ -216,6 +228,9 @@ class Pending:
                 results.append(green.mishandle4xx_finding(answers["mishandle4xx"], self.names))
             if "history" in self.queries:
                 results.append(green.history.judge(answers["history"], self.domain, self.via))
+        if green.rdap is not None:
+            results += green.rdap.conclude(None if answers is None else answers.get("rdap", []),
+                                           self.rdap_domain, self.address)
         found = [finding for finding in results if finding.result == "pass"] + list(signals)
         greenlist, note = combine(green.section.min_signals, found)
         if note is not None:

@@ -19,7 +19,10 @@ def test_ipv4_accepted_untouched(evaluator_factory):
     result = run_milter(evaluator_factory(), MESSAGE, client_ip="192.0.2.10")
     assert result.rc == Milter.ACCEPT
     assert result.added == [] and result.changed == []
-    assert result.stage == "eoh"      # the body is skipped for IPv4
+    assert result.stage == "eom"      # read for the IPv4 history (on by default)
+    off = run_milter(evaluator_factory("[greenlist]\nhistory = no\n"), MESSAGE,
+                     client_ip="192.0.2.10")
+    assert (off.rc, off.stage, off.added) == (Milter.ACCEPT, "eoh", [])   # body skipped
 
 
 def test_ipv4_mapped_ipv6_is_ipv4(evaluator_factory):
