@@ -15,6 +15,7 @@ from .evidence import whitelist
 from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
                             authenticated_identities, render_auth_results)
 from .evidence.greenlist import Greenlist
+from .metrics import Metrics
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -32,8 +33,10 @@ class Outcome:
 
 
 class Evaluator:
-    def __init__(self, config: Config, store: Store, resolver: Resolver, dmarc: Dmarc | None = None):
+    def __init__(self, config: Config, store: Store, resolver: Resolver, dmarc: Dmarc | None = None,
+                 metrics: Metrics | None = None):
         self.config = config
+        self.metrics = metrics or Metrics()   # counted by the milter; served by the daemon
         self.store = store
         self.resolver = resolver
         self.dmarc = dmarc or Dmarc()

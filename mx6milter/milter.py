@@ -10,11 +10,10 @@ import Milter
 from .addresses import strip_brackets
 from .evidence.auth import claims_authserv_id
 from .evaluate import Evaluator, Outcome
+from .logs import decision_fields, format_kv
 from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
-
-
 
 def safe_callback(method):
     """No exception escapes a callback: log it as a bug, then answer safely.
@@ -124,6 +123,8 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def eoh(self):
+        if self.session_class is SessionClass.IPV4:
+            self.evaluator.metrics.ipv4_messages.inc()
         if not self.judged and not self.learning and not self.remove:
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
@@ -145,7 +146,10 @@ class Mx6Milter(Milter.Base):
                 self._learn()
             return Milter.ACCEPT
         outcome = self.evaluator.evaluate(self.session, self.message.build(), self.session_class)
-        log.info(format_decision_log(self.session, outcome))
+        fields = decision_fields(self.session, outcome)
+        log.info("%s", format_kv(fields), extra={"decision": fields})
+        self.evaluator.metrics.decision(outcome.decision, outcome.evidence.checks,
+                                        outcome.elapsed_ms / 1000)
         return self._apply(outcome)
 
     def _learn(self) -> None:
@@ -177,29 +181,3 @@ class Mx6Milter(Milter.Base):
 
     def close(self):
         return Milter.CONTINUE
-
-
-def format_decision_log(session: Session, outcome: Outcome) -> str:
-    """One line per decision, key=value, for grep and log shippers."""
-    decision = outcome.decision
-    reply = decision.reply or decision.would_reply
-    parts = [
-        f"queue_id={session.queue_id or '-'}",
-        f"client=[{session.client_ip or '-'}]",
-        f"helo={_log_value(session.helo)}",
-        f"from=<{_log_value(session.mail_from, empty='')}>",
-        f"rcpts={len(session.recipients)}",
-        "checks=" + ",".join(_log_value(str(f)) for f in outcome.evidence.checks),
-        f"verdict={decision.tier.value}",
-        f"action={decision.action.value}",
-        "reasons=" + ",".join(_log_value(r) for r in decision.reasons),
-    ]
-    if reply:
-        parts.append(f"reply={reply.code}/{reply.status}")
-    parts.append(f"ms={outcome.elapsed_ms:.1f}")
-    return " ".join(parts)
-
-
-def _log_value(text: str, empty: str = "-") -> str:
-    text = "".join(ch if "!" <= ch <= "~" else "_" for ch in text)[:200]
-    return text or empty
