@@ -41,6 +41,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = reg = registry if registry is not None else CollectorRegistry()
+        self._children: dict = {}     # (metric, label values) -> its child; see _child
         self.decisions = Counter(
             "mx6milter_decisions", "Decisions on IPv6 messages, by tier (as in the verdict header) "
             "and action", ["tier", "action"], registry=reg)
@@ -95,13 +96,22 @@ class Metrics:
 
         Finding kinds and results come from the evidence modules, so a new source is
         counted without an edit here."""
-        self.decisions.labels(decision.tier.value, decision.action.value).inc()
+        self._child(self.decisions, decision.tier.value, decision.action.value).inc()
         if decision.tier is Tier.NONE:
             for reason in decision.reasons:
-                self.fallbacks.labels(reason).inc()
+                self._child(self.fallbacks, reason).inc()
         for finding in checks:
-            self.findings.labels(finding.kind, finding.result).inc()
+            self._child(self.findings, finding.kind, finding.result).inc()
         self.decision_seconds.observe(seconds)
+
+    def _child(self, metric, *values: str):
+        """METRIC.labels(*VALUES), remembered: labels() checks and locks on every call,
+        a dict lookup does not (half the cost of counting a decision)."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def recovered(self, delay_seconds: float) -> None:
         """A fallback's message came back over IPv4 after DELAY_SECONDS."""

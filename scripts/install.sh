@@ -40,7 +40,8 @@ fi
 stamp=.venv/.mx6milter-installed
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[test]'
+    # bench: matplotlib draws the benchmark's plots; the bench smoke test checks them
+    .venv/bin/pip install -q -e '.[test,bench]'
     touch "$stamp"
 fi
 # A real Sendmail for the tests, unpacked beside Postfix (see that script).
