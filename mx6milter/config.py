@@ -231,7 +231,7 @@ def _nameservers(value: str) -> tuple:
 
 def parse_listen(value: str) -> tuple:
     """HOST:PORT or [IPv6]:PORT -> (host, port); the host an IP address."""
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})", value)
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", value)
     if not m:
         raise ValueError("expected ADDRESS:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9169")
     host, port = m.group(1) or m.group(3), int(m.group(2) or m.group(4))

@@ -19,7 +19,6 @@ import milter as libmilter
 from . import metrics as prometheus
 from .config import Config, ConfigError, SocketSpec, load_config
 from .logs import setup_logging
-from .metrics import Metrics
 from .milter import Mx6Milter
 from .privileges import (check_names, drop_privileges, make_socket_dir, own_socket,
                          resolve_identity, warn_if_root)
@@ -57,7 +56,7 @@ class Daemon:
 
     def __init__(self, config: Config):
         self.config = config
-        self.metrics = Metrics()                 # one set for the process, kept across reloads
+        self.metrics = prometheus.Metrics()      # one set for the process, kept across reloads
         self.evaluator = build_evaluator(config, self.metrics)
         self.stopping = threading.Event()
         self.stop_requested = threading.Event()

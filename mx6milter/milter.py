@@ -15,6 +15,7 @@ from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
 
+
 def safe_callback(method):
     """No exception escapes a callback: log it as a bug, then answer safely.
 

@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mx6milter.config import ConfigError, MetricsSection, describe_keys, load_config, parse_config
+from mx6milter.config import (ConfigError, MetricsSection, describe_keys, load_config, parse_config,
+                              parse_listen)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,3 +139,28 @@ def test_check_config_warns_about_the_default_authserv_id(tmp_path):
     assert "warning:" in result.stderr and "[policy] authserv_id is left at its default " \
         "('localhost')" in result.stderr
     assert check_config(tmp_path, "[policy]\nauthserv_id = mx.example.org\n").stderr == ""
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("127.0.0.1:9169", ("127.0.0.1", 9169)), ("[::1]:9169", ("::1", 9169)),
+    ("[2001:db8::1]:1", ("2001:db8::1", 1)), ("0.0.0.0:65535", ("0.0.0.0", 65535))])
+def test_metrics_listen(value, expected):
+    assert parse_listen(value) == expected
+    assert parse_config(f"[metrics]\nlisten = {value}\n").metrics.listen == value
+
+
+@pytest.mark.parametrize("value", ["localhost:9169", "[::1]", "::1:9169", "127.0.0.1:0",
+                                   "127.0.0.1:65536", "300.1.1.1:80", "[fe80::1%lo]:80",
+                                   "127.0.0.1:80 junk", "127.0.0.1", "1.2.3.4:\u0661\u0662"])
+def test_bad_metrics_listen_names_the_key(value):
+    with pytest.raises(ConfigError, match=r"c.conf:2: \[metrics\] listen"):
+        parse_config(f"[metrics]\nlisten = {value}\n", "c.conf")
+
+
+@given(st.text(max_size=60))
+def test_parse_listen_takes_anything(text):
+    try:
+        host, port = parse_listen(text)
+    except ValueError:
+        return
+    assert 0 < port < 65536 and text.endswith(f":{port}") and host in text
