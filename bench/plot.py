@@ -105,7 +105,9 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as err:
         print(f"bench.plot: {path}: {err}", file=sys.stderr)
         return 2
-    drawn = draw(results, Path(args.out) if args.out else path.parent, args.format)
+    out = Path(args.out) if args.out else path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = draw(results, out, args.format)
     if not drawn:
         print(f"bench.plot: {path}: no MTA samples and no RSS points to draw", file=sys.stderr)
         return 1
