@@ -151,7 +151,7 @@ def enable_multiprocess(uid: int | None, gid: int | None) -> str:
         os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
     os.environ[MULTIPROC_ENV] = path
     # prometheus_client picks its value class when imported, from this variable; we
-    # import it before the configuration is read, so pick again (no metric exists yet).
+    # import it before the configuration is read, so pick again (before any worker exists).
     values.ValueClass = values.get_value_class()
     return path
 

@@ -39,10 +39,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .entries import check_source, value_expiry
+
 if TYPE_CHECKING:
     from .metrics import Metrics
-
-from .entries import check_source, value_expiry
 
 log = logging.getLogger("mx6milter")
 
