@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from milterd import MX6CTL, MilterDaemon, merge_ini
+from milterd import MX6CTL, MX6MILTER, MilterDaemon, merge_ini, milter_ini
 from servers import free_port
 
 
@@ -139,3 +139,18 @@ def test_ready_and_stopping_notified_and_journal_priorities(tmp_path, redis_url,
     assert any(line.startswith("<6>") and "listening on" in line for line in lines)
     # nameservers 127.0.0.1:9 answer nothing: the start-up check warns
     assert any(line.startswith("<4>") and "DNS does not answer" in line for line in lines)
+
+
+def test_a_metrics_address_in_use_is_a_config_error(tmp_path, redis_url):
+    """Configured metrics that cannot be served stop the start (exit 2, the key named),
+    rather than a daemon running without the metrics the operator watches."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        conf = tmp_path / "mx6milter.conf"
+        conf.write_text(milter_ini(f"unix:{tmp_path}/m.sock", redis_url,
+                                   extra=f"[metrics]\nlisten = 127.0.0.1:{port}\n"))
+        result = subprocess.run([MX6MILTER, "-c", str(conf)], capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"[metrics] listen = 127.0.0.1:{port}: cannot listen: Address already in use" \
+        in result.stderr
