@@ -77,9 +77,9 @@ def kv_value(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _clip(text: str) -> str:
-    """At most MAX_VALUE characters; bytes that were not UTF-8 (kept as surrogates) as U+FFFD."""
-    return text[:MAX_VALUE].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+def _clip(text: str, limit: int | None = MAX_VALUE) -> str:
+    """At most LIMIT characters; bytes that were not UTF-8 (kept as surrogates) as U+FFFD."""
+    return text[:limit].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def priority(levelno: int) -> int:
@@ -114,14 +114,10 @@ class JsonFormatter(logging.Formatter):
             entry["event"] = "decision"
             entry.update(fields)
         else:
-            entry["message"] = _clip_all(record.getMessage())
+            entry["message"] = _clip(record.getMessage(), None)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
-
-
-def _clip_all(text: str) -> str:
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def stderr_is_journal() -> bool:
