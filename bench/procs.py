@@ -119,7 +119,7 @@ class Process:
 
 
 def mx6milter_config(path: Path, socket: str, redis_url: str, nameservers: str,
-                     level: str = "info", processes: int = 1) -> Path:
+                     level: str = "info", processes: int = 1, metrics: str = "") -> Path:
     path.write_text(f"""\
 [milter]
 socket = {socket}
@@ -134,15 +134,19 @@ authserv_id = mx.example.org
 nameservers = {nameservers}
 [log]
 level = {level}
+[metrics]
+listen = {metrics}
 """)
     return path
 
 
 def mx6milter(name: str, out: Path, socket: str, redis_url: str, nameservers: str,
-              nagle: bool = False, level: str = "info", processes: int = 1) -> Process:
-    """The real daemon; nagle=True starts it with TCP_NODELAY left off, for the A/B."""
+              nagle: bool = False, level: str = "info", processes: int = 1,
+              metrics: str = "") -> Process:
+    """The real daemon; nagle=True starts it with TCP_NODELAY left off, for the A/B;
+    METRICS: [metrics] listen (empty: off)."""
     config = mx6milter_config(out / f"{name}.conf", socket, redis_url, nameservers, level,
-                              processes)
+                              processes, metrics)
     launcher = ["-m", "bench.nagle_launcher"] if nagle else ["-m", "mx6milter.cli"]
     return Process(name, [PYTHON, *launcher, "-c", str(config)], out / f"{name}.log", socket,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -116,6 +116,10 @@ def goals(results: dict) -> list:
             load = "saturated" if row.cache == "warm" else row.cache.split(", ", 1)[1]
             rows.append((f"p99 decision latency, warm, @16 ({load}) < 5 ms",
                          f"{_f(row.p99, 2)} ms", None if math.isnan(row.p99) else row.p99 < 5))
+    ab = results.get("metrics_ab")
+    if ab:
+        rows.append(("[metrics] on >= 0.95x off, warm @16 (milter level, A/B)",
+                     f"{_f(ab['ratio'], 3)}x", _met(ab["ratio"], 0.95)))
     costs = results.get("costs")
     if costs:
         judged = {k: c for k, c in costs.items() if k != "ipv4"}

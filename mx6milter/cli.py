@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError, PolicySection, load_config
 from .privileges import check_names
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
@@ -32,8 +32,7 @@ def milter_main(argv=None) -> int:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(f"{args.config}: OK (mode {config.policy.mode}, socket {config.milter.socket})")
-        return 0
+        return check_config(args.config, config)
     from .daemon import Daemon, Supervisor, setup_logging   # pymilter is only needed to run
     setup_logging(config)
     try:
@@ -41,6 +40,25 @@ def milter_main(argv=None) -> int:
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2
+
+
+def check_config(path: str, config) -> int:
+    """--check-config beyond the syntax: the secret files can be read (as the daemon will
+    at start), and warnings for settings a production MX should not keep."""
+    from .service import read_redis_password, read_secret
+    try:
+        read_secret(config.addressbook.secret_file)
+        read_redis_password(config.redis.password_file)
+    except ConfigError as err:
+        print(f"mx6milter: {path}: {err}", file=sys.stderr)
+        return 2
+    if config.policy.authserv_id == PolicySection().authserv_id:
+        print(f"mx6milter: warning: {path}: [policy] authserv_id is left at its default "
+              f"({config.policy.authserv_id!r}); set it to this MX's host name, the name "
+              "its Authentication-Results and verdict headers are trusted by",
+              file=sys.stderr)
+    print(f"{path}: OK (mode {config.policy.mode}, socket {config.milter.socket})")
+    return 0
 
 
 def ctl_main(argv=None) -> int:

@@ -242,6 +242,27 @@ def _nameservers(value: str) -> tuple:
     return tuple(servers)
 
 
+def parse_listen(value: str) -> tuple:
+    """HOST:PORT or [IPv6]:PORT -> (host, port); the host an IP address."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", value)
+    if not m:
+        raise ValueError("expected ADDRESS:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9169")
+    host, port = m.group(1) or m.group(3), int(m.group(2) or m.group(4))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if not 0 < port < 65536:
+        raise ValueError("the port must be from 1 to 65535")
+    return host, port
+
+
+def _listen_or_empty(value: str) -> str:
+    if value:
+        parse_listen(value)
+    return value
+
+
 def _bool(value: str) -> bool:
     lowered = value.lower()
     if lowered in ("yes", "true", "on", "1"):
@@ -412,6 +433,12 @@ class LogSection:
     level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
     syslog_facility: str = _opt(_choice("mail", "daemon", "local0", "local1", "local2",
                                         "local3", "local4", "local5", "local6", "local7"), "mail")
+    format: str = _opt(_choice("text", "json"), "text")   # json: one object per line
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    listen: str = _opt(_listen_or_empty, "")   # HOST:PORT for Prometheus' /metrics; empty: off
 
 
 @dataclass(frozen=True)
@@ -426,6 +453,7 @@ class Config:
     arc: ArcSection = field(default_factory=ArcSection)
     rdap: RdapSection = field(default_factory=RdapSection)
     log: LogSection = field(default_factory=LogSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     path: str = ""
 
 

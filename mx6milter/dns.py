@@ -12,12 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 # A temporary failure (SERVFAIL, REFUSED, no server reachable, a full timeout) of
 # a name and type is remembered this long, for every type of lookup, not only the
@@ -87,7 +91,8 @@ class _CountingNameserver(dns.nameserver.Do53Nameserver):
 
 class Resolver:
     def __init__(self, nameservers=(), timeout: float = 2.0, cache_size: int = 10000,
-                 failure_ttl: float = FAILURE_TTL):
+                 failure_ttl: float = FAILURE_TTL, metrics: Metrics | None = None):
+        self.metrics = metrics   # the daemon's counters; None: not counted (tools, tests)
         self.timeout = timeout
         self.failure_ttl = failure_ttl
         self._cache = _Cache(cache_size)
@@ -107,10 +112,13 @@ class Resolver:
     def _count_lookup(self) -> None:
         with self._lock:
             self.lookups += 1
+        if self.metrics is not None:
+            self.metrics.dns_queries.inc()
 
     @classmethod
-    def from_config(cls, dns_section) -> Resolver:
-        return cls(dns_section.nameservers, dns_section.timeout, dns_section.cache_size)
+    def from_config(cls, dns_section, metrics: Metrics | None = None) -> Resolver:
+        return cls(dns_section.nameservers, dns_section.timeout, dns_section.cache_size,
+                   metrics=metrics)
 
     def budget(self, seconds: float) -> Budget:
         return Budget(self, time.monotonic() + seconds)
@@ -121,9 +129,7 @@ class Resolver:
         A cached answer (or failure) is returned even once the budget is spent:
         it costs no waiting."""
         key = (_cache_name(name), rdtype)
-        cached = self._cache.get(key)
-        if cached is None:      # NXDOMAIN covers every type of the name
-            cached = self._cache.get((key[0], _NXDOMAIN))
+        cached = self._cached(key)
         if cached is not None:
             if isinstance(cached, str):
                 raise DnsTempError(cached)
@@ -135,7 +141,8 @@ class Resolver:
         if deadline is not None:
             lifetime = min(lifetime, deadline - time.monotonic())
             if lifetime <= 0:
-                raise DnsTempError(f"{name}/{rdtype}: DNS time budget spent")
+                raise self._failure(key, f"{name}/{rdtype}: DNS time budget spent",
+                                    remember=False, timeout=True)
         try:
             answer = self._resolver.resolve(qname, rdtype, lifetime=lifetime,
                                             raise_on_no_answer=False, search=False)
@@ -149,13 +156,22 @@ class Resolver:
                                 "refused or unreachable)") from err
         except dns.exception.Timeout as err:
             raise self._failure(key, f"{name}/{rdtype}: timed out",
-                                remember=lifetime >= self.timeout) from err
+                                remember=lifetime >= self.timeout, timeout=True) from err
         except dns.exception.DNSException as err:
             raise self._failure(key, f"{name}/{rdtype}: {err}") from err
         rdatas = tuple(answer.rrset) if answer.rrset is not None else ()
         # expiration (wall clock) honours the TTL, or the SOA's negative TTL for NODATA
         self._cache.put(key, answer.expiration - time.time(), rdatas)
         return list(rdatas)
+
+    def _cached(self, key):
+        """The cache's answer for KEY (or for its whole name's NXDOMAIN), counted; or None."""
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache.get((key[0], _NXDOMAIN))
+        if cached is not None and self.metrics is not None:
+            self.metrics.dns_cache_hits.inc()
+        return cached
 
     def _remember_nxdomain(self, key, qname, err) -> None:
         # The negative TTL: min(SOA TTL, SOA minimum) from the authority section
@@ -168,7 +184,11 @@ class Resolver:
         where = key if chain.cnames else (key[0], _NXDOMAIN)
         self._cache.put(where, chain.minimum_ttl, ())
 
-    def _failure(self, key, text: str, remember: bool = True) -> DnsTempError:
+    def _failure(self, key, text: str, remember: bool = True, timeout: bool = False) -> DnsTempError:
+        if self.metrics is not None:
+            self.metrics.dns_failures.inc()
+            if timeout:
+                self.metrics.dns_timeouts.inc()
         if remember:
             self._cache.put(key, self.failure_ttl,
                             f"{text} (failure remembered up to {self.failure_ttl:g} s)")

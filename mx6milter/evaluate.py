@@ -18,6 +18,7 @@ from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
 from .evidence.dnswl import Dnswl, Listing, render_dnswl_results
 from .evidence.greenlist import Greenlist
 from .evidence.learned import AddressbookLearner
+from .metrics import Metrics
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -35,8 +36,10 @@ class Outcome:
 
 
 class Evaluator:
-    def __init__(self, config: Config, store: Store, resolver: Resolver, dmarc: Dmarc | None = None):
+    def __init__(self, config: Config, store: Store, resolver: Resolver, dmarc: Dmarc | None = None,
+                 metrics: Metrics | None = None):
         self.config = config
+        self.metrics = metrics or Metrics()   # counted by the milter; served by the daemon
         self.store = store
         self.resolver = resolver
         self.dmarc = dmarc or Dmarc()

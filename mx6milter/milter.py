@@ -10,13 +10,13 @@ import Milter
 from .addresses import strip_brackets
 from .evidence.auth import claims_authserv_id
 from .evaluate import Evaluator, Outcome
+from .logs import decision_fields, format_kv
 from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
 
 # Sessions whose mail is outbound: [addressbook] learn learns from them.
 OUTBOUND = (SessionClass.AUTHENTICATED, SessionClass.TRUSTED)
-
 
 
 def safe_callback(method):
@@ -129,6 +129,8 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def eoh(self):
+        if self.session_class is SessionClass.IPV4:
+            self.evaluator.metrics.ipv4_messages.inc()
         if self.teaching:      # headers through: the message is being sent
             why_not = self.evaluator.learner.submit_message(self.session.mail_from,
                                                             self.session.recipients)
@@ -159,7 +161,10 @@ class Mx6Milter(Milter.Base):
                 self._learn()
             return Milter.ACCEPT
         outcome = self.evaluator.evaluate(self.session, self.message.build(), self.session_class)
-        log.info(format_decision_log(self.session, outcome))
+        fields = decision_fields(self.session, outcome)
+        log.info("%s", format_kv(fields), extra={"decision": fields})
+        self.evaluator.metrics.decision(outcome.decision, outcome.evidence.checks,
+                                        outcome.elapsed_ms / 1000)
         return self._apply(outcome)
 
     def _learn(self) -> None:
@@ -191,29 +196,3 @@ class Mx6Milter(Milter.Base):
 
     def close(self):
         return Milter.CONTINUE
-
-
-def format_decision_log(session: Session, outcome: Outcome) -> str:
-    """One line per decision, key=value, for grep and log shippers."""
-    decision = outcome.decision
-    reply = decision.reply or decision.would_reply
-    parts = [
-        f"queue_id={session.queue_id or '-'}",
-        f"client=[{session.client_ip or '-'}]",
-        f"helo={_log_value(session.helo)}",
-        f"from=<{_log_value(session.mail_from, empty='')}>",
-        f"rcpts={len(session.recipients)}",
-        "checks=" + ",".join(_log_value(str(f)) for f in outcome.evidence.checks),
-        f"verdict={decision.tier.value}",
-        f"action={decision.action.value}",
-        "reasons=" + ",".join(_log_value(r) for r in decision.reasons),
-    ]
-    if reply:
-        parts.append(f"reply={reply.code}/{reply.status}")
-    parts.append(f"ms={outcome.elapsed_ms:.1f}")
-    return " ".join(parts)
-
-
-def _log_value(text: str, empty: str = "-") -> str:
-    text = "".join(ch if "!" <= ch <= "~" else "_" for ch in text)[:200]
-    return text or empty

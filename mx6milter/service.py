@@ -9,9 +9,13 @@ import stat
 from .config import Config, ConfigError, redact_url, refuse_world_writable
 from .dns import Resolver
 from .evaluate import Evaluator
+from .metrics import Metrics
 from .store import SCHEMA_VERSION, Store, StoreUnavailable
 
 log = logging.getLogger("mx6milter")
+# What the start-up check and mx6ctl check ask DNS. Not the root: the resolver
+# answers [] for "." without asking anyone.
+DNS_PROBE = ("org", "NS")
 
 
 def _open_private(key: str, path: str):
@@ -62,16 +66,21 @@ def read_redis_password(path: str) -> str | None:
         raise ConfigError(f"[redis] password_file: {path} is not UTF-8") from None
 
 
-def open_store(config: Config, command_timeout: float | None = None) -> Store:
+def open_store(config: Config, command_timeout: float | None = None,
+               metrics: Metrics | None = None) -> Store:
     """The Store as the daemon and mx6ctl build it: secret and password files read now."""
     return Store.from_config(config.redis, read_secret(config.addressbook.secret_file),
                              command_timeout=command_timeout,
-                             password=read_redis_password(config.redis.password_file))
+                             password=read_redis_password(config.redis.password_file),
+                             metrics=metrics)
 
 
-def build_evaluator(config: Config) -> Evaluator:
-    store = open_store(config)
-    return Evaluator(config, store, Resolver.from_config(config.dns))
+def build_evaluator(config: Config, metrics: Metrics | None = None) -> Evaluator:
+    """What the daemon runs. METRICS: the daemon's, kept across reloads; without one
+    (mx6ctl explain, tests) a private set is counted and never served."""
+    metrics = metrics or Metrics()
+    store = open_store(config, metrics=metrics)
+    return Evaluator(config, store, Resolver.from_config(config.dns, metrics), metrics=metrics)
 
 
 def self_check(evaluator: Evaluator) -> None:
@@ -80,8 +89,7 @@ def self_check(evaluator: Evaluator) -> None:
         log.warning("startup check: Redis at %s does not answer; IPv6 mail will fall back "
                     "until it does", redact_url(evaluator.config.redis.url))
     try:
-        # Not the root: the resolver answers [] for "." without asking anyone.
-        evaluator.resolver.query("org", "NS")
+        evaluator.resolver.query(*DNS_PROBE)
     except Exception as err:
         log.warning("startup check: DNS does not answer (%s); IPv6 mail will fall back "
                     "until it does", err)

@@ -39,12 +39,16 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .entries import check_source, value_expiry
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("mx6milter")
 
@@ -325,8 +329,10 @@ class Store:
     """Redis behind a narrow interface. Thread-safe (redis-py's pool)."""
 
     def __init__(self, client: redis.Redis, key_prefix: str = "mx6:",
-                 addressbook_secret: bytes | None = None, clock=time.time):
+                 addressbook_secret: bytes | None = None, clock=time.time,
+                 metrics: Metrics | None = None):
         self.client = client
+        self.metrics = metrics   # the daemon's counters; None: not counted (mx6ctl, tests)
         self.base = f"{key_prefix}v{SCHEMA_VERSION}:"
         self.addressbook_secret = addressbook_secret
         self.clock = clock
@@ -338,7 +344,8 @@ class Store:
 
     @classmethod
     def from_config(cls, redis_section, addressbook_secret: bytes | None = None,
-                    command_timeout: float | None = None, password: str | None = None) -> "Store":
+                    command_timeout: float | None = None, password: str | None = None,
+                    metrics: Metrics | None = None) -> "Store":
         """``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes);
         ``password`` is [redis] password_file's (config.py refuses one in the URL too)."""
         client = redis.Redis.from_url(
@@ -350,7 +357,7 @@ class Store:
             decode_responses=True,
             health_check_interval=30,
         )
-        return cls(client, redis_section.key_prefix, addressbook_secret)
+        return cls(client, redis_section.key_prefix, addressbook_secret, metrics=metrics)
 
     # --- names ----------------------------------------------------------------
 
@@ -375,6 +382,7 @@ class Store:
         if now < self._down_until:
             raise StoreUnavailable("redis marked down after a recent failure")
         kinds = [kind for kind, pairs in queries.items() if pairs]
+        started = time.monotonic()
         try:
             try:
                 replies = self._run_lookup(kinds, queries)
@@ -384,7 +392,11 @@ class Store:
                 replies = self._run_lookup(kinds, queries)
         except redis.exceptions.RedisError as err:
             self._mark_down()
+            if self.metrics is not None:
+                self.metrics.redis_errors.inc()
             raise StoreUnavailable(str(err)) from err
+        if self.metrics is not None and kinds:
+            self.metrics.redis_seconds.observe(time.monotonic() - started)
         answers = {kind: [] for kind in queries}
         for kind, (flat, bad) in zip(kinds, replies):
             self._report_bad_keys(bad)
@@ -427,6 +439,8 @@ class Store:
                 keys=[self._hash_key(kind, source, domain), self.kind_key(kind) + ":sources"],
                 args=[day, expires, ttl, source]))
         except redis.exceptions.RedisError as err:
+            if self.metrics is not None:
+                self.metrics.redis_errors.inc()
             raise StoreUnavailable(str(err)) from err
 
     def learn_addressbooks(self, source: str, books: dict, expires: int, ttl: int,
@@ -614,16 +628,28 @@ class Store:
         newest schema any mx6milter wrote here; a higher number than ours means a
         newer version shares this Redis and keeps data we do not read. Raises
         StoreUnavailable."""
-        key = self.base[:-len(f"v{SCHEMA_VERSION}:")] + "schema"
         try:
-            self.client.set(key, SCHEMA_VERSION, nx=True)
-            found = self.client.get(key)
+            self.client.set(self._schema_key(), SCHEMA_VERSION, nx=True)
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
+        return self.read_schema() or 0
+
+    def read_schema(self) -> int | None:
+        """The schema version recorded in Redis, None if none is (nothing written; for
+        ``mx6ctl check``); 0 for a value that is no number. Raises StoreUnavailable."""
+        try:
+            found = self.client.get(self._schema_key())
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+        if found is None:
+            return None
         try:
             return int(found)
         except (TypeError, ValueError):
             return 0
+
+    def _schema_key(self) -> str:
+        return self.base[:-len(f"v{SCHEMA_VERSION}:")] + "schema"
 
 
 def _join(base: str, suffix: str) -> str:

@@ -16,6 +16,7 @@ import redis
 from ..config import ConfigError
 from ..store import StoreUnavailable
 from .common import DEFAULT_CONFIG, UsageError
+from .check import register as register_check
 from .entries import register_addressbook, register_domain, register_ip, register_stats
 from .explain import register_explain
 from .greenlist import register as register_greenlist
@@ -35,6 +36,7 @@ REGISTRARS = [
     register_mx6,          # plan, send, dns, check-domain
     register_greenlist,    # green, asnlist, mishandle4xx, asn, history (import: ctl_import.IMPORT_KINDS)
     register_registrar,    # registrar (the greenlist's registrar signal, RDAP)
+    register_check,        # check: Redis, DNS, the milter socket (a monitoring plugin)
 ]
 
 

@@ -71,7 +71,9 @@ def test_history_schema_memory_and_source_names(store, raw):
     assert store.record_history("history", "ipv4", "example.com", 20003, NOW + 100, 3600) == 2
     assert store.read_value("history", "ipv4", "example.com", "v") == f"2 20000 20003 {NOW + 100}"
     assert 0 < raw.ttl("t:v1:history:ipv4:example.com") <= 3600
+    assert store.read_schema() is None                      # reading writes nothing
     assert store.check_schema() == SCHEMA_VERSION and raw.get("t:schema") == str(SCHEMA_VERSION)
+    assert store.read_schema() == SCHEMA_VERSION
     assert store.used_memory() > 0
     for bad in ("sources", "a:b", "a~b", ""):
         with pytest.raises(EntryError):
@@ -117,6 +119,6 @@ def test_redis_down_is_store_unavailable_never_a_redis_error():
                  lambda: down.learn_addressbooks("learned", {"u@x.example": ["a@y.example"]},
                                                  1, 60, 10),
                  lambda: down.cache_rdap("domain", "example.com", "- - notfound 1", 60),
-                 down.check_schema):
+                 down.check_schema, down.read_schema):
         with pytest.raises(StoreUnavailable):
             call()
