@@ -330,6 +330,17 @@ class GreenlistSection:
 
 
 @dataclass(frozen=True)
+class ReportSection:
+    """What became of each decision (journal.py): counters, the recent decisions, fingerprints."""
+    record: bool = _opt(_bool, "yes")                    # no: mx6ctl report and why see nothing
+    fingerprint_days: int = _opt(_positive_int, "5")     # how long a fallback waits for IPv4
+    retention_days: int = _opt(_positive_int, "8")       # hourly counters; report --since at most
+    stream_length: int = _opt(_positive_int, "20000")    # recent decisions kept for mx6ctl why
+    top_size: int = _opt(_positive_int, "1000")          # senders kept per list and hour
+    queue_size: int = _opt(_positive_int, "10000")       # records waiting to be written
+
+
+@dataclass(frozen=True)
 class LogSection:
     destination: str = _opt(_choice("stderr", "syslog"), "stderr")
     level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
@@ -345,6 +356,7 @@ class Config:
     dns: DnsSection = field(default_factory=DnsSection)
     addressbook: AddressbookSection = field(default_factory=AddressbookSection)
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
+    report: ReportSection = field(default_factory=ReportSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 
@@ -411,6 +423,10 @@ def _check_consistency(config: Config) -> None:
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
+    if config.report.fingerprint_days > config.report.retention_days:
+        raise ConfigError(f"{config.path}: [report] fingerprint_days ({config.report.fingerprint_days}) "
+                          f"must not exceed retention_days ({config.report.retention_days}): a late "
+                          "recovery would count into an hour already expired")
     enabled = len(config.greenlist.enabled_signals())
     if 0 < enabled < config.greenlist.min_signals:
         raise ConfigError(f"{config.path}: [greenlist] min_signals ({config.greenlist.min_signals}) "

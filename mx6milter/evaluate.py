@@ -15,6 +15,7 @@ from .evidence import whitelist
 from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
                             authenticated_identities, render_auth_results)
 from .evidence.greenlist import Greenlist
+from .journal import Journal
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -38,6 +39,8 @@ class Evaluator:
         self.resolver = resolver
         self.dmarc = dmarc or Dmarc()
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
+        # What became of each decision (mx6ctl report, why); written off the reply path.
+        self.journal = Journal(store, config.report) if config.report.record else None
 
     def evaluate(self, session: Session, message: Message,
                  session_class: SessionClass | None = None) -> Outcome:

@@ -55,6 +55,7 @@ class Mx6Milter(Milter.Base):
         self.message = MessageBuilder(self.config.milter.max_message_size)
         self.remove = []           # (name, occurrence index) to delete at eom
         self.seen = {}             # header name (lower) -> occurrences so far
+        self.ids = {}              # first Message-ID and From, for the journal's fingerprint
 
     def _macro(self, *names: str) -> str:
         for name in names:
@@ -114,6 +115,8 @@ class Mx6Milter(Milter.Base):
         text_value = value.decode("utf-8", "surrogateescape")
         lower = name.lower()
         self.seen[lower] = index = self.seen.get(lower, 0) + 1
+        if lower in ("message-id", "from") and index == 1:
+            self.ids[lower] = text_value
         if lower == self.config.policy.verdict_header.lower() or (
                 lower == "authentication-results"
                 and claims_authserv_id(text_value, self.config.policy.authserv_id)):
@@ -124,6 +127,10 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def eoh(self):
+        journal = self.evaluator.journal
+        if journal is not None and self.session_class is SessionClass.IPV4:
+            # Queued, never waited for: did an IPv6 fallback leave this message's fingerprint?
+            journal.ipv4(self.session, self.ids.get("message-id", ""), self.ids.get("from", ""))
         if not self.judged and not self.learning and not self.remove:
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
@@ -146,6 +153,9 @@ class Mx6Milter(Milter.Base):
             return Milter.ACCEPT
         outcome = self.evaluator.evaluate(self.session, self.message.build(), self.session_class)
         log.info(format_decision_log(self.session, outcome))
+        if self.evaluator.journal is not None:
+            self.evaluator.journal.decision(self.session, outcome, self.ids.get("message-id", ""),
+                                            self.ids.get("from", ""))
         return self._apply(outcome)
 
     def _learn(self) -> None:

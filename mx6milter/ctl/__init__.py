@@ -20,6 +20,7 @@ from .entries import register_addressbook, register_domain, register_ip, registe
 from .explain import register_explain
 from .greenlist import register as register_greenlist
 from .import_export import register_export, register_import
+from .journal import register as register_journal
 from .mx6 import register as register_mx6
 from ..entries import EntryError, parse_ipv6_prefix  # noqa: F401  (kept importable from here)
 
@@ -33,6 +34,7 @@ REGISTRARS = [
     register_explain,
     register_mx6,          # plan, send, dns, check-domain
     register_greenlist,    # green, asnlist, mishandle4xx, asn, history (import: ctl_import.IMPORT_KINDS)
+    register_journal,      # report, why
 ]
 
 
