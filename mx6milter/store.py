@@ -250,6 +250,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 """
 
+_TOP_SHA = hashlib.sha1(_TOP_LUA.encode()).hexdigest()
 HOUR = 3600
 MAX_DELAYS = 10000      # recovery delays kept per hour for the percentiles
 
@@ -302,7 +303,6 @@ class Store:
         self._load_script = client.register_script(_LOAD_LUA)
         self._swap_script = client.register_script(_SWAP_LUA)
         self._history_script = client.register_script(_HISTORY_LUA)
-        self._top_script = client.register_script(_TOP_LUA)
 
     @classmethod
     def from_config(cls, redis_section, addressbook_secret: bytes | None = None,
@@ -412,9 +412,12 @@ class Store:
         COUNTERS, each (board, sender, details JSON) of BOARDS, and FINGERPRINT
         (fingerprint, sender) of a fallback or None. LIMITS is [report]. Raises
         StoreUnavailable."""
+        self._with_scripts(lambda pipe: self._queue_decision(pipe, now, entry, counters, boards,
+                                                             fingerprint, limits))
+
+    def _queue_decision(self, pipe, now, entry, counters, boards, fingerprint, limits) -> None:
         hour = int(now // HOUR)
         ttl = limits.retention_days * 86400
-        pipe = self.client.pipeline(transaction=False)
         pipe.xadd(self._j("stream"), entry, maxlen=limits.stream_length, approximate=True)
         for counter in counters:
             pipe.hincrby(self._j("h", hour), counter, 1)
@@ -425,11 +428,31 @@ class Store:
             digest, sender = fingerprint
             pipe.set(self._j("fp", digest), f"{now:.0f} {sender}",
                      ex=limits.fingerprint_days * 86400, nx=True)
-        self._execute(pipe)
 
     def _count_sender(self, pipe, board, hour, sender, details, cap, ttl) -> None:
-        self._top_script(keys=[self._j("top", board, hour), self._j("info", board, hour)],
-                         args=[sender, details, cap, ttl], client=pipe)
+        pipe.evalsha(_TOP_SHA, 2, self._j("top", board, hour), self._j("info", board, hour),
+                     sender, details, cap, ttl)
+
+    def _with_scripts(self, fill) -> None:
+        """Run the pipeline FILL builds. EVALSHA by hand: redis-py's registered scripts
+        cost a SCRIPT EXISTS round trip on every pipeline. When the script is missing
+        (first use, Redis restarted) it is loaded and only the script calls run again."""
+        pipe = self.client.pipeline(transaction=False)
+        fill(pipe)
+        commands = list(pipe.command_stack)
+        replies = self._execute(pipe, raise_on_error=False)
+        missing = [command for command, reply in zip(commands, replies)
+                   if isinstance(reply, redis.exceptions.NoScriptError)]
+        failed = [reply for reply in replies if isinstance(reply, Exception)
+                  and not isinstance(reply, redis.exceptions.NoScriptError)]
+        if failed:
+            raise StoreUnavailable(str(failed[0]))
+        if missing:
+            retry = self.client.pipeline(transaction=False)
+            retry.script_load(_TOP_LUA)
+            for args, options in missing:
+                retry.execute_command(*args, **options)
+            self._execute(retry)
 
     def recover(self, digest: str, now: float, limits) -> tuple | None:
         """The IPv4 arrival of a message: if FINGERPRINT was left by an IPv6 fallback,
@@ -448,14 +471,15 @@ class Store:
             return None
         delay = max(0.0, now - fallen)
         hour, ttl = int(fallen // HOUR), limits.retention_days * 86400
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(self._j("h", hour), "recovered", 1)
-        pipe.expire(self._j("h", hour), ttl)
-        pipe.rpush(self._j("delay", hour), f"{delay:.0f}")
-        pipe.ltrim(self._j("delay", hour), -MAX_DELAYS, -1)
-        pipe.expire(self._j("delay", hour), ttl)
-        self._count_sender(pipe, "recovered", hour, sender, "", limits.top_size, ttl)
-        self._execute(pipe)
+
+        def fill(pipe):
+            pipe.hincrby(self._j("h", hour), "recovered", 1)
+            pipe.expire(self._j("h", hour), ttl)
+            pipe.rpush(self._j("delay", hour), f"{delay:.0f}")
+            pipe.ltrim(self._j("delay", hour), -MAX_DELAYS, -1)
+            pipe.expire(self._j("delay", hour), ttl)
+            self._count_sender(pipe, "recovered", hour, sender, "", limits.top_size, ttl)
+        self._with_scripts(fill)
         return delay, sender
 
     def journal_counters(self, hours) -> dict:
@@ -496,9 +520,9 @@ class Store:
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
 
-    def _execute(self, pipe) -> list:
+    def _execute(self, pipe, raise_on_error: bool = True) -> list:
         try:
-            return pipe.execute()
+            return pipe.execute(raise_on_error=raise_on_error)
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
 

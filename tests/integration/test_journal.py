@@ -10,12 +10,15 @@ import time
 
 import Milter
 import pytest
+import redis
 
 from mx6milter import ctl
 from mx6milter.journal import Journal, fingerprint
+from mx6milter.store import Store
 
 from ctl_runner import Ctl
 from harness import run_milter
+from servers import CountingConnection
 
 QUIET = "[greenlist]\nfcrdns = no\n"
 
@@ -171,3 +174,30 @@ def test_report_refuses_a_window_longer_than_the_retention(setup):
     assert mx6ctl("report", "--since", "9d").rc == 2
     assert mx6ctl("report", "--since", "yesterday").rc == 2
     assert mx6ctl("report", "--since", "8d").rc == 0
+
+
+def test_the_journal_writes_once_per_message_off_the_decisions_round_trip(evaluator_factory,
+                                                                          redis_url):
+    evaluator = evaluator_factory(QUIET)
+    client = redis.Redis.from_url(redis_url, decode_responses=True,
+                                  connection_class=CountingConnection)
+    evaluator.journal = Journal(Store(client), evaluator.config.report)
+    send(evaluator, 1, "2001:db8:77::1")                  # script loaded, connections made
+    # A decision, an IPv4 message: one pipeline each, in the background. A recovery
+    # (the fingerprint taken, then counted) two.
+    for number, client_ip, trips in ((2, "2001:db8:77::1", 1), (3, "192.0.2.10", 1),
+                                     (2, "192.0.2.10", 2)):
+        CountingConnection.writes = 0
+        send(evaluator, number, client_ip)
+        assert CountingConnection.writes == trips, (number, client_ip)
+    assert evaluator.journal.recovered == 1
+
+
+def test_the_journal_reloads_its_script_after_a_redis_restart(setup):
+    evaluator, mx6ctl, _clock = setup()
+    evaluator.store.client.script_flush()
+    send(evaluator, 1, "2001:db8:77::1")
+    assert evaluator.journal.failed == 0
+    result = report(mx6ctl)                      # counted once, not once per attempt
+    assert result["decisions"]["none"] == 1 and result["fallbacks"] == 1
+    assert result["would_fall_back"][0]["messages"] == 1
