@@ -511,14 +511,24 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         for hour in hours:
             pipe.lrange(self._j("delay", hour), 0, -1)
-        return [float(d) for delays in self._execute(pipe) for d in delays]
+        return [float(d) for delays in self._execute(pipe) for d in delays
+                if d.isascii() and d.isdigit()]
 
-    def journal_recent(self, count: int) -> list:
-        """The newest COUNT decisions, newest first: (stream id, fields)."""
-        try:
-            return self.client.xrevrange(self._j("stream"), count=count)
-        except redis.exceptions.RedisError as err:
-            raise StoreUnavailable(str(err)) from err
+    def journal_recent(self, count: int, page: int = 500):
+        """Yield the newest COUNT decisions, newest first, as (stream id, fields), a page
+        at a time. Raises StoreUnavailable."""
+        newest, seen = "+", 0
+        while seen < count:
+            try:
+                entries = self.client.xrevrange(self._j("stream"), max=newest,
+                                                count=min(page, count - seen))
+            except redis.exceptions.RedisError as err:
+                raise StoreUnavailable(str(err)) from err
+            if not entries:
+                return
+            yield from entries
+            seen += len(entries)
+            newest = "(" + entries[-1][0]
 
     def _execute(self, pipe, raise_on_error: bool = True) -> list:
         try:

@@ -7,6 +7,7 @@ Both read Redis only, so they cover every MX host sharing it.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import email.utils
 import ipaddress
@@ -207,8 +208,13 @@ def _senders(entry: dict) -> set:
 def render_decision(entry: dict) -> str:
     rcpts = entry.get("rcpts", "").split()
     shown = " ".join(f"<{r}>" for r in rcpts)
-    more = int(entry.get("nrcpts", len(rcpts)) or 0) - len(rcpts)
-    out = [f"{_stamp(float(entry.get('t', 0)))}  {entry.get('host', '?')}  "
+    count = entry.get("nrcpts", "")
+    more = int(count) - len(rcpts) if count.isascii() and count.isdigit() else 0
+    try:
+        when = _stamp(float(entry.get("t", "")))
+    except (ValueError, OverflowError, OSError):
+        when = "(no time)"
+    out = [f"{when}  {entry.get('host', '?')}  "
            f"queue id {entry.get('qid') or '-'}",
            f"  client        [{entry.get('client', '')}]  helo {entry.get('helo') or '(none)'}",
            f"  mail from     <{entry.get('from', '')}>",
@@ -231,8 +237,11 @@ def cmd_why(args) -> int:
         raise UsageError("why: give exactly one of QUEUE_ID, --client IP, --from ADDRESS")
     config = load(args)
     match = matcher(args)
-    entries = open_store(config).journal_recent(config.report.stream_length)
-    found = [fields for _, fields in entries if match(fields)]
+    found, scanned = [], 0
+    for _, fields in open_store(config).journal_recent(config.report.stream_length):
+        scanned += 1
+        if match(fields):
+            found.append(fields)
     found.reverse()        # oldest first, like a log
     if args.json:
         for entry in found:
@@ -240,8 +249,14 @@ def cmd_why(args) -> int:
         print(json.dumps(found, indent=2))
     else:
         print("\n\n".join(render_decision(entry) for entry in found) or
-              f"no decision found among the last {len(entries)} (see [report] stream_length)")
+              f"no decision found among the last {scanned} (see [report] stream_length)")
     return 0 if found else 1
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number above 0")
+    return int(text)
 
 
 def register(sub) -> None:
@@ -252,7 +267,7 @@ def register(sub) -> None:
                                    "without evidence, each with the command that would accept it.")
     p.add_argument("--since", default="24h", metavar="DURATION",
                    help="how far back: 24h (default), 7d, 90m ...; at most [report] retention_days")
-    p.add_argument("--top", type=int, default=10, metavar="N",
+    p.add_argument("--top", type=_positive, default=10, metavar="N",
                    help="senders listed per list (default 10)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=cmd_report)

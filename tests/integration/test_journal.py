@@ -157,6 +157,14 @@ def test_the_stream_and_the_boards_stay_bounded(setup):
                if not key.endswith(":stream"))
 
 
+def test_why_reads_the_stream_a_page_at_a_time_newest_first(setup):
+    evaluator, _mx6ctl, _clock = setup()
+    for number in range(12):
+        send(evaluator, number, "2001:db8:77::1", qid=f"Q{number}")
+    recent = list(evaluator.store.journal_recent(10, page=3))
+    assert [fields["qid"] for _, fields in recent] == [f"Q{n}" for n in range(11, 1, -1)]
+
+
 def test_redis_down_changes_nothing_for_ipv4_and_counts_the_failure(evaluator_factory):
     evaluator = evaluator_factory(QUIET)     # not the fixture: [redis] url points nowhere
     from conftest import make_config
