@@ -54,7 +54,7 @@ def mta(addresses, live_redis, dns_server):  # noqa: F811 (the fixture)
     try:
         postfix.start()
         milter.start()
-        yield postfix, milter
+        yield postfix, milter, Ledger()       # one ledger: the sink holds every test's mail
     finally:
         milter.stop()
         postfix.close()
@@ -66,8 +66,7 @@ def report(milter) -> dict:
 
 
 def test_a_refused_message_sent_again_over_ipv4_is_counted_recovered(mta):
-    postfix, milter = mta
-    ledger = Ledger()
+    postfix, milter, ledger = mta
     retried_id, gives_up_id = ledger.new_id(), ledger.new_id()
     raw = {msg_id: _message(msg_id) for msg_id in (retried_id, gives_up_id)}
     assert ledger.send(postfix.port, RETRIED, raw[retried_id], msg_id=retried_id).code == 451
@@ -97,8 +96,8 @@ def test_a_refused_message_sent_again_over_ipv4_is_counted_recovered(mta):
 
 
 def test_why_shows_the_refused_message_by_client_and_queue_id(mta):
-    postfix, milter = mta
-    msg_id = Ledger().new_id()
+    postfix, milter, ledger = mta
+    msg_id = ledger.new_id()
     assert smtp_send(postfix.port, RETRIED, "why@example.net", ["user@example.org"],
                      _message(msg_id, sender="why@example.net")).code == 451
     wait_for(lambda: "why@example.net" in mx6ctl(milter.conf, "why", "--from", "why@example.net"),
@@ -113,3 +112,28 @@ def test_why_shows_the_refused_message_by_client_and_queue_id(mta):
 def _message(msg_id: str, sender: str = "sender@example.net") -> bytes:
     return (f"From: <{sender}>\r\nTo: user@example.org\r\nSubject: retried\r\n"
             f"Message-ID: {msg_id}\r\n\r\nHello.\r\n").encode()
+
+
+def test_report_mode_names_the_command_that_accepts_the_next_such_message(mta):
+    postfix, milter, ledger = mta
+    milter.reload(milter.text.replace("[policy]\n", "[policy]\nmode = report\n"))
+    milter.wait_log("configuration reloaded")
+    sent = [ledger.new_id(), ledger.new_id()]
+    for msg_id in sent:       # accepted in report mode, marked with what would have happened
+        assert ledger.send(postfix.port, RETRIED, _message(msg_id), msg_id=msg_id).code == 250
+    arrived = ledger.check(postfix)
+    verdicts = [arrived[msg_id].header("X-MX6-Verdict")[0] for msg_id in sent]
+    assert all(v.startswith("none; action=fallback-reported; reply=451 4.7.1") for v in verdicts)
+
+    def top_network():
+        rows = [r for r in report(milter)["would_fall_back"] if r["by"] == "net"]
+        return rows[0] if rows and rows[0]["messages"] >= 2 else None
+    wait_for(top_network, timeout=20, what="the senders in mx6ctl report")
+    row = top_network()
+    assert row["sender"] == "2001:db8:a7::/48" and "network=miss" in row["lacked"]
+    subprocess.run([MX6CTL, *shlex.split(row["suggestion"])[1:]], check=True, capture_output=True)
+    msg_id = ledger.new_id()
+    assert ledger.send(postfix.port, RETRIED, _message(msg_id), msg_id=msg_id).code == 250
+    verdict = ledger.check(postfix)[msg_id].header("X-MX6-Verdict")[0]
+    assert verdict.startswith("greenlisted; subject-to-content-filtering; "
+                              "evidence=network=pass(2001:db8:a7::/48")
