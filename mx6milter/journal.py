@@ -105,6 +105,8 @@ class Journal:
         self._busy = False
         self._worker: threading.Thread | None = None
         self._last_drop_log = 0.0
+        self._last_fail_log = 0.0
+        self._redis_down_until = 0.0
         self.written = 0          # decisions written
         self.fallbacks = 0        # fingerprints left by IPv6 fallbacks
         self.recovered = 0        # IPv4 messages that were earlier fallbacks
@@ -157,10 +159,12 @@ class Journal:
                 work, item = self._queue.popleft()
                 self._busy = True
             try:
-                work(*item)
+                if time.monotonic() < self._redis_down_until:
+                    self.failed += 1       # Redis failed a moment ago: no timeout per message
+                else:
+                    work(*item)
             except StoreUnavailable as err:    # the mail was answered long ago
-                self.failed += 1
-                log.warning("journal: Redis: %s (record not written)", err)
+                self._redis_failed(err)
             except Exception:
                 self.failed += 1
                 log.exception("BUG in the journal (record not written)")
@@ -168,6 +172,17 @@ class Journal:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _redis_failed(self, err: StoreUnavailable) -> None:
+        """Count the lost record; skip Redis for a second, so a dead one costs no timeout
+        per message; log once a minute."""
+        self.failed += 1
+        now = time.monotonic()
+        self._redis_down_until = now + 1.0
+        if now - self._last_fail_log > 60:
+            self._last_fail_log = now
+            log.warning("journal: Redis: %s; %d records not written so far (mx6ctl report "
+                        "undercounts)", err, self.failed)
 
     # --- the thread's side --------------------------------------------------------
 

@@ -16,6 +16,7 @@ from mx6milter import ctl
 from mx6milter.journal import Journal, fingerprint
 from mx6milter.store import Store
 
+from conftest import make_config
 from ctl_runner import Ctl
 from harness import run_milter
 from servers import CountingConnection
@@ -166,15 +167,16 @@ def test_why_reads_the_stream_a_page_at_a_time_newest_first(setup):
 
 
 def test_redis_down_changes_nothing_for_ipv4_and_counts_the_failure(evaluator_factory):
-    evaluator = evaluator_factory(QUIET)     # not the fixture: [redis] url points nowhere
-    from conftest import make_config
-    from mx6milter.store import Store
+    evaluator = evaluator_factory(QUIET)     # the journal alone writes to a Redis that is not there
     config = make_config(QUIET, "redis://127.0.0.1:1/0")
     evaluator.journal = Journal(Store.from_config(config.redis), config.report)
-    result = run_milter(evaluator, message(1), client_ip="192.0.2.10")
-    assert result.rc == Milter.ACCEPT and result.changed == [] and result.added == []
+    for number in range(3):
+        result = run_milter(evaluator, message(number), client_ip="192.0.2.10")
+        assert result.rc == Milter.ACCEPT and result.changed == [] and result.added == []
+    judged = run_milter(evaluator, message(4), client_ip="2001:db8:77::1")
+    assert judged.rc == Milter.TEMPFAIL and judged.reply[0] == "451"
     assert evaluator.journal.flush()
-    assert evaluator.journal.failed == 1 and evaluator.journal.recovered == 0
+    assert evaluator.journal.failed == 4 and evaluator.journal.recovered == 0
 
 
 def test_report_refuses_a_window_longer_than_the_retention(setup):
