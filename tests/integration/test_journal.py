@@ -179,6 +179,13 @@ def test_redis_down_changes_nothing_for_ipv4_and_counts_the_failure(evaluator_fa
     assert evaluator.journal.failed == 4 and evaluator.journal.recovered == 0
 
 
+def test_report_and_why_with_redis_down_say_so_in_one_line(tmp_path):
+    mx6ctl = Ctl(tmp_path, "redis://127.0.0.1:1/0")
+    for argv in (("report",), ("why", "4ABC"), ("why", "--from", "a@example.net")):
+        run = mx6ctl(*argv)
+        assert run.rc == 1 and "Traceback" not in run.err and len(run.err.splitlines()) == 1, run
+
+
 def test_report_refuses_a_window_longer_than_the_retention(setup):
     _evaluator, mx6ctl, _clock = setup()
     assert mx6ctl("report", "--since", "9d").rc == 2

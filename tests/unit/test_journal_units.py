@@ -3,10 +3,11 @@ report's percentiles and suggestions, and reading back hostile stream entries.""
 import json
 import shlex
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mx6milter.config import parse_config
+from mx6milter.config import ConfigError, parse_config
 from mx6milter.ctl.common import DEFAULT_CONFIG
 from mx6milter.ctl.journal import _details, percentile, render_decision, suggestion
 from mx6milter.journal import fingerprint, lacked, network48, parse_checks
@@ -80,3 +81,9 @@ def test_hostile_stream_values_read_back_without_raising(text):
 def test_checks_round_trip_through_json():
     text = json.dumps([["spf", "pass", "a@b"], ["ip", "miss", ""], "junk", [1]])
     assert parse_checks(text) == [Finding("spf", "pass", "a@b"), Finding("ip", "miss", "")]
+
+
+def test_a_fingerprint_outliving_the_counters_is_a_config_error():
+    with pytest.raises(ConfigError, match="fingerprint_days"):
+        config("[report]\nfingerprint_days = 9\nretention_days = 8\n")
+    assert config("[report]\nfingerprint_days = 8\n").report.retention_days == 8
