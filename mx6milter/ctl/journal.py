@@ -138,7 +138,8 @@ def render_report(report: dict) -> str:
     out += ["", f"Fallbacks (4xx/5xx over IPv6)  {report['fallbacks']}",
             f"  recovered over IPv4          {rec['count']} ({share}); delay p50 "
             f"{_seconds(rec['delay_p50_seconds'])}, p90 {_seconds(rec['delay_p90_seconds'])}",
-            "  never came back (greenlist them if they are legitimate senders that mishandle 4xx):"]
+            "  never came back (greenlist them if they are legitimate senders that mishandle 4xx;"
+            " a fallback of the last hours may still be retried):"]
     for row in report["not_recovered"]:
         out.append(f"    {row['fallbacks']:>6}  From {row['from_domain'] or '(unauthenticated)'} "
                    f"via {row['network'] or '?'}")
