@@ -465,10 +465,9 @@ class Store:
         if not value:
             return None
         stamp, _, sender = value.partition(" ")
-        try:
-            fallen = float(stamp)
-        except ValueError:
-            return None
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            return None                   # not written by us: nothing to count
+        fallen = float(stamp)
         delay = max(0.0, now - fallen)
         hour, ttl = int(fallen // HOUR), limits.retention_days * 86400
 
