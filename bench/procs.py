@@ -119,7 +119,8 @@ class Process:
 
 
 def mx6milter_config(path: Path, socket: str, redis_url: str, nameservers: str,
-                     level: str = "info", processes: int = 1, metrics: str = "") -> Path:
+                     level: str = "info", processes: int = 1, metrics: str = "",
+                     journal: bool = True) -> Path:
     path.write_text(f"""\
 [milter]
 socket = {socket}
@@ -132,6 +133,8 @@ mode = defensive
 authserv_id = mx.example.org
 [dns]
 nameservers = {nameservers}
+[report]
+record = {"yes" if journal else "no"}
 [log]
 level = {level}
 [metrics]
@@ -142,11 +145,12 @@ listen = {metrics}
 
 def mx6milter(name: str, out: Path, socket: str, redis_url: str, nameservers: str,
               nagle: bool = False, level: str = "info", processes: int = 1,
-              metrics: str = "") -> Process:
+              metrics: str = "", journal: bool = True) -> Process:
     """The real daemon; nagle=True starts it with TCP_NODELAY left off, for the A/B;
-    METRICS: [metrics] listen (empty: off)."""
+    METRICS: [metrics] listen (empty: off); journal=False leaves out the background
+    write of [report] record."""
     config = mx6milter_config(out / f"{name}.conf", socket, redis_url, nameservers, level,
-                              processes, metrics)
+                              processes, metrics, journal)
     launcher = ["-m", "bench.nagle_launcher"] if nagle else ["-m", "mx6milter.cli"]
     return Process(name, [PYTHON, *launcher, "-c", str(config)], out / f"{name}.log", socket,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})

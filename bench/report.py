@@ -125,7 +125,7 @@ def goals(results: dict) -> list:
         judged = {k: c for k, c in costs.items() if k != "ipv4"}
         trips = max(c["redis_round_trips"] for c in judged.values())
         dns = max(c["dns_repeat"] for c in costs.values())
-        rows.append(("Redis round trips per decision == 1",
+        rows.append(("Redis round trips per decision == 1 (the journal's background write aside)",
                      f"{_f(trips, 2)} (max over kinds; IPv4: "
                      f"{_f(costs['ipv4']['redis_round_trips'], 2)})", trips <= 1.0 and trips > 0))
         rows.append(("DNS queries for a repeat sender within TTL == 0", _f(dns, 2), dns == 0))

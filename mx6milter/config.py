@@ -428,6 +428,17 @@ class RdapSection:
 
 
 @dataclass(frozen=True)
+class ReportSection:
+    """What became of each decision (journal.py): counters, the recent decisions, fingerprints."""
+    record: bool = _opt(_bool, "yes")                    # no: mx6ctl report and why see nothing
+    fingerprint_days: int = _opt(_positive_int, "5")     # how long a fallback waits for IPv4
+    retention_days: int = _opt(_positive_int, "8")       # hourly counters; report --since at most
+    stream_length: int = _opt(_positive_int, "20000")    # recent decisions kept for mx6ctl why
+    top_size: int = _opt(_positive_int, "1000")          # senders kept per list and hour
+    queue_size: int = _opt(_positive_int, "10000")       # records waiting to be written
+
+
+@dataclass(frozen=True)
 class LogSection:
     destination: str = _opt(_choice("stderr", "syslog"), "stderr")
     level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
@@ -452,6 +463,7 @@ class Config:
     dnswl: DnswlSection = field(default_factory=DnswlSection)
     arc: ArcSection = field(default_factory=ArcSection)
     rdap: RdapSection = field(default_factory=RdapSection)
+    report: ReportSection = field(default_factory=ReportSection)
     log: LogSection = field(default_factory=LogSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     path: str = ""
@@ -522,6 +534,10 @@ def _check_consistency(config: Config) -> None:
     if (config.greenlist.registrar or config.greenlist.rdap) and not config.rdap.enabled:
         raise ConfigError(f"{config.path}: [greenlist] registrar and rdap need RDAP lookups: "
                           "set [rdap] enabled = yes")
+    if config.report.fingerprint_days > config.report.retention_days:
+        raise ConfigError(f"{config.path}: [report] fingerprint_days ({config.report.fingerprint_days}) "
+                          f"must not exceed retention_days ({config.report.retention_days}): a late "
+                          "recovery would count into an hour already expired")
     enabled = len(config.greenlist.enabled_signals())
     dnswl = config.dnswl
     enabled += bool((dnswl.zones or dnswl.domain_zones) and dnswl.greenlist_trust <= 3)

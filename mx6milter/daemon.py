@@ -167,6 +167,9 @@ class Daemon:
                 else:
                     wake_listener(self.config.milter.socket)
         worker.join(timeout=10)
+        journal = self.evaluator.journal
+        if journal is not None and not journal.flush(timeout=5):
+            log.warning("journal: records still queued at stop were not written")
         if self.error:
             log.error("libmilter stopped: %s", self.error)
             return 1

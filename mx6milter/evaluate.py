@@ -19,6 +19,7 @@ from .evidence.dnswl import Dnswl, Listing, render_dnswl_results
 from .evidence.greenlist import Greenlist
 from .evidence.learned import AddressbookLearner
 from .metrics import Metrics
+from .journal import Journal
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -48,6 +49,9 @@ class Evaluator:
         # outbound mail teaches addressbooks (the milter hands it over)
         self.learner = AddressbookLearner(store, config.addressbook) \
             if config.addressbook.learn else None
+        # What became of each decision (mx6ctl report, why); written off the reply path.
+        self.journal = Journal(store, config.report, on_recovered=self.metrics.recovered) \
+            if config.report.record else None
 
     def evaluate(self, session: Session, message: Message,
                  session_class: SessionClass | None = None) -> Outcome:

@@ -8,7 +8,7 @@ import socket
 import Milter
 
 from .addresses import strip_brackets
-from .evidence.auth import claims_authserv_id
+from .evidence.auth import claimed_job_id, claims_authserv_id
 from .evaluate import Evaluator, Outcome
 from .logs import decision_fields, format_kv
 from .model import Action, MessageBuilder, Session, SessionClass
@@ -57,8 +57,9 @@ class Mx6Milter(Milter.Base):
 
     def _reset_message(self) -> None:
         self.message = MessageBuilder(self.config.milter.max_message_size)
-        self.remove = []           # (name, occurrence index) to delete at eom
+        self.remove = []           # (name, occurrence index, job id) to delete at eom
         self.seen = {}             # header name (lower) -> occurrences so far
+        self.ids = {}              # first Message-ID and From, for the journal's fingerprint
 
     def _macro(self, *names: str) -> str:
         for name in names:
@@ -119,13 +120,25 @@ class Mx6Milter(Milter.Base):
         text_value = value.decode("utf-8", "surrogateescape")
         lower = name.lower()
         self.seen[lower] = index = self.seen.get(lower, 0) + 1
-        if lower == self.config.policy.verdict_header.lower() or (
-                lower == "authentication-results"
-                and claims_authserv_id(text_value, self.config.policy.authserv_id)):
-            self.remove.append((name, index))
+        if lower in ("message-id", "from") and index == 1:
+            self.ids[lower] = text_value
+        if lower == self.config.policy.verdict_header.lower():
+            self.remove.append((name, index, None))
+        elif lower == "authentication-results":
+            self._mark_auth_results(name, index, text_value)
         if self.judged or self.learning:
             self.message.add_header(name, value)
         return Milter.CONTINUE
+
+    def _mark_auth_results(self, name: str, index: int, value: str) -> None:
+        """Mark an Authentication-Results claiming our authserv-id for removal. One in
+        the form "AUTHSERV_ID/JOBID" (OpenDKIM's and OpenDMARC's AuthservIDWithJobID)
+        stays if JOBID is this message's queue id, known at eom: a milter before us
+        in this transaction wrote it (evidence.auth.claimed_job_id)."""
+        ours = self.config.policy.authserv_id
+        job = claimed_job_id(value, ours)
+        if job is not None or claims_authserv_id(value, ours):
+            self.remove.append((name, index, job))
 
     @safe_callback
     def eoh(self):
@@ -140,6 +153,10 @@ class Mx6Milter(Milter.Base):
         if self.learning and not self.evaluator.greenlist.recorder.wants(
                 [value for name, value in self.message.headers if name.lower() == "from"]):
             self.learning = False     # its domain is counted enough today: skip the body
+        journal = self.evaluator.journal
+        if journal is not None and self.session_class is SessionClass.IPV4:
+            # Queued, never waited for: did an IPv6 fallback leave this message's fingerprint?
+            journal.ipv4(self.session, self.ids.get("message-id", ""), self.ids.get("from", ""))
         if not self.judged and not self.learning and not self.remove:
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
@@ -152,10 +169,11 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def eom(self):
-        self.session.queue_id = self._macro("i") or self.session.queue_id
+        self.session.queue_id = queue_id = self._macro("i") or self.session.queue_id
         # Reverse order: Postfix renumbers the remaining headers after each delete.
-        for name, index in reversed(self.remove):
-            self.chgheader(name, index, "")
+        for name, index, job in reversed(self.remove):
+            if not job or job != queue_id:      # a job id is local only if it is this queue id
+                self.chgheader(name, index, "")
         if not self.judged:
             if self.learning:
                 self._learn()
@@ -165,6 +183,9 @@ class Mx6Milter(Milter.Base):
         log.info("%s", format_kv(fields), extra={"decision": fields})
         self.evaluator.metrics.decision(outcome.decision, outcome.evidence.checks,
                                         outcome.elapsed_ms / 1000)
+        if self.evaluator.journal is not None:
+            self.evaluator.journal.decision(self.session, outcome, self.ids.get("message-id", ""),
+                                            self.ids.get("from", ""))
         return self._apply(outcome)
 
     def _learn(self) -> None:

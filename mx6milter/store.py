@@ -14,6 +14,16 @@ Schema version 1, every key under ``<key_prefix>v1:`` but the marker
     <p>ab:learned:USER         hash CORRESPONDENT -> EXPIRY, with a TTL (learnt from
                                outbound mail, at most a cap of fields, the oldest evicted)
 
+The journal (journal.py: what became of each decision; read by mx6ctl report
+and why), every key but the stream with a TTL, every list capped::
+
+    <p>j:stream                stream of recent decisions (XADD MAXLEN ~ [report] stream_length)
+    <p>j:h:HOUR                hash COUNTER -> count for one hour (HOUR = Unix time // 3600)
+    <p>j:top:BOARD:HOUR        sorted set SENDER -> count, the [report] top_size largest kept
+    <p>j:info:BOARD:HOUR       hash SENDER -> JSON details, for the senders in the sorted set
+    <p>j:delay:HOUR            list of recovery delays in seconds, of the fallbacks of HOUR
+    <p>j:fp:FINGERPRINT        "FALLBACK_TIME SENDER" of one IPv6 fallback, TTL fingerprint_days
+
 KIND is ``ip`` (FIELD is ``HEXPREFIX/LEN``, see ``ip_field``), ``domain``
 (FIELD is the A-label domain; VALUE starts with what must authenticate) or
 ``ab``. Every VALUE ends in the expiry as Unix seconds, 0 for never.
@@ -290,6 +300,29 @@ return over
 """
 _LEARN_SHA = hashlib.sha1(_LEARN_LUA.encode()).hexdigest()
 
+# One sender counted on a capped board. KEYS[1] = the sorted set, KEYS[2] = its
+# details hash; ARGV = member, details JSON, cap, TTL. Beyond the cap the
+# smallest counts go, with their details, so a spray of senders stays bounded.
+_TOP_LUA = """
+redis.call('ZINCRBY', KEYS[1], 1, ARGV[1])
+local cap = tonumber(ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+if n > cap then
+  local gone = redis.call('ZRANGE', KEYS[1], 0, n - cap - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1)
+  for _, m in ipairs(gone) do redis.call('HDEL', KEYS[2], m) end
+end
+if ARGV[2] ~= '' and redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+"""
+
+_TOP_SHA = hashlib.sha1(_TOP_LUA.encode()).hexdigest()
+HOUR = 3600
+MAX_DELAYS = 10000      # recovery delays kept per hour for the percentiles
+
 
 class StoreUnavailable(Exception):
     """Redis could not be reached in time; the caller falls back."""
@@ -478,6 +511,140 @@ class Store:
         """One entry's value, or None. Raises StoreUnavailable."""
         try:
             return self.client.hget(self._hash_key(kind, source, suffix), field)
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+
+    # --- the journal (journal.py writes, mx6ctl report and why read) -----------------
+
+    def _j(self, *parts) -> str:
+        return self.base + "j:" + ":".join(str(part) for part in parts)
+
+    def record_decision(self, now: float, entry: dict, counters, boards, fingerprint,
+                        limits) -> None:
+        """One decision, in one pipelined round trip: the stream entry, the hour's
+        COUNTERS, each (board, sender, details JSON) of BOARDS, and FINGERPRINT
+        (fingerprint, sender) of a fallback or None. LIMITS is [report]. Raises
+        StoreUnavailable."""
+        self._with_scripts(lambda pipe: self._queue_decision(pipe, now, entry, counters, boards,
+                                                             fingerprint, limits))
+
+    def _queue_decision(self, pipe, now, entry, counters, boards, fingerprint, limits) -> None:
+        hour = int(now // HOUR)
+        ttl = limits.retention_days * 86400
+        pipe.xadd(self._j("stream"), entry, maxlen=limits.stream_length, approximate=True)
+        for counter in counters:
+            pipe.hincrby(self._j("h", hour), counter, 1)
+        pipe.expire(self._j("h", hour), ttl)
+        for board, sender, details in boards:
+            self._count_sender(pipe, board, hour, sender, details, limits.top_size, ttl)
+        if fingerprint is not None:
+            digest, sender = fingerprint
+            pipe.set(self._j("fp", digest), f"{now:.0f} {sender}",
+                     ex=limits.fingerprint_days * 86400, nx=True)
+
+    def _count_sender(self, pipe, board, hour, sender, details, cap, ttl) -> None:
+        pipe.evalsha(_TOP_SHA, 2, self._j("top", board, hour), self._j("info", board, hour),
+                     sender, details, cap, ttl)
+
+    def _with_scripts(self, fill) -> None:
+        """Run the pipeline FILL builds. EVALSHA by hand: redis-py's registered scripts
+        cost a SCRIPT EXISTS round trip on every pipeline. When the script is missing
+        (first use, Redis restarted) it is loaded and only the script calls run again."""
+        pipe = self.client.pipeline(transaction=False)
+        fill(pipe)
+        commands = list(pipe.command_stack)
+        replies = self._execute(pipe, raise_on_error=False)
+        missing = [command for command, reply in zip(commands, replies)
+                   if isinstance(reply, redis.exceptions.NoScriptError)]
+        failed = [reply for reply in replies if isinstance(reply, Exception)
+                  and not isinstance(reply, redis.exceptions.NoScriptError)]
+        if failed:
+            raise StoreUnavailable(str(failed[0]))
+        if missing:
+            retry = self.client.pipeline(transaction=False)
+            retry.script_load(_TOP_LUA)
+            for args, options in missing:
+                retry.execute_command(*args, **options)
+            self._execute(retry)
+
+    def recover(self, digest: str, now: float, limits) -> tuple | None:
+        """The IPv4 arrival of a message: if FINGERPRINT was left by an IPv6 fallback,
+        count it recovered (once, whichever MX host sees it) in the fallback's hour;
+        returns (delay seconds, sender) or None. Raises StoreUnavailable."""
+        try:
+            value = self.client.getdel(self._j("fp", digest))
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+        if not value:
+            return None
+        stamp, _, sender = value.partition(" ")
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            return None                   # not written by us: nothing to count
+        fallen = float(stamp)
+        delay = max(0.0, now - fallen)
+        hour, ttl = int(fallen // HOUR), limits.retention_days * 86400
+
+        def fill(pipe):
+            pipe.hincrby(self._j("h", hour), "recovered", 1)
+            pipe.expire(self._j("h", hour), ttl)
+            pipe.rpush(self._j("delay", hour), f"{delay:.0f}")
+            pipe.ltrim(self._j("delay", hour), -MAX_DELAYS, -1)
+            pipe.expire(self._j("delay", hour), ttl)
+            self._count_sender(pipe, "recovered", hour, sender, "", limits.top_size, ttl)
+        self._with_scripts(fill)
+        return delay, sender
+
+    def journal_counters(self, hours) -> dict:
+        """COUNTER -> count, summed over HOURS."""
+        pipe = self.client.pipeline(transaction=False)
+        for hour in hours:
+            pipe.hgetall(self._j("h", hour))
+        totals: dict = {}
+        for counts in self._execute(pipe):
+            for name, count in counts.items():
+                totals[name] = totals.get(name, 0) + int(count)
+        return totals
+
+    def journal_board(self, board: str, hours) -> dict:
+        """SENDER -> (count over HOURS, its newest details JSON or "")."""
+        pipe = self.client.pipeline(transaction=False)
+        for hour in hours:
+            pipe.zrange(self._j("top", board, hour), 0, -1, withscores=True)
+            pipe.hgetall(self._j("info", board, hour))
+        replies = self._execute(pipe)
+        out: dict = {}
+        for members, details in zip(replies[::2], replies[1::2]):    # oldest hour first
+            for sender, score in members:
+                count, old = out.get(sender, (0, ""))
+                out[sender] = (count + int(score), details.get(sender) or old)
+        return out
+
+    def journal_delays(self, hours) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        for hour in hours:
+            pipe.lrange(self._j("delay", hour), 0, -1)
+        return [float(d) for delays in self._execute(pipe) for d in delays
+                if d.isascii() and d.isdigit()]
+
+    def journal_recent(self, count: int, page: int = 500):
+        """Yield the newest COUNT decisions, newest first, as (stream id, fields), a page
+        at a time. Raises StoreUnavailable."""
+        newest, seen = "+", 0
+        while seen < count:
+            try:
+                entries = self.client.xrevrange(self._j("stream"), max=newest,
+                                                count=min(page, count - seen))
+            except redis.exceptions.RedisError as err:
+                raise StoreUnavailable(str(err)) from err
+            if not entries:
+                return
+            yield from entries
+            seen += len(entries)
+            newest = "(" + entries[-1][0]
+
+    def _execute(self, pipe, raise_on_error: bool = True) -> list:
+        try:
+            return pipe.execute(raise_on_error=raise_on_error)
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
 

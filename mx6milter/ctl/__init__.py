@@ -21,6 +21,7 @@ from .entries import register_addressbook, register_domain, register_ip, registe
 from .explain import register_explain
 from .greenlist import register as register_greenlist
 from .import_export import register_export, register_import
+from .journal import register as register_journal
 from .mx6 import register as register_mx6
 from .registrar import register as register_registrar
 from ..entries import EntryError, parse_ipv6_prefix  # noqa: F401  (kept importable from here)
@@ -37,6 +38,7 @@ REGISTRARS = [
     register_greenlist,    # green, asnlist, mishandle4xx, asn, history (import: ctl_import.IMPORT_KINDS)
     register_registrar,    # registrar (the greenlist's registrar signal, RDAP)
     register_check,        # check: Redis, DNS, the milter socket (a monitoring plugin)
+    register_journal,      # report, why
 ]
 
 

@@ -706,6 +706,27 @@ def claims_authserv_id(value: str, authserv_id: str) -> bool:
     return False
 
 
+# OpenDKIM's and OpenDMARC's AuthservIDWithJobID: "mx.example.org/QUEUEID".
+_JOB_ID = re.compile(r"/[^\s;()\"\\/]*")
+
+
+def claimed_job_id(value: str, authserv_id: str) -> str | None:
+    """The job id of an Authentication-Results that claims ``AUTHSERV_ID/JOBID``, the
+    form a milter earlier in the chain writes with AuthservIDWithJobID; None when the
+    header does not have that form.
+
+    Such a header is local only if JOBID is this message's queue id: no sender knows
+    it before the message is queued, and Postfix shows no milter its own Received
+    header, so position cannot tell a local header from a forged one. "" is
+    returned for a form no MTA writes (several or empty job ids): never a queue id.
+    """
+    head = value[:_MAX_ID_TEXT * 4].split(";", 1)[0]
+    jobs = [job[1:] for job in _JOB_ID.findall(head)]
+    if not jobs or not claims_authserv_id(_JOB_ID.sub("", head) + "; none", authserv_id):
+        return None
+    return jobs[0] if len(jobs) == 1 else ""
+
+
 def _id_words(text: str, comments: str) -> list:
     """The words of TEXT (its quotes already dropped, so a quoted id, blanks and
     comments inside the quotes included, reads like a bare one) before the first ';'

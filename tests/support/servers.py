@@ -64,3 +64,12 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CountingConnection(redis.Connection):
+    """Counts how often the client writes to Redis: one write per round trip."""
+    writes = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.writes += 1
+        return super().send_packed_command(command, check_health)

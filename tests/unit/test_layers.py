@@ -32,7 +32,7 @@ LAYERS = {
     "mx6milter.prefixes": "core", "mx6milter.vcard": "core",
     "mx6milter.dns": "edges", "mx6milter.store": "edges", "mx6milter.metrics": "edges",
     "mx6milter.evidence": "evidence",
-    "mx6milter.evaluate": "evaluate",
+    "mx6milter.evaluate": "evaluate", "mx6milter.journal": "evaluate",
     "mx6milter.service": "service", "mx6milter.logs": "service",
     "mx6milter.milter": "adapter", "mx6milter.daemon": "adapter",
     "mx6milter.privileges": "adapter", "mx6milter.cli": "adapter",
