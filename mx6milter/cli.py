@@ -24,7 +24,7 @@ def milter_main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        check_names(config.milter)        # the accounts exist on this machine
+        check_names(config)        # the accounts exist on this machine
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2

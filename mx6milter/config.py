@@ -347,9 +347,19 @@ class Config:
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
+    lines: tuple = field(default=(), compare=False, repr=False)   # ((section, key), line number)
+
+    def where(self, section: str, key: str) -> str:
+        """'PATH:LINE: ' where a key is set, 'PATH: ' if the file does not set it (a default),
+        '' for a Config made without a file: the prefix of an error about the key."""
+        line = dict(self.lines).get((section, key))
+        if not self.path:
+            return ""
+        return f"{self.path}:{line}: " if line else f"{self.path}: "
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "path"}
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)
+            if f.name not in ("path", "lines")}
 
 
 def _key_lines(text: str) -> dict:
@@ -399,7 +409,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                 shown = redact_url(raw.strip()) if (name, key) == ("redis", "url") else raw.strip()
                 raise ConfigError(f"{where}: [{name}] {key} = {shown!r}: {err}") from None
         sections[name] = section_class(**values)
-    config = Config(path=path, **sections)
+    config = Config(path=path, lines=tuple(lines.items()), **sections)
     _check_consistency(config)
     return config
 
