@@ -6,6 +6,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, load_config
+from .evidence.auth import load_public_suffix_list
 from .privileges import check_names
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
@@ -25,6 +26,7 @@ def milter_main(argv=None) -> int:
     try:
         config = load_config(args.config)
         check_names(config)        # the accounts exist on this machine
+        load_public_suffix_list(config.policy.psl_file, config.where("policy", "psl_file"))
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2

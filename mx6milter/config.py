@@ -287,6 +287,7 @@ class PolicySection:
     registration_url: str = _opt(_url_or_empty, "")
     verdict_header: str = _opt(_header_name, "X-MX6-Verdict")
     spf_last_resort: str = _opt(_spf_record_or_empty, "")   # for domains that publish no SPF
+    psl_file: str = _opt(_path_or_empty, "")    # "": Debian's publicsuffix when installed
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,10 @@ class Config:
             return ""
         return f"{self.path}:{line}: " if line else f"{self.path}: "
 
+
+# Sections whose keys take effect only at a restart: the daemon's reload keeps the
+# running [milter] (and warns); mx6milter.conf(5) marks these keys "(restart)".
+RESTART_SECTIONS = ("milter",)
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)
             if f.name not in ("path", "lines")}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .config import Config
 from .dns import Resolver
 from .evidence import whitelist
-from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
+from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate, load_public_suffix_list,
                             authenticated_identities, render_auth_results)
 from .evidence.greenlist import Greenlist
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
@@ -36,7 +36,8 @@ class Evaluator:
         self.config = config
         self.store = store
         self.resolver = resolver
-        self.dmarc = dmarc or Dmarc()
+        self.dmarc = dmarc or Dmarc(load_public_suffix_list(config.policy.psl_file,
+                                                            config.where("policy", "psl_file")))
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
 
     def evaluate(self, session: Session, message: Message,

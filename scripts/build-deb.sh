@@ -9,6 +9,7 @@ out=$(realpath -m "${1:-dist}")
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/mx6milter-deb.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+trap 'exit 143' TERM INT HUP       # through the EXIT trap: the copy goes too
 mkdir "$work/mx6milter"
 # The files of the source tree; no virtual environment, runtime or build output.
 tar -cf - --exclude=./.git --exclude=./.venv --exclude=./run --exclude=./build \

@@ -77,10 +77,12 @@ def address_ids(config: Config, store: Store) -> AddressIds:
                       store.addressbook_secret is not None)
 
 
-def public_suffix_test():
-    """is_public(domain), from the Public Suffix List the milter's DMARC code uses."""
-    from publicsuffixlist import PublicSuffixList
-    return PublicSuffixList().is_public
+def public_suffix_test(args):
+    """is_public(domain), from the Public Suffix List the milter's DMARC code uses
+    ([policy] psl_file of the configuration)."""
+    from ..evidence.auth import load_public_suffix_list
+    config = load(args)
+    return load_public_suffix_list(config.policy.psl_file, config.where("policy", "psl_file")).is_public
 
 
 def source_name(text: str) -> str:

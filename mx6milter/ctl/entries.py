@@ -41,7 +41,7 @@ def cmd_ip(args) -> int:
 
 
 def cmd_domain(args) -> int:
-    parser = LineParser("domain", now(), is_public=public_suffix_test(),
+    parser = LineParser("domain", now(), is_public=public_suffix_test(args),
                         default_requirement=args.require)
     return edit_entries(args, "domain", args.domains, "DOMAIN",
                         lambda text, expires: parser.entry(text, expires=expires),

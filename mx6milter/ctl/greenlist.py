@@ -143,7 +143,7 @@ def export_line(kind: str, field: str, value: str) -> str:
 
 def cmd_entries(args) -> int:
     kind = args.command
-    parser = GreenLineParser(kind, now(), is_public=public_suffix_test() if kind == "mishandle4xx"
+    parser = GreenLineParser(kind, now(), is_public=public_suffix_test(args) if kind == "mishandle4xx"
                              else None)
     return edit_entries(args, kind, args.entries, KINDS[kind][0], parser.entry,
                         lambda hit: show_field(kind, hit.field))

@@ -291,7 +291,7 @@ class ImportKind:
 
 def _entry_lines(kind: str) -> Callable:
     def make(args, expires, ids):
-        return LineParser(kind, now(), ids, public_suffix_test() if kind == "domain" else None,
+        return LineParser(kind, now(), ids, public_suffix_test(args) if kind == "domain" else None,
                           default_expires=expires,
                           default_requirement=args.require or DEFAULT_REQUIREMENT)
     return make
@@ -299,7 +299,7 @@ def _entry_lines(kind: str) -> Callable:
 
 def _green_lines(kind: str) -> Callable:
     return lambda args, expires, ids: GreenLineParser(
-        kind, now(), expires, public_suffix_test() if kind == "mishandle4xx" else None)
+        kind, now(), expires, public_suffix_test(args) if kind == "mishandle4xx" else None)
 
 
 IMPORT_KINDS = {

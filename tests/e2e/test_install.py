@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -41,9 +42,18 @@ def readme_block(after: str) -> list:
 
 
 def run(command, timeout: int = 120, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                            env=ENV, **kwargs)
-    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    """COMMAND in a process group of its own; a timeout or an interrupted test ends the
+    whole group (SIGTERM: build-deb.sh removes its copy), never leaving builds behind."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=ENV, start_new_session=True, **kwargs)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate()
+        raise
+    result = subprocess.CompletedProcess(command, process.returncode, out, err)
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{out}{err}"
     return result
 
 
@@ -95,6 +105,7 @@ def machine():
             deb.unlink()
 
 
+@pytest.mark.timeout(3600)      # the build compiles pymilter and fetches from PyPI
 def test_the_debian_package_installs_runs_and_purges(machine, redis_url):
     build_deps, build, install = readme_block("built by the project's own script with\ndh-virtualenv")
     run(build_deps.split(), timeout=600)          # already installed: apt-get asks nothing
@@ -156,6 +167,7 @@ def test_the_debian_package_installs_runs_and_purges(machine, redis_url):
     assert exists("passwd", PACKAGE) and exists("group", PACKAGE)
 
 
+@pytest.mark.timeout(1800)
 def test_the_virtual_environment_recipe(tmp_path):
     commands = readme_block("**A virtual environment**, for other systems or for a quick try")
     venv = tmp_path / "mx6milter"
