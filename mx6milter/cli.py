@@ -15,8 +15,12 @@ DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 def milter_main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="mx6milter",
-        description="Milter that accepts mail over IPv6 only on positive evidence "
-                    "and pushes the rest back to IPv4.")
+        description="Milter that accepts mail over IPv6 only on positive evidence\n"
+                    "and pushes the rest back to IPv4. See mx6milter(8), mx6milter.conf(5).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               f"  mx6milter -c {DEFAULT_CONFIG} --check-config\n"
+               "  systemctl enable --now mx6milter\n")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check-config", action="store_true",
