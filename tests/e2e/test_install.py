@@ -106,7 +106,7 @@ def machine():
 
 
 @pytest.mark.timeout(3600)      # the build compiles pymilter and fetches from PyPI
-def test_the_debian_package_installs_runs_and_purges(machine, redis_url):
+def test_the_debian_package_installs_runs_and_purges(machine, redis_url, dns_server):
     build_deps, build, install = readme_block("built by the project's own script with\ndh-virtualenv")
     run(build_deps.split(), timeout=600)          # already installed: apt-get asks nothing
     run(build.split(), cwd=ROOT, timeout=1800)
@@ -143,7 +143,7 @@ def test_the_debian_package_installs_runs_and_purges(machine, redis_url):
     top.chmod(0o755)
     try:
         with MilterDaemon(top, f"unix:{top}/m.sock", redis_url, extra="[milter]\nuser = mx6milter\n",
-                          executable="/usr/bin/mx6milter") as milter:
+                          nameservers=dns_server.nameservers, executable="/usr/bin/mx6milter") as milter:
             assert milter.process.args[0] == "/usr/bin/mx6milter"
             reply = expected_reply(milter, "2001:db8:99::1")
             miltertest("ipv6_fallback.lua", milter.socket, CLIENT="2001:db8:99::1", REPLY=reply)
