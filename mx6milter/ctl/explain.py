@@ -8,6 +8,7 @@ with CRLF line ends for DKIM, the body cut at [milter] max_message_size).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 import sys
@@ -134,7 +135,8 @@ def accepting_commands(result: dict, config_option: str = "", greenlist=None) ->
     if not session["judged"] or result["tier"] != "none":
         return []
     ctl = "mx6ctl " + (config_option + " " if config_option else "")
-    out = [{"command": f"{ctl}ip add {session['client_ip']}", "tier": "whitelisted"}]
+    client = shlex.quote(session["client_ip"])
+    out = [{"command": f"{ctl}ip add {client}", "tier": "whitelisted"}]
     domains = result["authenticated_domains"]
     seen = set()
     for way in ("dmarc", "dkim", "spf"):         # the strongest requirement each domain meets
@@ -142,19 +144,20 @@ def accepting_commands(result: dict, config_option: str = "", greenlist=None) ->
             if domain not in seen:
                 seen.add(domain)
                 require = "" if way == "dmarc" else f" --require {way}"
-                out.append({"command": f"{ctl}domain add {domain}{require}", "tier": "whitelisted"})
+                out.append({"command": f"{ctl}domain add {shlex.quote(domain)}{require}",
+                            "tier": "whitelisted"})
     sender = result["from_address"]
     if sender and domains["dmarc"]:               # an addressbook needs the From domain aligned
+        known = {row["recipient"] for row in result["addressbook"] if row["knows_sender"]}
         for rcpt in session["recipients"]:
-            known = {row["recipient"] for row in result["addressbook"] if row["knows_sender"]}
             if rcpt not in known:
-                out.append({"command": f"{ctl}addressbook add {rcpt} {sender}",
+                out.append({"command": f"{ctl}addressbook add {shlex.quote(rcpt)} {shlex.quote(sender)}",
                             "tier": "whitelisted (with the others of this kind)"
                             if len(session["recipients"]) > 1 else "whitelisted"})
     others = {c["kind"] for c in result["checks"] if c["result"] == "pass" and c["kind"] in SIGNALS}
     if greenlist is not None and greenlist.networks and len(others - {"network"}) + 1 >= \
             greenlist.min_signals:
-        out.append({"command": f"{ctl}green add {session['client_ip']}",
+        out.append({"command": f"{ctl}green add {client}",
                     "tier": "greenlisted (subject to content filtering)"})
     return out
 
@@ -234,7 +237,7 @@ def cmd_explain(args) -> int:
     redis_down = "redis-unavailable" in result["failures"]
     for record in records:
         text = record.getMessage()
-        if not (redis_down and text.startswith("redis unavailable")):
+        if record.levelno >= logging.WARNING and not (redis_down and text.startswith("redis unavailable")):
             print(f"mx6ctl: {record.levelname.lower()}: {text}", file=sys.stderr)
     if redis_down:
         print(f"mx6ctl: Redis at {redact_url(config.redis.url)} did not answer (is it running? see "
