@@ -457,8 +457,8 @@ def test_the_reader_does_catch_a_non_atomic_replace(ctl):
 # --- the progress bar on a terminal ----------------------------------------------------------
 
 
-def test_progress_bar_on_a_terminal_only(ctl):
-    path = ctl.file("feed.txt", "\n".join(prefixes(0, 3000)) + "\n")
+def import_on_a_terminal(ctl, path) -> tuple:
+    """(the finished process, what its standard error wrote to a pseudo-terminal)."""
     master, slave = pty.openpty()
     try:
         process = subprocess.run([sys.executable, "-m", "mx6milter.ctl", "-c", str(ctl.config),
@@ -479,8 +479,30 @@ def test_progress_bar_on_a_terminal_only(ctl):
         os.close(master)
         if slave is not None:
             os.close(slave)
+    return process, tty_text
+
+
+def test_progress_bar_on_a_terminal_only(ctl):
+    path = ctl.file("feed.txt", "\n".join(prefixes(0, 3000)) + "\n")
+    process, tty_text = import_on_a_terminal(ctl, path)
     assert process.returncode == 0
     assert b"import ip:" in tty_text and b"100%|" in tty_text       # tqdm's bar
     assert json.loads(process.stdout)["added"] == 3000
     piped = ctl.process("import", "ip", path)
     assert piped.returncode == 0 and b"[" not in piped.stderr and piped.stderr == b""
+
+
+def test_bad_lines_stand_on_their_own_lines_above_the_bar(ctl):
+    lines = prefixes(0, 3000)
+    lines[999], lines[1999] = "bad-one", "bad-two"
+    path = ctl.file("feed.txt", "\n".join(lines) + "\n")
+    process, tty_text = import_on_a_terminal(ctl, path)
+    assert process.returncode == 2
+    screen = [row.split(b"\r")[-1] for row in tty_text.split(b"\r\n")]   # what stays visible
+    errors = [row.decode() for row in screen if str(path).encode() in row]
+    assert len(errors) == 3
+    for error, where in zip(errors, ("1000: 'bad-one'", "2000: 'bad-two'")):
+        assert error.startswith(f"{path}:{where}: not an IPv6 address") and error.endswith("; skipped")
+    assert errors[2].endswith("2 bad lines skipped, the others loaded (--allow-rejects: exit 0 all "
+                              "the same)")
+    assert any(row.startswith(b"import ip: 100%|") for row in screen)
