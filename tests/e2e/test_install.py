@@ -34,6 +34,17 @@ CONF = Path("/etc/mx6milter/mx6milter.conf")
 ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def apt_waits_for_the_lock(tmp_path_factory):
+    """apt-get waits for the dpkg lock (other tests on this machine may hold it) instead of
+    failing at once: APT_CONFIG adds DPkg::Lock::Timeout; apt.conf.d is still read."""
+    conf = tmp_path_factory.mktemp("apt") / "apt.conf"
+    conf.write_text('DPkg::Lock::Timeout "600";\n')
+    ENV["APT_CONFIG"] = str(conf)
+    yield
+    del ENV["APT_CONFIG"]
+
+
 def readme_block(after: str) -> list:
     """The commands of the literal block that follows the paragraph ending in AFTER."""
     m = re.search(re.escape(after) + r"::\n\n((?:    .*\n)+)", README)
