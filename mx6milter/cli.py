@@ -31,6 +31,9 @@ def milter_main(argv=None) -> int:
         config = load_config(args.config)
         check_names(config)        # the accounts exist on this machine
         load_public_suffix_list(config.policy.psl_file, config.where("policy", "psl_file"))
+        if config.rdap.enabled:
+            from .evidence.rdap_fetch import load_bootstraps
+            load_bootstraps(config.rdap)  # the RDAP bootstrap files can be read
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2

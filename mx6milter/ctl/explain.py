@@ -19,7 +19,7 @@ from ..addresses import strip_brackets
 from ..config import redact_url
 from .common import DEFAULT_CONFIG, UsageError, captured_log, load, read_message_file
 from ..model import Message, MessageBuilder, Session, SessionClass
-from ..policy import parse_client_ip
+from ..policy import fallback_status, parse_client_ip
 from ..service import build_evaluator   # the daemon's own construction
 from ..evidence.greenlist import SIGNALS
 from ..evidence.whitelist import addressbook_ids
@@ -98,6 +98,23 @@ def per_recipient(evaluator, session: Session, auth) -> list:
              "sources": sorted(sources.get(rid, []))} for rcpt, rid in ids]
 
 
+FALLBACK_MEANINGS = {
+    "redis-unavailable": "Redis could not be read",
+    "dns-unavailable": "a DNS lookup failed or the DNS time budget was spent",
+    "not-authenticated": "neither SPF nor DKIM passed",
+    "no-positive-evidence": "authenticated, but nothing positive is known",
+}
+
+
+def _fallback(policy, decision, evidence) -> dict | None:
+    """Why the fallback reply has its status code, and the key that sets it."""
+    if decision.reply is None and decision.would_reply is None:
+        return None
+    reason, key, status = fallback_status(policy, evidence)
+    return {"reason": reason, "meaning": FALLBACK_MEANINGS[reason], "status": status,
+            "key": f"[policy] {key}"}
+
+
 def explain(evaluator, session: Session, message: Message) -> dict:
     outcome = evaluator.evaluate(session, message)
     decision, evidence = outcome.decision, outcome.evidence
@@ -112,7 +129,7 @@ def explain(evaluator, session: Session, message: Message) -> dict:
                     "judged": evidence.session_class is SessionClass.IPV6},
         "checks": [{"kind": f.kind, "result": f.result, "detail": f.detail} for f in evidence.checks],
         "authenticated_domains": {way: list(outcome.identities.get(way, ()))
-                                  for way in ("dkim", "spf", "dmarc")},
+                                  for way in ("dkim", "spf", "dmarc", "arc")},
         "from_address": auth.from_address if auth else "",
         "addressbook": per_recipient(evaluator, session, auth),
         "failures": list(evidence.failures),
@@ -120,6 +137,7 @@ def explain(evaluator, session: Session, message: Message) -> dict:
         "tier": decision.tier.value,
         "action": decision.action.value,
         "reasons": list(decision.reasons),
+        "fallback": _fallback(evaluator.config.policy, decision, evidence),
         "header": header,
         "reply": _reply_dict(decision.reply),
         "would_reply": _reply_dict(decision.would_reply),
@@ -139,11 +157,11 @@ def accepting_commands(result: dict, config_option: str = "", greenlist=None) ->
     out = [{"command": f"{ctl}ip add {client}", "tier": "whitelisted"}]
     domains = result["authenticated_domains"]
     seen = set()
-    for way in ("dmarc", "dkim", "spf"):         # the strongest requirement each domain meets
-        for domain in domains[way]:
+    for way in ("dmarc", "arc", "dkim", "spf"):  # the strongest requirement each domain meets
+        for domain in domains.get(way, ()):
             if domain not in seen:
                 seen.add(domain)
-                require = "" if way == "dmarc" else f" --require {way}"
+                require = "" if way in ("dmarc", "arc") else f" --require {way}"   # arc meets dmarc
                 out.append({"command": f"{ctl}domain add {shlex.quote(domain)}{require}",
                             "tier": "whitelisted"})
     sender = result["from_address"]
@@ -181,7 +199,7 @@ def render_text(result: dict) -> str:
         out.append("Whitelists looked up")
         out.append(f"  ip            every prefix containing {s['client_ip']}")
         domains = result["authenticated_domains"]
-        listed = ", ".join(f"{d} ({how})" for how in ("dkim", "spf", "dmarc") for d in domains[how])
+        listed = ", ".join(f"{d} ({how})" for how in ("dkim", "spf", "dmarc", "arc") for d in domains[how])
         out.append("  domain        " + (f"authenticated domains and their parents: {listed}"
                                          if listed else "nothing authenticated, nothing to look up"))
         if result["addressbook"]:
@@ -192,10 +210,18 @@ def render_text(result: dict) -> str:
         else:
             out.append("  addressbook   not looked up (see the addressbook check)")
         out.append("Failures        " + (", ".join(result["failures"]) or "none"))
-    out.append("Decision")
+    return "\n".join(out + _render_decision(result))
+
+
+def _render_decision(result: dict) -> list:
+    out = ["Decision"]
     out.append(f"  tier          {result['tier']}")
     out.append(f"  action        {result['action']}")
     out.append(f"  reasons       {', '.join(result['reasons'])}")
+    fallback = result["fallback"]
+    if fallback:
+        out.append(f"  status        {fallback['status']} ({fallback['meaning']}; "
+                   f"{fallback['key']})")
     if result["action"] == "accept":
         if result["auth_results"] or result["header"]:
             out.append("Headers added")
@@ -214,7 +240,7 @@ def render_text(result: dict) -> str:
     if result["would_accept"]:
         out.append("Would have been accepted after any one of")
         out += [f"  {row['command']:<60} # {row['tier']}" for row in result["would_accept"]]
-    return "\n".join(out)
+    return out
 
 
 def cmd_explain(args) -> int:

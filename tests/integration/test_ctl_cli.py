@@ -112,7 +112,7 @@ def test_source_remove_refuses_a_bad_name(ctl):
 
 
 def test_history_show_says_when_history_is_off(tmp_path, redis_url):
-    off = Ctl(tmp_path, redis_url)
+    off = Ctl(tmp_path, redis_url, extra="[greenlist]\nhistory = no\n")
     run = off("history", "show", "example.net")
     assert (run.rc, run.out) == (0, "example.net\tno IPv4 history\n")
     assert run.err == (f"mx6ctl: note: history is off ([greenlist] history = no in {off.config}): "

@@ -100,7 +100,7 @@ def test_the_sample_log_line_is_what_the_milter_logs():
               Finding("addressbook", "miss", "0/1 recipients know the sender"),
               Finding("fcrdns", "pass", "mail.news.example"),
               Finding("greenlist", "insufficient", "1/2 signals"))
-    evidence = Evidence(SessionClass.IPV6, checks=checks)
+    evidence = Evidence(SessionClass.IPV6, checks=checks, authenticated=True)   # SPF, DKIM passed
     session = Session(client_ip="2001:db8:25::7", helo="mail.news.example",
                       mail_from="bounce@news.example", recipients=["alice@example.org"],
                       queue_id="4XyZ1k2Lq3z")
