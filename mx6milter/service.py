@@ -9,6 +9,7 @@ import stat
 from .config import Config, ConfigError, redact_url, refuse_world_writable
 from .dns import Resolver
 from .evaluate import Evaluator
+from .membudget import JUDGING_COPIES
 from .store import SCHEMA_VERSION, Store, StoreUnavailable
 
 log = logging.getLogger("mx6milter")
@@ -86,6 +87,17 @@ def self_check(evaluator: Evaluator) -> None:
         log.warning("startup check: DNS does not answer (%s); IPv6 mail will fall back "
                     "until it does", err)
     check_schema(evaluator.store)
+    check_memory_budget(evaluator.config)
+
+
+def check_memory_budget(config: Config) -> None:
+    """Warn when the largest message kept could never be judged within the budget."""
+    milter = config.milter
+    if milter.max_buffered_bytes < JUDGING_COPIES * milter.max_message_size:
+        log.warning("[milter] max_buffered_bytes = %d is less than %d x max_message_size "
+                    "(%d): IPv6 messages near max_message_size will always fall back "
+                    "(reason memory-budget)", milter.max_buffered_bytes, JUDGING_COPIES,
+                    milter.max_message_size)
 
 
 def check_schema(store: Store) -> None:
