@@ -297,6 +297,7 @@ class DnsSection:
     timeout: float = _opt(_positive_float, "2")
     budget: float = _opt(_positive_float, "8")
     cache_size: int = _opt(_positive_int, "10000")
+    cache_bytes: int = _opt(_size, "16M")    # estimated size of the cached answers
 
 
 @dataclass(frozen=True)
