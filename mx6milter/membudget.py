@@ -17,12 +17,15 @@ import threading
 
 # What judging a message holds at its peak, as a multiple of its size, measured
 # with tracemalloc on a 25 MB message with a relaxed/relaxed DKIM signature
-# (bench/memory.py peak_copies): the raw bytes the milter built (1), plus
+# (python -m bench.memory --large): the raw bytes the milter built (1), plus
 # dkimpy's working copies while it verifies (3.6: its parser splits the whole
-# message into lines and joins the body again; relaxed canonicalisation makes
-# two more copies of the body). Rounded up. Reserved at end of message, before
+# message into lines, then joins the body again; relaxed canonicalisation,
+# sliced by evidence/dkimcanon.py, holds about 3 copies of the body later, when
+# the lines are gone). Rounded up: 4.6 -> 5. Reserved at end of message, before
 # the message is built, for as long as it is judged; while the message arrives
 # it holds only its own bytes (1 copy), which is what a slow sender ties up.
+# A small message costs a fixed amount more (a slice of canonicalisation, 64 KB
+# times at most about 35), not counted: the budget is about large messages.
 JUDGING_COPIES = 5
 
 

@@ -23,8 +23,10 @@ from publicsuffixlist import PublicSuffixList
 from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, split_address
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
+from . import dkimcanon
 
 log = logging.getLogger(__name__)
+dkimcanon.install()     # dkimpy's relaxed body canonicalisation, without its 34x peak
 
 # pyspf looks names up through its module-level DNSLookup. We route it, once,
 # through the resolver (and time budget) of the message checked on this thread.
