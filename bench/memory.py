@@ -155,7 +155,8 @@ def large_rss(out: Path, redis, dns, raw: bytes, name: str, code: Path = procs.R
 
 
 def peak_copies(raw: bytes, record: bytes) -> tuple:
-    """(copies held once built, peak copies while judging) of RAW in-process: the
+    """(copies held once built, peak copies while verifying, the built one included) of RAW
+    in-process: the
     MessageBuilder as the milter feeds it, then dkimpy's parse and canonicalisation.
     The key lookup is answered without DNS, so the body is really canonicalised."""
     import tracemalloc
@@ -210,8 +211,8 @@ def main(argv=None) -> int:
     print(f"bench.memory: {args.concurrent} x {len(raw):,}-byte DKIM-signed IPv6 messages at "
           f"once; code {git}; {datetime.datetime.now().isoformat(timespec='seconds')}")
     held, peak, results = peak_copies(raw, record)
-    print(f"  in-process: {held:.2f} copies held once built, {peak:.2f} more at the peak of "
-          f"DKIM verification ({results[0].result if results else 'no signature'})")
+    print(f"  in-process: {held:.2f} copies held once built, {peak:.2f} copies (with it) at "
+          f"the peak of DKIM verification ({results[0].result if results else 'no signature'})")
     redis = procs.RedisServer().start()
     dns = procs.DnsServer(extra_zones=zones).start()
     try:

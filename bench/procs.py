@@ -70,15 +70,17 @@ class BenchDns(DnsServer):
 class Process:
     """A foreground server process with its output in a log file."""
 
-    def __init__(self, name: str, argv: list, log: Path, socket: str | None = None, env=None):
+    def __init__(self, name: str, argv: list, log: Path, socket: str | None = None, env=None,
+                 cwd: Path | None = None):
         self.name, self.argv, self.log_path, self.socket = name, argv, log, socket
         self.env = env
+        self.cwd = cwd
         self.process = None
 
     def start(self) -> Process:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                        env=self.env, start_new_session=True)
+                                        env=self.env, cwd=self.cwd, start_new_session=True)
         if self.socket:
             try:
                 wait_for_socket(self.socket, timeout=30)
@@ -148,7 +150,8 @@ def mx6milter(name: str, out: Path, socket: str, redis_url: str, nameservers: st
                               processes, milter_extra)
     launcher = ["-m", "bench.nagle_launcher"] if nagle else ["-m", "mx6milter.cli"]
     return Process(name, [PYTHON, *launcher, "-c", str(config)], out / f"{name}.log", socket,
-                   env={**os.environ, "PYTHONPATH": str(code)})
+                   # -m puts the working directory first on sys.path: run it in CODE
+                   env={**os.environ, "PYTHONPATH": str(code)}, cwd=code)
 
 
 def null_milter(name: str, out: Path, socket: str, nodelay: bool = False) -> Process:
