@@ -95,6 +95,8 @@ class Daemon:
         if config.milter != self.config.milter:
             log.warning("reload: [milter] changes take effect only after a restart")
         setup_logging(config)
+        # One memory budget per process: messages in flight hold bytes of the old one.
+        evaluator.memory = self.evaluator.memory
         self.config, self.evaluator = config, evaluator
         log.info("configuration reloaded from %s", config.path)
 

@@ -10,6 +10,7 @@ import Milter
 from .addresses import strip_brackets
 from .evidence.auth import claims_authserv_id
 from .evaluate import Evaluator, Outcome
+from .membudget import JUDGING_COPIES
 from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
@@ -49,10 +50,15 @@ class Mx6Milter(Milter.Base):
         self.session_class = SessionClass.LOCAL    # computed once per transaction, at MAIL FROM
         self.judged = False
         self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
+        self.message: MessageBuilder | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
-        self.message = MessageBuilder(self.config.milter.max_message_size)
+        """A new, empty message; the old one's bytes are given back to the memory budget."""
+        if self.message is not None:
+            self.message.release()
+        self.message = MessageBuilder(self.config.milter.max_message_size,
+                                      self.evaluator.memory.reservation())
         self.remove = []           # (name, occurrence index) to delete at eom
         self.seen = {}             # header name (lower) -> occurrences so far
 
@@ -140,22 +146,37 @@ class Mx6Milter(Milter.Base):
         # Reverse order: Postfix renumbers the remaining headers after each delete.
         for name, index in reversed(self.remove):
             self.chgheader(name, index, "")
-        if not self.judged:
-            if self.learning:
-                self._learn()
-            return Milter.ACCEPT
-        outcome = self.evaluator.evaluate(self.session, self.message.build(), self.session_class)
+        try:
+            if not self.judged:
+                if self.learning:
+                    self._learn()
+                return Milter.ACCEPT
+            outcome = self.evaluator.evaluate(self.session, self.message.build(JUDGING_COPIES),
+                                              self.session_class)
+        finally:
+            self._reset_message()     # nothing keeps the message after its end
         log.info(format_decision_log(self.session, outcome))
         return self._apply(outcome)
 
     def _learn(self) -> None:
         """Queue an IPv4 message for the history; its verdict is accept whatever happens here."""
+        # Building holds the parts and the joined bytes (2); the queue then holds one copy.
+        message = self.message.build(2, keep=1)
+        if message.over_budget:
+            log.debug("IPv4 history: memory budget spent, message not learnt")
+            return
+        reservation = self.message.detach()   # now the recorder's to release
+        queued = False
         try:
-            self.evaluator.greenlist.recorder.submit(self.session.client_ip, self.session.helo,
-                                                     self.session.mail_from, self.message.build())
+            queued = self.evaluator.greenlist.recorder.submit(
+                self.session.client_ip, self.session.helo, self.session.mail_from, message,
+                reservation)
         except Exception:
             log.exception("IPv4 history: message not queued (queue id %s); accepted anyway",
                           self.session.queue_id or "-")
+        finally:
+            if not queued and reservation is not None:
+                reservation.release()
 
     def _apply(self, outcome: Outcome):
         decision = outcome.decision
@@ -176,6 +197,8 @@ class Mx6Milter(Milter.Base):
         return Milter.CONTINUE
 
     def close(self):
+        if self.message is not None:
+            self.message.release()
         return Milter.CONTINUE
 
 

@@ -9,6 +9,8 @@ import stat
 from .config import Config, ConfigError, redact_url, refuse_world_writable
 from .dns import Resolver
 from .evaluate import Evaluator
+from .evidence import dkimcanon
+from .membudget import JUDGING_COPIES, REASON
 from .store import SCHEMA_VERSION, Store, StoreUnavailable
 
 log = logging.getLogger("mx6milter")
@@ -70,6 +72,8 @@ def open_store(config: Config, command_timeout: float | None = None) -> Store:
 
 
 def build_evaluator(config: Config) -> Evaluator:
+    # dkimpy's relaxed body canonicalisation peaks at 34x a prose body: ours is sliced
+    dkimcanon.install()
     store = open_store(config)
     return Evaluator(config, store, Resolver.from_config(config.dns))
 
@@ -86,6 +90,17 @@ def self_check(evaluator: Evaluator) -> None:
         log.warning("startup check: DNS does not answer (%s); IPv6 mail will fall back "
                     "until it does", err)
     check_schema(evaluator.store)
+    check_memory_budget(evaluator.config)
+
+
+def check_memory_budget(config: Config) -> None:
+    """Warn when the largest message kept could never be judged within the budget."""
+    milter = config.milter
+    if milter.max_buffered_bytes < JUDGING_COPIES * milter.max_message_size:
+        log.warning("[milter] max_buffered_bytes = %d is less than %d x max_message_size "
+                    "(%d): IPv6 messages near max_message_size will always fall back "
+                    "(reason %s)", milter.max_buffered_bytes, JUDGING_COPIES,
+                    milter.max_message_size, REASON)
 
 
 def check_schema(store: Store) -> None:

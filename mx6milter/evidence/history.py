@@ -13,7 +13,10 @@ IPv4 message was accepted, off the milter's thread, and every failure is
 logged and forgotten. Memory is bounded twice: each domain's key expires
 ``history_expiry_days`` after its last IPv4 message, and the queue of
 messages waiting to be recorded holds at most ``history_queue_size`` bytes
-(messages beyond it are not recorded, and counted as dropped).
+(messages beyond it are not recorded, and counted as dropped); each queued
+message also holds its bytes in the process's memory budget ([milter]
+max_buffered_bytes) until it is recorded, and is dropped as well if the
+budget has no room for verifying it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from .auth import Dmarc, authenticate
+from ..membudget import JUDGING_COPIES, Reservation
 from ..model import Finding, Message
 from ..policy import parse_client_ip
 from ..store import StoreUnavailable
@@ -125,7 +129,10 @@ class HistoryRecorder:
         self.dropped = 0          # messages not recorded because the queue was full
         self.failed = 0           # messages whose recording raised
 
-    def submit(self, client_ip: str, helo: str, mail_from: str, message: Message) -> bool:
+    def submit(self, client_ip: str, helo: str, mail_from: str, message: Message,
+               reservation: Reservation | None = None) -> bool:
+        """Queue MESSAGE; True if queued, and then its RESERVATION is released here once
+        the message is recorded or dropped. False: the caller still owns it."""
         size = len(message.raw)
         with self._cond:
             if self._bytes + size > self.max_bytes:
@@ -136,7 +143,7 @@ class HistoryRecorder:
                     log.warning("IPv4 history: queue full (%d bytes), %d messages not recorded "
                                 "so far", self._bytes, self.dropped)
                 return False
-            self._queue.append((client_ip, helo, mail_from, message))
+            self._queue.append(((client_ip, helo, mail_from, message), reservation))
             self._bytes += size
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="mx6-history", daemon=True)
@@ -155,19 +162,32 @@ class HistoryRecorder:
                 if not self._cond.wait_for(lambda: self._queue, self.idle_seconds):
                     self._worker = None
                     return
-                item = self._queue.popleft()
+                item, reservation = self._queue.popleft()
                 self._busy = True
             try:
-                if self.learn(*item):
-                    self.recorded += 1
-            except Exception:   # a bug or Redis down: the IPv4 mail is long accepted
-                self.failed += 1
-                log.exception("IPv4 history: recording failed (message not recorded)")
+                self._record(item, reservation)
             finally:
+                if reservation is not None:
+                    reservation.release()
                 with self._cond:
                     self._bytes -= len(item[3].raw)
                     self._busy = False
                     self._cond.notify_all()
+            del item, reservation     # not kept while the worker waits for the next one
+
+    def _record(self, item: tuple, reservation: Reservation | None) -> None:
+        # Verifying DKIM holds copies of the message: room for them, or not learnt.
+        if reservation is not None and not reservation.ensure(JUDGING_COPIES * len(item[3].raw)):
+            with self._cond:
+                self.dropped += 1
+            log.debug("IPv4 history: memory budget spent, message not recorded")
+            return
+        try:
+            if self.learn(*item):
+                self.recorded += 1
+        except Exception:   # a bug or Redis down: the IPv4 mail is long accepted
+            self.failed += 1
+            log.exception("IPv4 history: recording failed (message not recorded)")
 
     def learn(self, client_ip: str, helo: str, mail_from: str, message: Message) -> str:
         """Authenticate one IPv4 message; record and return its From domain if aligned."""
