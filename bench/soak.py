@@ -44,7 +44,8 @@ from . import procs
 
 sys.path.insert(0, str(procs.ROOT / "tests" / "support"))
 from e2e import smtp_send
-from milterd import mx6ctl
+from milterd import mx6ctl, wait_gone
+from servers import wait_for
 from postfix import DEFAULT_LISTENERS, PrivatePostfix, contrib_master_cf, free_dual_port
 
 DOMAIN = "soak.example"
@@ -55,6 +56,9 @@ GREEN = "2001:db8:55::10"          # FCrDNS: PTR mail.soak.example, which has th
 WHITE = "2001:db8:56::10"          # inside the whitelisted 2001:db8:56::/48
 UNKNOWN = "2001:db8:57::10"        # no evidence: always falls back
 WHITELISTED_PREFIX = "2001:db8:56::/48"
+# The log line of a process that serves mail (a worker, or the only process);
+# the supervisor's line ends in ", N worker processes".
+SERVING = re.compile(rb"INFO listening on \S+, mode \w+\n")
 
 
 @dataclass(frozen=True)
@@ -224,11 +228,18 @@ class Faults(threading.Thread):
 
     def milter_kill(self) -> None:
         milter = self.system.milter
+        workers = self.system.workers()
         os.killpg(milter.pid, signal.SIGKILL)         # the supervisor and its workers
         killed = self.log.note("milter-kill")
         milter.process.wait()
         milter.log.close()
-        milter.start()                                # returns once the socket answers
+        for pid in workers:        # a dying worker's listener still takes connections
+            wait_gone(pid)
+        offset = milter.log_path.stat().st_size
+        milter.start()
+        # Up again when a process that serves mail listens (not the supervisor alone).
+        wait_for(lambda: SERVING.search(milter.log_path.read_bytes()[offset:]) is not None,
+                 timeout=60, interval=0.02, what="the restarted milter to serve")
         self.log.milter_down.append((killed, self.log.note("milter-restarted")))
 
     def worker_kill(self) -> None:

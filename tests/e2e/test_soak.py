@@ -29,11 +29,10 @@ FAULTS = ("redis-kill", "redis-restarted", "redis-hang", "dns-stall", "milter-ki
 @pytest.mark.skipif(os.geteuid() != 0, reason="adds loopback addresses, runs Postfix (root)")
 def test_two_minute_soak_loses_nothing():
     # Not pytest's tmp_path: its parents are mode 0700 and Postfix runs as user postfix.
+    # Kept when the test fails: OUT/soak.json, ledger.jsonl, mx6milter.log, postfix/maillog.
     out = Path(tempfile.mkdtemp(prefix="mx6-soak-"))
-    try:
-        summary = soak.run(out, messages=1_000_000, seconds=120, sessions=8)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    summary = soak.run(out, messages=1_000_000, seconds=120, sessions=8)
+    print(f"soak output in {out}")
     assert summary["sent"] == summary["delivered"] + summary["refused"] + summary["unanswered"]
     assert summary["unanswered"] == 0, summary
     assert summary["lost"] == 0, summary["lost_examples"]
@@ -53,3 +52,4 @@ def test_two_minute_soak_loses_nothing():
         assert kinds[name]["accepted"] > 0, kinds
     assert kinds["fallback"]["refused"] > 0 and kinds["fallback"]["accepted"] == 0
     assert summary["ok"]
+    shutil.rmtree(out, ignore_errors=True)
