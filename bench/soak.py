@@ -142,17 +142,15 @@ class System:
         mx6ctl(self.out / "mx6milter.conf", "ip", "add", WHITELISTED_PREFIX)
 
     def stop(self) -> None:
-        for pid in self.stopped_pids():
-            os.kill(pid, signal.SIGCONT)
+        for process in (self.redis.process, self.dns.process):     # maybe hung by a fault
+            if process and process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
         if self.milter:
             self.milter.stop()
         self.postfix.stop()
         self.dns.close()
         self.redis.close()
         self.addresses.__exit__()
-
-    def stopped_pids(self) -> list:
-        return [p.pid for p in (self.redis.process, self.dns.process) if p and p.poll() is None]
 
     def workers(self) -> list:
         pid = self.milter.pid
@@ -167,7 +165,7 @@ class System:
 @dataclass
 class FaultLog:
     events: list = field(default_factory=list)        # (monotonic time, what)
-    milter_down: list = field(default_factory=list)   # [killed, answering again]: no milter alive
+    milter_down: list = field(default_factory=list)   # [killed, serving again]: no milter alive
     worker_kills: list = field(default_factory=list)  # when one worker of two was killed
 
     def note(self, what: str) -> float:

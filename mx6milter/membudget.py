@@ -82,27 +82,24 @@ class Reservation:
     def grow(self, amount: int) -> bool:
         """Reserve AMOUNT more bytes; False (nothing reserved) if the budget is spent."""
         with self._lock:
-            if self.released:
-                return False
-            if amount <= 0:
-                return True
-            if not self.budget._take(amount):
-                return False
-            self.size += amount
-            return True
+            return self._hold(self.size + amount)
 
     def ensure(self, total: int) -> bool:
         """Hold at least TOTAL bytes; False (the size unchanged) if the budget is spent."""
         with self._lock:
-            extra = total - self.size
-            if self.released:
-                return False
-            if extra <= 0:
-                return True
-            if not self.budget._take(extra):
-                return False
-            self.size = total
+            return self._hold(total)
+
+    def _hold(self, total: int) -> bool:
+        # With the lock held: at least TOTAL, or nothing changed.
+        extra = total - self.size
+        if self.released:
+            return False
+        if extra <= 0:
             return True
+        if not self.budget._take(extra):
+            return False
+        self.size = total
+        return True
 
     def shrink_to(self, total: int) -> None:
         """Hold at most TOTAL bytes, giving the rest back."""
