@@ -283,6 +283,8 @@ class MilterSection:
     socket_mode: int = _opt(_octal_mode, "0660")
     timeout: float = _opt(_positive_float, "600")
     max_message_size: int = _opt(_size, "50M")
+    # Bytes held at once, per process, for messages being judged or learnt (mx6milter/membudget.py)
+    max_buffered_bytes: int = _opt(_size, "256M")
     max_recipients: int = _opt(_positive_int, "1000")
     user: str = _opt(_account_or_empty, "")           # switch to it after binding; empty: stay
     group: str = _opt(_account_or_empty, "")          # empty: the user's primary group
@@ -333,6 +335,7 @@ class DnsSection:
     timeout: float = _opt(_positive_float, "2")
     budget: float = _opt(_positive_float, "8")
     cache_size: int = _opt(_positive_int, "10000")
+    cache_bytes: int = _opt(_size, "16M")    # estimated size of the cached answers
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -75,9 +75,10 @@ class Ledger:
         return {msg_id: copies[0] for msg_id, copies in arrived.items()}
 
 
-def smtp_send(port: int, source: str, mail_from: str, rcpts: list, raw: bytes) -> Reply:
+def smtp_send(port: int, source: str, mail_from: str, rcpts: list, raw: bytes,
+              helo: str = "mail.example.net") -> Reply:
     host = "127.0.0.1" if "." in source else "::1"
-    smtp = smtplib.SMTP(local_hostname="mail.example.net", timeout=120, source_address=(source, 0))
+    smtp = smtplib.SMTP(local_hostname=helo, timeout=120, source_address=(source, 0))
     try:
         code, text = smtp.connect(host, port)
         if code != 220:
