@@ -30,6 +30,19 @@ into place, so the milter never sees a half-loaded or empty list. The lookup
 runs server-side in a Lua script (one EVALSHA per kind, all of them in one
 pipeline), so a decision costs one round trip however many sources exist.
 A key of the wrong type is skipped by the lookup and reported, never fatal.
+
+On a Redis Cluster ([redis] cluster) the same schema carries hash tags, so
+that one decision touches as few shards as possible: every key but the
+addressbooks' under ``<key_prefix>v1:{wl}:`` (one slot: the whitelists, the
+greenlist, the history and the RDAP cache together, so their Lua scripts run
+where their keys are), and each addressbook hash as ``<p>ab:SOURCE:{RECIPIENT}``
+(a recipient's books, of every source, in the recipient's slot; ``<p>ab:sources``
+untagged). The decision's addressbook reads are plain HGETs pipelined with the
+whitelist scripts (one round trip per shard involved); the list of addressbook
+sources they need is read at most every ``AB_SOURCES_TTL`` seconds. Bulk loads
+are split by slot, and a replace swaps each slot's keys in one script: atomic
+per slot, not across the cluster. A single Redis and Sentinel use the untagged
+names above; moving to a Cluster means ``mx6ctl export`` then ``import``.
 """
 from __future__ import annotations
 
@@ -42,6 +55,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from .entries import check_source, value_expiry
@@ -51,6 +65,7 @@ log = logging.getLogger("mx6milter")
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history", "registrar")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
+AB_SOURCES_TTL = 5.0    # Cluster: how long the addressbook sources read are reused
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
 # (see _pack): redis-py's per-argument packing of ~260 arguments per kind
@@ -177,6 +192,7 @@ for i = 4, #ARGV, 3 do
 end
 return {added, present, repeated}
 """
+_LOAD_SHA = hashlib.sha1(_LOAD_LUA.encode()).hexdigest()
 
 # The swap of a replace, atomic because it is one script. ARGV = sources key,
 # source, N, N old live keys, then (staging, live) pairs. Checks every staging
@@ -198,9 +214,10 @@ for i = 4 + n, #ARGV, 2 do
   redis.call('RENAME', ARGV[i], ARGV[i + 1])
   redis.call('PERSIST', ARGV[i + 1])
 end
-redis.call('SADD', ARGV[1], ARGV[2])
+if ARGV[1] ~= '' then redis.call('SADD', ARGV[1], ARGV[2]) end
 return old
 """
+_SWAP_SHA = hashlib.sha1(_SWAP_LUA.encode()).hexdigest()
 
 
 # The IPv4 history's count (evidence/history.py). KEYS[1] = the domain's hash,
@@ -273,7 +290,7 @@ _RDAP_SHA = hashlib.sha1(_RDAP_LUA.encode()).hexdigest()
 _LEARN_LUA = """
 for i = 5, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[4])
+if KEYS[2] then redis.call('SADD', KEYS[2], ARGV[4]) end
 local over = redis.call('HLEN', KEYS[1]) - tonumber(ARGV[3])
 if over <= 0 then return 0 end
 local all, fields = redis.call('HGETALL', KEYS[1]), {}
@@ -325,37 +342,65 @@ class Store:
     """Redis behind a narrow interface. Thread-safe (redis-py's pool)."""
 
     def __init__(self, client: redis.Redis, key_prefix: str = "mx6:",
-                 addressbook_secret: bytes | None = None, clock=time.time):
+                 addressbook_secret: bytes | None = None, clock=time.time,
+                 cluster: bool = False, read_client: redis.Redis | None = None):
         self.client = client
-        self.base = f"{key_prefix}v{SCHEMA_VERSION}:"
+        self.read_client = read_client or client     # a replica's, with read_from_replicas
+        self.cluster = cluster
+        self.marker = f"{key_prefix}schema"
+        self.ab_base = f"{key_prefix}v{SCHEMA_VERSION}:ab"
+        self.base = f"{key_prefix}v{SCHEMA_VERSION}:" + ("{wl}:" if cluster else "")
+        self._ab_sources: tuple = (0.0, [])          # Cluster: (read at, addressbook sources)
         self.addressbook_secret = addressbook_secret
         self.clock = clock
         self._down_until = 0.0
         self._bad_keys_reported: set = set()   # keys of the wrong type, logged once each
-        self._load_script = client.register_script(_LOAD_LUA)
-        self._swap_script = client.register_script(_SWAP_LUA)
         self._history_script = client.register_script(_HISTORY_LUA)
 
     @classmethod
     def from_config(cls, redis_section, addressbook_secret: bytes | None = None,
-                    command_timeout: float | None = None, password: str | None = None) -> "Store":
-        """``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes);
-        ``password`` is [redis] password_file's (config.py refuses one in the URL too)."""
-        client = redis.Redis.from_url(
-            redis_section.url,
-            password=password,
-            socket_timeout=command_timeout or redis_section.timeout,
-            socket_connect_timeout=redis_section.timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-            health_check_interval=30,
-        )
-        return cls(client, redis_section.key_prefix, addressbook_secret)
+                    command_timeout: float | None = None, password: str | None = None,
+                    sentinel_password: str | None = None) -> "Store":
+        """The one way to a Redis: a single server, the primary Sentinel names, or a Cluster.
+
+        ``command_timeout`` overrides [redis] timeout for replies (mx6ctl's bulk writes);
+        ``password`` is [redis] password_file's (config.py refuses one in the URL too),
+        ``sentinel_password`` sentinel_password_file's. With sentinels or cluster, the
+        URL gives only the database, user, password and TLS."""
+        options = dict(socket_timeout=command_timeout or redis_section.timeout,
+                       socket_connect_timeout=redis_section.timeout,
+                       retry=Retry(NoBackoff(), 0), decode_responses=True)
+        if not (redis_section.sentinels or redis_section.cluster):
+            client = redis.Redis.from_url(redis_section.url, password=password,
+                                          health_check_interval=30, **options)
+            return cls(client, redis_section.key_prefix, addressbook_secret)
+        url = parse_url(redis_section.url)
+        options.update(username=url.get("username"), password=password or url.get("password"))
+        if redis_section.url.startswith("rediss://"):
+            options["ssl"] = True
+        if redis_section.cluster:
+            from redis.cluster import ClusterNode, RedisCluster
+            nodes = [ClusterNode(host, port) for host, port in redis_section.cluster]
+            # redis-py follows MOVED and ASK itself, and re-reads the slots after a failure.
+            cluster = RedisCluster(startup_nodes=nodes, **options)
+            return cls(cluster, redis_section.key_prefix, addressbook_secret, cluster=True)
+        from redis.sentinel import Sentinel
+        sentinel = Sentinel(list(redis_section.sentinels), db=url.get("db", 0),
+                            sentinel_kwargs={"password": sentinel_password,
+                                             "socket_timeout": redis_section.timeout,
+                                             "socket_connect_timeout": redis_section.timeout},
+                            **options)
+        # Each new connection asks the sentinels for the primary; one to a primary
+        # demoted since is dropped (redis-py's SentinelManagedConnection).
+        primary = sentinel.master_for(redis_section.service_name)
+        replica = sentinel.slave_for(redis_section.service_name) \
+            if redis_section.read_from_replicas else None
+        return cls(primary, redis_section.key_prefix, addressbook_secret, read_client=replica)
 
     # --- names ----------------------------------------------------------------
 
     def kind_key(self, kind: str) -> str:
-        return self.base + kind
+        return self.ab_base if kind == "ab" else self.base + kind
 
     def addressbook_id(self, address: str) -> str:
         """The address as stored: itself, or its keyed hash in privacy mode."""
@@ -380,12 +425,12 @@ class Store:
                 replies = self._run_lookup(kinds, queries)
             except redis.exceptions.NoScriptError:
                 for script in (_LOOKUP_LUA, _ASN_LUA, _RDAP_LUA):   # Redis restarted: once, again
-                    self.client.script_load(script)
+                    self.read_client.script_load(script)
                 replies = self._run_lookup(kinds, queries)
         except redis.exceptions.RedisError as err:
             self._mark_down()
             raise StoreUnavailable(str(err)) from err
-        answers = {kind: [] for kind in queries}
+        answers: dict = {kind: [] for kind in queries}
         for kind, (flat, bad) in zip(kinds, replies):
             self._report_bad_keys(bad)
             for i in range(0, len(flat), 4):
@@ -404,14 +449,52 @@ class Store:
                             "the kind's :sources set)", key)
 
     def _run_lookup(self, kinds: list, queries: dict) -> list:
-        pipe = self.client.pipeline(transaction=False)
-        for kind in kinds:
-            if kind == "rdap":
-                pipe.evalsha(_RDAP_SHA, 0, self.base, _pack(queries[kind]))
-                continue
-            pipe.evalsha(_ASN_SHA if kind == "asn" else _LOOKUP_SHA, 0, self.kind_key(kind),
-                         _pack(queries[kind]))
-        return pipe.execute(raise_on_error=True) if kinds else []
+        """One pipeline. On a Cluster each script declares one key (ARGV[1]), read-only
+        (EVALSHA_RO), so it runs on the shard of its slot, and the addressbooks are plain
+        HGETs; elsewhere no key is declared (the milter's ACL user reads, never writes)."""
+        if not kinds:
+            return []
+        pipe = self.read_client.pipeline(transaction=False)
+        scripted = [kind for kind in kinds if not (kind == "ab" and self.cluster)]
+        command = "EVALSHA_RO" if self.cluster else "EVALSHA"
+        for kind in scripted:
+            key = self.base if kind == "rdap" else self.kind_key(kind)
+            sha = {"rdap": _RDAP_SHA, "asn": _ASN_SHA}.get(kind, _LOOKUP_SHA)
+            _evalsha(pipe, sha, [key] if self.cluster else [], key, _pack(queries[kind]),
+                     command=command)
+        gets = []
+        if len(scripted) < len(kinds):
+            gets = [(src, suffix, field) for src in self._cluster_ab_sources()
+                    for suffix, field in queries["ab"]]
+            for src, suffix, field in gets:
+                pipe.hget(self.key("ab", src, suffix), field)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and not _wrong_type(reply):
+                raise reply
+        if len(scripted) == len(kinds):
+            return replies
+        answers = dict(zip(scripted, replies))
+        answers["ab"] = self._ab_hits(gets, replies[len(scripted):])
+        return [answers[kind] for kind in kinds]
+
+    def _ab_hits(self, gets: list, values: list) -> list:
+        """A Cluster's addressbook HGETs as a lookup script would have answered: [flat, bad]."""
+        flat: list = []
+        bad: list = []
+        for (src, suffix, field), value in zip(gets, values):
+            if isinstance(value, Exception):
+                bad.append(self.key("ab", src, suffix))
+            elif value is not None:
+                flat += [src, suffix, field, value]
+        return [flat, bad]
+
+    def _cluster_ab_sources(self) -> list:
+        read_at, sources = self._ab_sources
+        if time.monotonic() - read_at >= AB_SOURCES_TTL or not read_at:
+            sources = sorted(self.read_client.smembers(self.kind_key("ab") + ":sources"))
+            self._ab_sources = (time.monotonic(), sources)
+        return sources
 
     def _mark_down(self) -> None:
         # Fail fast for a second so a dead Redis does not cost every message a timeout.
@@ -424,7 +507,7 @@ class Store:
         returns the new count. Raises StoreUnavailable."""
         try:
             return int(self._history_script(
-                keys=[self._hash_key(kind, source, domain), self.kind_key(kind) + ":sources"],
+                keys=[self.key(kind, source, domain), self.kind_key(kind) + ":sources"],
                 args=[day, expires, ttl, source]))
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
@@ -435,13 +518,17 @@ class Store:
         BOOKS maps a user id to its correspondent ids (as ``addressbook_id`` gives
         them). Each value is EXPIRES, each hash lives TTL seconds from now and holds
         at most CAP fields. Returns how many were evicted. Raises StoreUnavailable."""
+        sources_key = self.kind_key("ab") + ":sources"
+
         def run() -> list:
             pipe = self.client.pipeline(transaction=False)
+            if self.cluster:    # in its own slot: added apart from the users' hashes
+                pipe.sadd(sources_key, source)
             for user, correspondents in books.items():
-                pipe.evalsha(_LEARN_SHA, 2, self._hash_key("ab", source, user),
-                             self.kind_key("ab") + ":sources", expires, ttl, cap, source,
-                             *correspondents)
-            return pipe.execute(raise_on_error=True)
+                keys = [self.key("ab", source, user)] + ([] if self.cluster else [sources_key])
+                _evalsha(pipe, _LEARN_SHA, keys, expires, ttl, cap, source, *correspondents)
+            replies = pipe.execute(raise_on_error=True)
+            return replies[1:] if self.cluster else replies
         try:
             try:
                 replies = run()
@@ -456,19 +543,22 @@ class Store:
         """Cache an RDAP result: KIND "domain" (NAME a domain) or "ip" (NAME a prefix
         field), for TTL seconds. Raises StoreUnavailable."""
         try:
-            self.client.set(f"{self.base}rdap:{kind}:{name}", value, ex=ttl)
+            self.client.set(self.rdap_key(kind, name), value, ex=ttl)
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
 
     def read_value(self, kind: str, source: str, suffix: str, field: str) -> str | None:
         """One entry's value, or None. Raises StoreUnavailable."""
         try:
-            return self.client.hget(self._hash_key(kind, source, suffix), field)
+            return self.client.hget(self.key(kind, source, suffix), field)
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
 
     def used_memory(self) -> int | None:
-        """Redis' used_memory in bytes, for mx6ctl stats."""
+        """Redis' used_memory in bytes (a Cluster's: the sum over its nodes), for mx6ctl stats."""
+        if self.cluster:
+            info = self.client.info("memory", target_nodes=self.client.PRIMARIES)
+            return sum(node.get("used_memory", 0) for node in info.values())
         return self.client.info("memory").get("used_memory")
 
     def ping(self) -> bool:
@@ -479,8 +569,14 @@ class Store:
 
     # --- writes (mx6ctl) --------------------------------------------------------
 
-    def _hash_key(self, kind: str, source: str, suffix: str = "") -> str:
+    def rdap_key(self, kind: str, name: str) -> str:
+        return f"{self.base}rdap:{kind}:{name}"
+
+    def key(self, kind: str, source: str, suffix: str = "") -> str:
+        """The name of the hash holding KIND's entries of SOURCE (and key SUFFIX)."""
         key = f"{self.kind_key(kind)}:{source}"
+        if suffix and self.cluster and kind == "ab":
+            return f"{key}:{{{suffix}}}"       # the recipient's slot
         return f"{key}:{suffix}" if suffix else key
 
     def add(self, kind: str, source: str, entries) -> int:
@@ -497,7 +593,9 @@ class Store:
         the same source made by others during a replace may be lost.
         """
         check_source(source)
-        staging = f"{self._hash_key(kind, source)}~{secrets.token_hex(6)}" if replace else ""
+        for script in (_LOAD_LUA, _SWAP_LUA):     # then run by hash, in pipelines
+            self.client.script_load(script)
+        staging = f"{self.key(kind, source)}~{secrets.token_hex(6)}" if replace else ""
         suffixes = set()
         result = LoadResult()
         if not replace:
@@ -519,22 +617,36 @@ class Store:
         return result
 
     def _load_batches(self, kind, source, staging, entries, suffixes, result, batch, window):
-        live = self._hash_key(kind, source)
+        """Pipelined script calls of up to BATCH entries; on a Cluster one call covers
+        one addressbook (one slot), so a new recipient starts a new call."""
+        live = self.key(kind, source)
+        split = self.cluster and kind == "ab"
         pipe = self.client.pipeline(transaction=False)
-        args, queued = [], 0
+        args: list = []
+        queued = 0
         for suffix, field, value in entries:
+            if split:
+                suffix = f"{{{suffix}}}"
+                if args and args[-3] != suffix:
+                    self._load_call(pipe, live, staging, args)
+                    args, queued = [], queued + 1
             if staging:
                 suffixes.add(suffix)
             args += (suffix, field, value)
             if len(args) >= 3 * batch:
-                self._load_script(args=[live, staging, STAGING_TTL] + args, client=pipe)
+                self._load_call(pipe, live, staging, args)
                 args, queued = [], queued + 1
-                if queued >= window:
-                    self._count(pipe.execute(), result)
-                    queued = 0
+            if queued >= window:
+                self._count(pipe.execute(), result)
+                queued = 0
         if args:
-            self._load_script(args=[live, staging, STAGING_TTL] + args, client=pipe)
+            self._load_call(pipe, live, staging, args)
         self._count(pipe.execute(), result)
+
+    @staticmethod
+    def _load_call(pipe, live: str, staging: str, args: list) -> None:
+        # The key declared is one the call writes: a Cluster routes the call by it.
+        _evalsha(pipe, _LOAD_SHA, [_join(live, args[0])], live, staging, STAGING_TTL, *args)
 
     @staticmethod
     def _count(replies, result: LoadResult) -> None:
@@ -545,10 +657,36 @@ class Store:
 
     def _swap(self, kind: str, source: str, staging: str, suffixes: set) -> int:
         old_keys = self._source_keys(kind, source)
-        args = [self.kind_key(kind) + ":sources", source, len(old_keys), *old_keys]
-        for suffix in suffixes:
-            args += [_join(staging, suffix), self._hash_key(kind, source, suffix)]
-        return self._swap_script(args=args)
+        live = self.key(kind, source)
+        pairs = [(_join(staging, suffix), _join(live, suffix)) for suffix in suffixes]
+        sources_key = self.kind_key(kind) + ":sources"
+        if not self.cluster:
+            args = [sources_key, source, len(old_keys), *old_keys]
+            return self.client.evalsha(_SWAP_SHA, 1, sources_key, *args, *(k for p in pairs for k in p))
+        return self._swap_by_slot(sources_key, source, old_keys, pairs)
+
+    def _swap_by_slot(self, sources_key: str, source: str, old_keys: list, pairs: list) -> int:
+        """A Cluster's replace: every staging key checked first, then one swap per slot
+        (atomic within the slot, one recipient's addressbook never half-replaced)."""
+        from redis.crc import key_slot
+        pipe = self.client.pipeline(transaction=False)
+        for staged, _ in pairs:
+            pipe.exists(staged)
+        lost = [staged for (staged, _), found in zip(pairs, pipe.execute()) if not found]
+        if lost:
+            raise redis.exceptions.ResponseError(f"replace aborted, list unchanged: staging key "
+                                                 f"{lost[0]} is gone")
+        slots: dict = {}
+        for key in old_keys:
+            slots.setdefault(key_slot(key.encode()), ([], []))[0].append(key)
+        for staged, target in pairs:
+            slots.setdefault(key_slot(target.encode()), ([], []))[1].extend((staged, target))
+        pipe = self.client.pipeline(transaction=False)
+        for old, moves in slots.values():
+            _evalsha(pipe, _SWAP_SHA, [(old or moves)[0]], "", source, len(old), *old, *moves)
+        old_count = sum(pipe.execute())
+        self.client.sadd(sources_key, source)
+        return old_count
 
     def replace_source(self, kind: str, source: str, entries, batch: int = 1000) -> int:
         """Load a whole source under staging keys, then swap it in atomically."""
@@ -560,20 +698,22 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         for src in sources:
             for suffix, field in entries:
-                pipe.hdel(self._hash_key(kind, src, suffix), field)
+                pipe.hdel(self.key(kind, src, suffix), field)
         return sum(pipe.execute())
 
     def remove_keys(self, kind: str, source: str | None, suffixes) -> int:
         """Drop whole hashes (an addressbook of one recipient); returns entries dropped."""
         sources = [source] if source else sorted(self.sources(kind))
-        keys = [self._hash_key(kind, src, suffix) for src in sources for suffix in suffixes]
+        keys = [self.key(kind, src, suffix) for src in sources for suffix in suffixes]
         if not keys:
             return 0
-        pipe = self.client.pipeline(transaction=True)
+        # One transaction on a single Redis; on a Cluster the keys lie in many slots.
+        pipe = self.client.pipeline(transaction=not self.cluster)
         for key in keys:
             pipe.hlen(key)
-        pipe.unlink(*keys)
-        return sum(pipe.execute()[:-1])
+        for key in keys:
+            pipe.unlink(key)
+        return sum(pipe.execute()[:len(keys)])
 
     def sources(self, kind: str) -> set:
         return set(self.client.smembers(self.kind_key(kind) + ":sources"))
@@ -582,10 +722,10 @@ class Store:
         """Yield Hits for every entry of a kind (optionally one source, one key suffix)."""
         sources = [source] if source else sorted(self.sources(kind))
         for src in sources:
-            prefix = self._hash_key(kind, src)
-            keys = [self._hash_key(kind, src, suffix)] if suffix else self._source_keys(kind, src)
+            prefix = self.key(kind, src)
+            keys = [self.key(kind, src, suffix)] if suffix else self._source_keys(kind, src)
             for key in sorted(keys):
-                key_suffix = key[len(prefix) + 1:] if kind == "ab" else ""
+                key_suffix = key[len(prefix) + 1:].strip("{}") if kind == "ab" else ""
                 for field, value in sorted(self.client.hscan_iter(key, count=1000)):
                     yield Hit(kind, src, key_suffix, field, value)
 
@@ -602,7 +742,7 @@ class Store:
         return out
 
     def _source_keys(self, kind: str, source: str) -> list:
-        prefix = self._hash_key(kind, source)
+        prefix = self.key(kind, source)
         if kind != "ab":
             return [prefix]
         return list(self.client.scan_iter(match=_glob_escape(prefix) + ":*", count=1000))
@@ -614,7 +754,7 @@ class Store:
         newest schema any mx6milter wrote here; a higher number than ours means a
         newer version shares this Redis and keeps data we do not read. Raises
         StoreUnavailable."""
-        key = self.base[:-len(f"v{SCHEMA_VERSION}:")] + "schema"
+        key = self.marker
         try:
             self.client.set(key, SCHEMA_VERSION, nx=True)
             found = self.client.get(key)
@@ -637,6 +777,16 @@ def _pack(pairs) -> bytes:
         return packed.encode("ascii")
     items = [text.encode("utf-8", "surrogateescape") for pair in pairs for text in pair]
     return b"".join(b"%d:%s" % (len(item), item) for item in items)
+
+
+def _evalsha(pipe, sha: str, keys: list, *args, command: str = "EVALSHA") -> None:
+    """A script queued in a pipeline (redis-py's ClusterPipeline offers no evalsha method;
+    the command itself is routed by its first key)."""
+    pipe.execute_command(command, sha, len(keys), *keys, *args)
+
+
+def _wrong_type(reply: Exception) -> bool:
+    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("WRONGTYPE")
 
 
 def _glob_escape(text: str) -> str:

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
               f"[redis] in {args.config}; see README, Securing Redis)", file=sys.stderr)
         return 1
     except (redis.exceptions.RedisError, StoreUnavailable) as err:
-        print(f"mx6ctl: Redis: {err} (is it running? see [redis] url in {args.config})",
+        print(f"mx6ctl: Redis: {err} (is it running? see [redis] in {args.config})",
               file=sys.stderr)
         return 1
     except BrokenPipeError:
