@@ -33,13 +33,16 @@ A key of the wrong type is skipped by the lookup and reported, never fatal.
 
 On a Redis Cluster ([redis] cluster) the same schema carries hash tags, so
 that one decision touches as few shards as possible: every key but the
-addressbooks' under ``<key_prefix>v1:{wl}:`` (one slot: the whitelists, the
+addressbooks' under ``{<key_prefix>v1}:`` (one slot: the whitelists, the
 greenlist, the history and the RDAP cache together, so their Lua scripts run
 where their keys are), and each addressbook hash as ``<p>ab:SOURCE:{RECIPIENT}``
 (a recipient's books, of every source, in the recipient's slot; ``<p>ab:sources``
 untagged). The decision's addressbook reads are plain HGETs pipelined with the
-whitelist scripts (one round trip per shard involved); the list of addressbook
-sources they need is read at most every ``AB_SOURCES_TTL`` seconds. Bulk loads
+whitelist scripts (one round trip per shard involved). Each script declares
+every key it will read (``<p>KIND:sources`` and each source's hash), so that
+while ``redis-cli --cluster reshard`` moves the slot, Redis redirects (ASK) or
+asks to retry (TRYAGAIN) instead of letting a script see half a slot; the
+source names this needs are read at most every ``SOURCES_TTL`` seconds. Bulk loads
 are split by slot, and a replace swaps each slot's keys in one script: atomic
 per slot, not across the cluster. A single Redis and Sentinel use the untagged
 names above; moving to a Cluster means ``mx6ctl export`` then ``import``.
@@ -65,7 +68,7 @@ log = logging.getLogger("mx6milter")
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history", "registrar")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
-AB_SOURCES_TTL = 5.0    # Cluster: how long the addressbook sources read are reused
+SOURCES_TTL = 5.0       # Cluster: how long the source names read are reused
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
 # (see _pack): redis-py's per-argument packing of ~260 arguments per kind
@@ -345,12 +348,13 @@ class Store:
                  addressbook_secret: bytes | None = None, clock=time.time,
                  cluster: bool = False, read_client: redis.Redis | None = None):
         self.client = client
-        self.read_client = read_client or client     # a replica's, with read_from_replicas
+        self._read_client = read_client                # a replica's, with read_from_replicas
         self.cluster = cluster
         self.marker = f"{key_prefix}schema"
-        self.ab_base = f"{key_prefix}v{SCHEMA_VERSION}:ab"
-        self.base = f"{key_prefix}v{SCHEMA_VERSION}:" + ("{wl}:" if cluster else "")
-        self._ab_sources: tuple = (0.0, [])          # Cluster: (read at, addressbook sources)
+        version = f"{key_prefix}v{SCHEMA_VERSION}"
+        self.base = f"{{{version}}}:" if cluster else f"{version}:"
+        self.ab_key = f"{version}:ab"     # untagged on a Cluster: the recipient in it is the tag
+        self._sources: tuple = (0.0, {})            # Cluster: (read at, kind -> its sources)
         self.addressbook_secret = addressbook_secret
         self.clock = clock
         self._down_until = 0.0
@@ -382,7 +386,7 @@ class Store:
             from redis.cluster import ClusterNode, RedisCluster
             nodes = [ClusterNode(host, port) for host, port in redis_section.cluster]
             # redis-py follows MOVED and ASK itself, and re-reads the slots after a failure.
-            cluster = RedisCluster(startup_nodes=nodes, **options)
+            cluster = RedisCluster(startup_nodes=nodes, **_script_routing(), **options)
             return cls(cluster, redis_section.key_prefix, addressbook_secret, cluster=True)
         from redis.sentinel import Sentinel
         sentinel = Sentinel(list(redis_section.sentinels), db=url.get("db", 0),
@@ -397,10 +401,15 @@ class Store:
             if redis_section.read_from_replicas else None
         return cls(primary, redis_section.key_prefix, addressbook_secret, read_client=replica)
 
+    @property
+    def read_client(self) -> redis.Redis:
+        """Where the decision's lookups go: a replica with read_from_replicas, else the primary."""
+        return self._read_client or self.client
+
     # --- names ----------------------------------------------------------------
 
     def kind_key(self, kind: str) -> str:
-        return self.ab_base if kind == "ab" else self.base + kind
+        return self.ab_key if kind == "ab" else self.base + kind
 
     def addressbook_id(self, address: str) -> str:
         """The address as stored: itself, or its keyed hash in privacy mode."""
@@ -449,22 +458,22 @@ class Store:
                             "the kind's :sources set)", key)
 
     def _run_lookup(self, kinds: list, queries: dict) -> list:
-        """One pipeline. On a Cluster each script declares one key (ARGV[1]), read-only
-        (EVALSHA_RO), so it runs on the shard of its slot, and the addressbooks are plain
-        HGETs; elsewhere no key is declared (the milter's ACL user reads, never writes)."""
+        """One pipeline. On a Cluster each script declares the keys it reads, so it runs on
+        the shard of their slot, and the addressbooks are plain HGETs; elsewhere no key is
+        declared (the milter's ACL user only reads the lists, and a declared key would
+        need write permission). Not EVALSHA_RO: redis-py would ask the server for its keys."""
         if not kinds:
             return []
-        pipe = self.read_client.pipeline(transaction=False)
+        pipe = _pipeline(self.read_client)
         scripted = [kind for kind in kinds if not (kind == "ab" and self.cluster)]
-        command = "EVALSHA_RO" if self.cluster else "EVALSHA"
         for kind in scripted:
             key = self.base if kind == "rdap" else self.kind_key(kind)
             sha = {"rdap": _RDAP_SHA, "asn": _ASN_SHA}.get(kind, _LOOKUP_SHA)
-            _evalsha(pipe, sha, [key] if self.cluster else [], key, _pack(queries[kind]),
-                     command=command)
+            declared = self._script_keys(kind, queries[kind]) if self.cluster else []
+            _evalsha(pipe, sha, declared, key, _pack(queries[kind]))
         gets = []
         if len(scripted) < len(kinds):
-            gets = [(src, suffix, field) for src in self._cluster_ab_sources()
+            gets = [(src, suffix, field) for src in self._cluster_sources()["ab"]
                     for suffix, field in queries["ab"]]
             for src, suffix, field in gets:
                 pipe.hget(self.key("ab", src, suffix), field)
@@ -489,12 +498,33 @@ class Store:
                 flat += [src, suffix, field, value]
         return [flat, bad]
 
-    def _cluster_ab_sources(self) -> list:
-        read_at, sources = self._ab_sources
-        if time.monotonic() - read_at >= AB_SOURCES_TTL or not read_at:
-            sources = sorted(self.read_client.smembers(self.kind_key("ab") + ":sources"))
-            self._ab_sources = (time.monotonic(), sources)
+    def _cluster_sources(self) -> dict:
+        """Every kind's source names, read again after SOURCES_TTL seconds (a Cluster)."""
+        read_at, sources = self._sources
+        if time.monotonic() - read_at >= SOURCES_TTL or not read_at:
+            pipe = _pipeline(self.read_client)
+            for kind in KINDS:
+                pipe.smembers(self.kind_key(kind) + ":sources")
+            sources = {kind: sorted(found) for kind, found in zip(KINDS, pipe.execute())}
+            self._sources = (time.monotonic(), sources)
         return sources
+
+    def _script_keys(self, kind: str, pairs: list) -> list:
+        """The keys a lookup script of KIND will read, declared so that a Cluster runs it
+        where they all are (the first routes it; all share the {<p>v1} slot)."""
+        sources = self._cluster_sources()
+        if kind == "rdap":
+            keys = [self.rdap_key("domain", s) if f == "domain" else self.rdap_key("ip", f)
+                    for s, f in pairs]
+            return keys + self._source_hashes("registrar", sources, [""])
+        keys = self._source_hashes(kind, sources, sorted({suffix for suffix, _ in pairs}))
+        if kind == "asn":
+            keys += self._source_hashes("asnlist", sources, [""])
+        return keys
+
+    def _source_hashes(self, kind: str, sources: dict, suffixes: list) -> list:
+        return [self.kind_key(kind) + ":sources"] + [
+            self.key(kind, src, suffix) for src in sources.get(kind, []) for suffix in suffixes]
 
     def _mark_down(self) -> None:
         # Fail fast for a second so a dead Redis does not cost every message a timeout.
@@ -521,7 +551,7 @@ class Store:
         sources_key = self.kind_key("ab") + ":sources"
 
         def run() -> list:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = _pipeline(self.client)
             if self.cluster:    # in its own slot: added apart from the users' hashes
                 pipe.sadd(sources_key, source)
             for user, correspondents in books.items():
@@ -621,7 +651,7 @@ class Store:
         one addressbook (one slot), so a new recipient starts a new call."""
         live = self.key(kind, source)
         split = self.cluster and kind == "ab"
-        pipe = self.client.pipeline(transaction=False)
+        pipe = _pipeline(self.client)
         args: list = []
         queued = 0
         for suffix, field, value in entries:
@@ -669,7 +699,7 @@ class Store:
         """A Cluster's replace: every staging key checked first, then one swap per slot
         (atomic within the slot, one recipient's addressbook never half-replaced)."""
         from redis.crc import key_slot
-        pipe = self.client.pipeline(transaction=False)
+        pipe = _pipeline(self.client)
         for staged, _ in pairs:
             pipe.exists(staged)
         lost = [staged for (staged, _), found in zip(pairs, pipe.execute()) if not found]
@@ -681,7 +711,7 @@ class Store:
             slots.setdefault(key_slot(key.encode()), ([], []))[0].append(key)
         for staged, target in pairs:
             slots.setdefault(key_slot(target.encode()), ([], []))[1].extend((staged, target))
-        pipe = self.client.pipeline(transaction=False)
+        pipe = _pipeline(self.client)
         for old, moves in slots.values():
             _evalsha(pipe, _SWAP_SHA, [(old or moves)[0]], "", source, len(old), *old, *moves)
         old_count = sum(pipe.execute())
@@ -695,7 +725,7 @@ class Store:
     def remove(self, kind: str, source: str | None, entries) -> int:
         """Remove (suffix, field) entries from one source, or from all."""
         sources = [source] if source else sorted(self.sources(kind))
-        pipe = self.client.pipeline(transaction=False)
+        pipe = _pipeline(self.client)
         for src in sources:
             for suffix, field in entries:
                 pipe.hdel(self.key(kind, src, suffix), field)
@@ -734,7 +764,7 @@ class Store:
         out = {}
         for src in sorted(self.sources(kind)):
             keys = self._source_keys(kind, src)
-            pipe = self.client.pipeline(transaction=False)
+            pipe = _pipeline(self.client)
             for key in keys:
                 pipe.hlen(key)
             lengths = [n for n in pipe.execute() if n] if keys else []
@@ -779,10 +809,41 @@ def _pack(pairs) -> bytes:
     return b"".join(b"%d:%s" % (len(item), item) for item in items)
 
 
-def _evalsha(pipe, sha: str, keys: list, *args, command: str = "EVALSHA") -> None:
-    """A script queued in a pipeline (redis-py's ClusterPipeline offers no evalsha method;
+def _pipeline(client):
+    """A non-transactional pipeline; a Cluster's keeps the client's policy_resolver, which
+    redis-py 8.1's RedisCluster.pipeline() does not pass on (see _script_routing)."""
+    pipe = client.pipeline(transaction=False)
+    if hasattr(client, "_policy_resolver") and hasattr(pipe, "_policy_resolver"):
+        pipe._policy_resolver = client._policy_resolver
+    return pipe
+
+
+def _script_routing() -> dict:
+    """RedisCluster options that route a pipelined EVALSHA by its first declared key without
+    asking the server: redis-py 8 otherwise sends COMMAND GETKEYS first (a round trip per
+    script) for commands it has no policy for. Empty for a redis-py without policies."""
+    try:
+        from redis.commands.policies import (
+            BasePolicyResolver, CommandPolicies, RequestPolicy, ResponsePolicy, StaticPolicyResolver)
+    except ImportError:
+        return {}
+
+    class ScriptPolicies(BasePolicyResolver):
+        def __init__(self, fallback=None):
+            keyed = CommandPolicies(request_policy=RequestPolicy.DEFAULT_KEYED,
+                                    response_policy=ResponsePolicy.DEFAULT_KEYED)
+            super().__init__({"core": {"evalsha": keyed}}, fallback or StaticPolicyResolver())
+
+        def with_fallback(self, fallback):
+            return ScriptPolicies(fallback)
+
+    return {"policy_resolver": ScriptPolicies()}
+
+
+def _evalsha(pipe, sha: str, keys: list, *args) -> None:
+    """EVALSHA queued in a pipeline (redis-py's ClusterPipeline offers no evalsha method;
     the command itself is routed by its first key)."""
-    pipe.execute_command(command, sha, len(keys), *keys, *args)
+    pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
 
 def _wrong_type(reply: Exception) -> bool:

@@ -1,6 +1,8 @@
 """Real servers the tests start: redis-server on a free port (more join later)."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -8,6 +10,7 @@ import tempfile
 import time
 
 import redis
+import redis.connection
 
 
 def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
@@ -212,3 +215,21 @@ class RedisClusterSet:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+@contextlib.contextmanager
+def count_round_trips():
+    """Count what redis-py sends, per server port: one send is one round trip (a pipeline
+    sends all its commands at once, a Cluster pipeline once per node). Yields a Counter."""
+    sent: collections.Counter = collections.Counter()
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(connection, command, check_health=True):
+        sent[connection.port] += 1
+        return original(connection, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting
+    try:
+        yield sent
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original
