@@ -68,6 +68,7 @@ log = logging.getLogger("mx6milter")
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history", "registrar")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
+REPLICA_WAIT_MS = 5000  # Sentinel: how long a replace waits for a replica's copy
 SOURCES_TTL = 5.0       # Cluster: how long the source names read are reused
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
@@ -346,10 +347,12 @@ class Store:
 
     def __init__(self, client: redis.Redis, key_prefix: str = "mx6:",
                  addressbook_secret: bytes | None = None, clock=time.time,
-                 cluster: bool = False, read_client: redis.Redis | None = None):
+                 cluster: bool = False, read_client: redis.Redis | None = None,
+                 replicated: bool = False):
         self.client = client
         self._read_client = read_client                # a replica's, with read_from_replicas
         self.cluster = cluster
+        self.replicated = replicated      # Sentinel: a replace waits for a replica's copy
         self.marker = f"{key_prefix}schema"
         version = f"{key_prefix}v{SCHEMA_VERSION}"
         self.base = f"{{{version}}}:" if cluster else f"{version}:"
@@ -399,7 +402,8 @@ class Store:
         primary = sentinel.master_for(redis_section.service_name)
         replica = sentinel.slave_for(redis_section.service_name) \
             if redis_section.read_from_replicas else None
-        return cls(primary, redis_section.key_prefix, addressbook_secret, read_client=replica)
+        return cls(primary, redis_section.key_prefix, addressbook_secret, read_client=replica,
+                   replicated=True)
 
     @property
     def read_client(self) -> redis.Redis:
@@ -631,11 +635,17 @@ class Store:
         if not replace:
             self.client.sadd(self.kind_key(kind) + ":sources", source)
         try:
-            self._load_batches(kind, source, staging, entries, suffixes, result, batch, window)
+            try:
+                self._load_batches(kind, source, staging, entries, suffixes, result, batch, window)
+            except redis.exceptions.ConnectionError as err:    # a failover, a dead primary
+                if not replace:
+                    raise
+                raise StoreUnavailable(f"replace of {kind} source {source!r} aborted while "
+                                       f"loading; the list is unchanged, run it again ({err})") from err
             if replace:
                 if not suffixes and not allow_empty:
                     raise EmptyReplace(f"no entries: refusing to empty {kind} source {source!r}")
-                old = self._swap(kind, source, staging, suffixes)
+                old = self._swap_reported(kind, source, staging, suffixes)
                 result.removed = max(0, old - result.present)
         except BaseException:
             if staging and suffixes:   # best effort; STAGING_TTL cleans up otherwise
@@ -684,6 +694,23 @@ class Store:
             result.added += added
             result.present += present
             result.repeated += repeated
+
+    def _swap_reported(self, kind: str, source: str, staging: str, suffixes: set) -> int:
+        try:
+            old = self._swap(kind, source, staging, suffixes)
+            # Replication is asynchronous: a primary that dies before a replica has the
+            # swap takes it along. Say so rather than report a replace that may be lost.
+            if self.replicated and not self.client.wait(1, REPLICA_WAIT_MS):
+                log.warning("replace of %s source %r: no replica confirmed the new list within "
+                            "%d ms; should the primary fail now, check the list after the "
+                            "failover", kind, source, REPLICA_WAIT_MS)
+            return old
+        except redis.exceptions.ConnectionError as err:
+            whole = ("on a Cluster some slots may hold the new entries" if self.cluster else
+                     "it holds the old list or the new one, whole")
+            raise StoreUnavailable(f"replace of {kind} source {source!r}: the connection was lost "
+                                   f"during the swap ({err}); {whole}: check with list, or run it "
+                                   "again") from err
 
     def _swap(self, kind: str, source: str, staging: str, suffixes: set) -> int:
         old_keys = self._source_keys(kind, source)

@@ -10,12 +10,12 @@ from redis.crc import key_slot
 
 from mx6milter.addresses import normalise_address
 from mx6milter.config import load_config
-from mx6milter.model import MessageBuilder, Session, Tier
+from mx6milter.model import Tier
 from mx6milter.service import build_evaluator
 
 from ctl_runner import Ctl
 from dkimkeys import message
-from harness import split_message
+from harness import decide
 from servers import count_round_trips
 
 POLICY = "[policy]\nauthserv_id = mx.example.org\n[greenlist]\nfcrdns = no\nhistory = no\n"
@@ -31,18 +31,6 @@ def ctl(tmp_path, cluster_redis, dns_server):
 
 def evaluator_for(ctl):
     return build_evaluator(load_config(str(ctl.config)))
-
-
-def decide(evaluator, client_ip, raw, recipients, mail_from="bounce@example.com"):
-    """One IPv6 message judged as the milter judges it (headers as the MTA hands them over)."""
-    builder = MessageBuilder(1 << 20)
-    headers, body = split_message(raw)
-    for name, value in headers:
-        builder.add_header(name, value)
-    builder.add_body(body)
-    session = Session(client_ip=client_ip, helo="mail.example.com", mail_from=mail_from,
-                      recipients=list(recipients))
-    return evaluator.evaluate(session, builder.build())
 
 
 def evidence(outcome) -> list:
