@@ -81,11 +81,13 @@ def build_evaluator(config: Config) -> Evaluator:
 
 def describe_redis(redis_section) -> str:
     """Where the Redis is, fit to show (no password): for logs and mx6ctl's messages."""
+    def nodes(pairs) -> str:
+        return " ".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in pairs)
     if redis_section.sentinels:
-        nodes = " ".join(f"{host}:{port}" for host, port in redis_section.sentinels)
-        return f"Sentinel service {redis_section.service_name} (sentinels {nodes})"
+        return (f"Sentinel service {redis_section.service_name} "
+                f"(sentinels {nodes(redis_section.sentinels)})")
     if redis_section.cluster:
-        return "Cluster " + " ".join(f"{host}:{port}" for host, port in redis_section.cluster)
+        return "Cluster " + nodes(redis_section.cluster)
     return redact_url(redis_section.url)
 
 

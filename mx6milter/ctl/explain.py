@@ -12,11 +12,10 @@ import re
 import sys
 
 from ..addresses import strip_brackets
-from ..config import redact_url
 from .common import UsageError, load, read_message_file
 from ..model import Message, MessageBuilder, Session, SessionClass
 from ..policy import fallback_status, parse_client_ip
-from ..service import build_evaluator   # the daemon's own construction
+from ..service import build_evaluator, describe_redis   # the daemon's own construction
 from ..evidence.whitelist import addressbook_ids
 from ..store import StoreUnavailable
 
@@ -211,7 +210,7 @@ def cmd_explain(args) -> int:
     else:
         print(render_text(result))
     if "redis-unavailable" in result["failures"]:
-        print(f"mx6ctl: Redis at {redact_url(config.redis.url)} did not answer; the milter would answer as "
+        print(f"mx6ctl: Redis at {describe_redis(config.redis)} did not answer; the milter would answer as "
               "above until it does", file=sys.stderr)
         return 1
     return 0

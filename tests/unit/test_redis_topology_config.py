@@ -59,3 +59,15 @@ def test_any_sentinels_value_parses_or_is_a_config_error(value):
         return
     for host, port in redis.sentinels:
         assert host and 0 < port < 65536
+
+
+def test_where_redis_is_said_without_a_password():
+    from mx6milter.service import describe_redis
+    sentinel = parse_config("[redis]\nurl = redis://u:s3cret@/2\n" + SENTINELS[8:]
+                            + "service_name = mx6\n").redis
+    assert describe_redis(sentinel) == ("Sentinel service mx6 (sentinels 192.0.2.1:26379 "
+                                        "[2001:db8::1]:26379 sentinel.example:26380)")
+    cluster = parse_config("[redis]\nurl = redis://u:s3cret@/0\ncluster = 10.0.0.1:7000\n").redis
+    assert describe_redis(cluster) == "Cluster 10.0.0.1:7000"
+    single = parse_config("[redis]\nurl = redis://u:s3cret@127.0.0.1/0\n").redis
+    assert "s3cret" not in describe_redis(single)
