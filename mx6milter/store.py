@@ -608,10 +608,11 @@ class Store:
 
     def key(self, kind: str, source: str, suffix: str = "") -> str:
         """The name of the hash holding KIND's entries of SOURCE (and key SUFFIX)."""
-        key = f"{self.kind_key(kind)}:{source}"
-        if suffix and self.cluster and kind == "ab":
-            return f"{key}:{{{suffix}}}"       # the recipient's slot
-        return f"{key}:{suffix}" if suffix else key
+        return _join(f"{self.kind_key(kind)}:{source}", self._tagged(kind, suffix))
+
+    def _tagged(self, kind: str, suffix: str) -> str:
+        """A key suffix as written: on a Cluster an addressbook's recipient is its hash tag."""
+        return f"{{{suffix}}}" if suffix and self.cluster and kind == "ab" else suffix
 
     def add(self, kind: str, source: str, entries) -> int:
         """Add (suffix, field, value) entries; returns how many were new."""
@@ -665,11 +666,10 @@ class Store:
         args: list = []
         queued = 0
         for suffix, field, value in entries:
-            if split:
-                suffix = f"{{{suffix}}}"
-                if args and args[-3] != suffix:
-                    self._load_call(pipe, live, staging, args)
-                    args, queued = [], queued + 1
+            suffix = self._tagged(kind, suffix)
+            if split and args and args[-3] != suffix:
+                self._load_call(pipe, live, staging, args)
+                args, queued = [], queued + 1
             if staging:
                 suffixes.add(suffix)
             args += (suffix, field, value)
@@ -782,7 +782,9 @@ class Store:
             prefix = self.key(kind, src)
             keys = [self.key(kind, src, suffix)] if suffix else self._source_keys(kind, src)
             for key in sorted(keys):
-                key_suffix = key[len(prefix) + 1:].strip("{}") if kind == "ab" else ""
+                key_suffix = key[len(prefix) + 1:] if kind == "ab" else ""
+                if key_suffix and self.cluster:
+                    key_suffix = key_suffix[1:-1]          # the {RECIPIENT} tag
                 for field, value in sorted(self.client.hscan_iter(key, count=1000)):
                     yield Hit(kind, src, key_suffix, field, value)
 
