@@ -133,3 +133,34 @@ def test_import_replace_cut_by_a_failover_fails_cleanly(tmp_path, sentinels):
     again = ctl("import", "ip", new_file, "--source", "feed", "--replace", "-q")
     assert again.rc == 0, again.err
     assert len(listed()) == len(new)
+
+
+def test_passwords_for_the_sentinels_and_the_data_nodes(tmp_path, dns_server):
+    servers = SentinelSet(password="data-secret-1", sentinel_password="sentinel-secret-2").start()
+    try:
+        files = {}
+        for name, text in (("redis.pw", "data-secret-1"), ("sentinel.pw", "sentinel-secret-2"),
+                           ("wrong.pw", "not-the-secret")):
+            files[name] = tmp_path / name
+            files[name].write_text(text + "\n")
+            files[name].chmod(0o600)
+        (tmp_path / "good").mkdir()
+        ctl = sentinel_ctl(tmp_path / "good", servers, dns_server.nameservers,
+                           f"password_file = {files['redis.pw']}\n"
+                           f"sentinel_password_file = {files['sentinel.pw']}\n")
+        assert ctl("ip", "add", "2001:db8:51::/48").rc == 0
+        evaluator = build_evaluator(load_config(str(ctl.config)))
+        plain = message(from_="Someone <someone@example.net>")
+        assert decide(evaluator, WHITE_IP, plain, ["u@example.org"]).decision.tier is Tier.WHITELISTED
+
+        (tmp_path / "bad").mkdir()
+        bad = sentinel_ctl(tmp_path / "bad", servers, dns_server.nameservers,
+                           f"password_file = {files['redis.pw']}\n"
+                           f"sentinel_password_file = {files['wrong.pw']}\n")
+        run = bad("ip", "list")
+        assert run.rc == 1
+        assert "mx6ctl: Redis Sentinel: No master found for 'mx6test'" in run.err
+        assert "sentinel_password_file" in run.err
+        assert not any(secret in run.err for secret in ("secret", "not-the"))
+    finally:
+        servers.close()

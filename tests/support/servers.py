@@ -92,10 +92,17 @@ def free_cluster_port() -> int:
 class RedisNode(RedisServer):
     """A redis-server with extra options (a replica's replicaof, a Cluster node's settings)."""
 
-    def __init__(self, *options: str, port: int | None = None):
+    def __init__(self, *options: str, port: int | None = None, password: str | None = None):
         super().__init__()
         self.port = port or self.port
+        self.password = password
         self.options = list(options)
+        if password:
+            self.options += ["--requirepass", password, "--masterauth", password]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           decode_responses=True)
 
     def start(self) -> RedisNode:
         self.process = subprocess.Popen(
@@ -120,9 +127,12 @@ class SentinelSet:
 
     service = "mx6test"
 
-    def __init__(self):
-        self.primary = RedisNode()
-        self.replica = RedisNode("--replicaof", "127.0.0.1", str(self.primary.port))
+    def __init__(self, password: str | None = None, sentinel_password: str | None = None):
+        """PASSWORD: the data nodes' requirepass; SENTINEL_PASSWORD: the sentinels' own."""
+        self.password, self.sentinel_password = password, sentinel_password
+        self.primary = RedisNode(password=password)
+        self.replica = RedisNode("--replicaof", "127.0.0.1", str(self.primary.port),
+                                 password=password)
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinel_procs: list = []
         self.dir = tempfile.mkdtemp(prefix="mx6-sentinel-")
@@ -142,7 +152,11 @@ class SentinelSet:
                 handle.write(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
                              f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
                              f"sentinel down-after-milliseconds {self.service} 1000\n"
-                             f"sentinel failover-timeout {self.service} 10000\n")
+                             f"sentinel failover-timeout {self.service} 10000\n"
+                             + (f"sentinel auth-pass {self.service} {self.password}\n"
+                                if self.password else "")
+                             + (f"requirepass {self.sentinel_password}\n"
+                                if self.sentinel_password else ""))
             self.sentinel_procs.append(subprocess.Popen(
                 [_redis_binary(), conf, "--sentinel"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -153,14 +167,17 @@ class SentinelSet:
 
     def _sentinel_sees_replica(self, port: int) -> bool:
         try:
-            client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-            return bool(client.sentinel_slaves(self.service))
+            return bool(self._sentinel(port).sentinel_slaves(self.service))
         except redis.exceptions.RedisError:
             return False
 
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, password=self.sentinel_password,
+                           decode_responses=True)
+
     def current_primary_port(self) -> int:
-        client = redis.Redis(host="127.0.0.1", port=self.sentinel_ports[0], decode_responses=True)
-        return int(client.sentinel_get_master_addr_by_name(self.service)[1])
+        return int(self._sentinel(self.sentinel_ports[0])
+                   .sentinel_get_master_addr_by_name(self.service)[1])
 
     def kill_primary(self) -> RedisNode:
         """Kill the node that is primary now; returns it (start() brings it back as a replica)."""
