@@ -18,7 +18,7 @@ from dkimkeys import message
 from harness import decide
 from servers import count_round_trips
 
-POLICY = "[policy]\nauthserv_id = mx.example.org\n[greenlist]\nfcrdns = no\nhistory = no\n"
+POLICY = "[policy]\nauthserv_id = mx.example.org\n[greenlist]\nfcrdns = no\n"
 WHITE_IP, GREEN_IP, ASN_IP, STRANGER_IP = ("2001:db8:31::1", "2001:db8:32::1", "2001:db8:33::1",
                                            "2001:db8:99::1")
 
@@ -92,9 +92,10 @@ def test_every_verb_against_the_cluster(ctl):
     assert ok("domain", "list").strip() == ""
 
     # explain, through the daemon's own construction
-    run = ctl("explain", "--client-ip", STRANGER_IP, "--mail-from", "x@example.net", "--rcpt",
-              "user3@example.org", ctl.file("m.eml", message().decode()))
-    assert run.rc in (0, 1) and "Traceback" not in run.err and run.out
+    run = ctl("explain", "--client-ip", "2001:db8:41::1", "--mail-from", "x@example.net", "--rcpt",
+              "user3@example.org", "--json", ctl.file("m.eml", message().decode()))
+    assert run.rc == 0, run.err
+    assert '"tier": "whitelisted"' in run.out and "2001:db8:41::/48" in run.out
 
 
 def test_every_decision_kind_on_the_cluster(ctl, dkim_keys):
@@ -103,6 +104,7 @@ def test_every_decision_kind_on_the_cluster(ctl, dkim_keys):
     ctl("green", "add", "2001:db8:32::/48")
     ctl("asnlist", "add", "64500")
     ctl("import", "asn", ctl.file("asn.txt", "2001:db8:33::\t48\t64500\n"))
+    ctl("mishandle4xx", "add", "2001:db8:34::/48")
     recipients = [f"user{n}@example.org" for n in range(6)]
     for rcpt in recipients:
         assert ctl("addressbook", "add", rcpt, "alice@example.com").rc == 0
@@ -123,8 +125,14 @@ def test_every_decision_kind_on_the_cluster(ctl, dkim_keys):
     assert green.decision.tier is Tier.GREENLISTED and evidence(green) == ["network=pass"]
     by_asn = decide(evaluator, ASN_IP, plain, ["user0@example.org"], "x@example.net")
     assert by_asn.decision.tier is Tier.GREENLISTED and evidence(by_asn) == ["asn=pass"]
+    retrier = decide(evaluator, "2001:db8:34::1", plain, ["user0@example.org"], "x@example.net")
+    assert retrier.decision.tier is Tier.GREENLISTED and evidence(retrier) == ["mishandle4xx=pass"]
     nothing = decide(evaluator, STRANGER_IP, plain, ["user0@example.org"], "x@example.net")
     assert nothing.decision.tier is Tier.NONE and nothing.evidence.failures == ()
+    today = int(time.time() // 86400)
+    evaluator.store.load("history", "ipv4", [("example.com", "v", f"9 {today - 30} {today} 0")])
+    known = decide(evaluator, STRANGER_IP, signed, ["nobody@example.org"])
+    assert known.decision.tier is Tier.GREENLISTED and evidence(known) == ["history=pass"]
 
 
 def test_a_decision_costs_one_round_trip_per_shard(ctl, dkim_keys, redis_cluster):
