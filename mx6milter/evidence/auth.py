@@ -23,7 +23,10 @@ from publicsuffixlist import PublicSuffixList
 from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, strip_brackets
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
+from . import dkimcrypto
 from .dmarc_record import is_dmarc_record, parse_record
+
+dkimcrypto.install()        # dkimpy's integer conversions in C, parsed keys kept (dkimcrypto.py)
 
 log = logging.getLogger(__name__)
 
