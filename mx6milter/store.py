@@ -4,6 +4,8 @@ Schema version 1, every key under ``<key_prefix>v1:`` but the marker
 ``<key_prefix>schema`` (``Store.check_schema``)::
 
     <p>KIND:sources            set of source names that hold entries of KIND
+    <p>KIND:#lengths           set of the prefix lengths written to KIND (ip, green, asn,
+                               mishandle4xx), and "tracked" once it covers every entry
     <p>KIND:SOURCE             hash FIELD -> VALUE          (ip, domain)
     <p>ab:SOURCE:RECIPIENT     hash SENDER -> VALUE         (addressbook)
     <p>history:ipv4:DOMAIN     hash "v" -> "COUNT FIRST_DAY LAST_DAY EXPIRES", with a TTL
@@ -45,7 +47,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -64,15 +68,46 @@ log = logging.getLogger("mx6milter")
 
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history", "registrar")
+PREFIX_KINDS = ("ip", "green", "asn", "mishandle4xx")     # fields are IPv6 prefixes (some or all)
+ADDRESS_QUERY = "#address"      # the key suffix of address_query's pair (no real suffix has "#")
+_PREFIX_FIELD = re.compile(r"[0-9a-f]{0,32}/([0-9]{1,3})")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
 # (see _pack): redis-py's per-argument packing of ~260 arguments per kind
 # was half the CPU time of a decision. unpack_pairs() unpacks them, and only
-# for a kind that has sources at all.
+# for a kind that has sources at all. ARGV[3], when not empty, is an IPv6
+# address as 32 hex digits (address_query): its prefixes are looked up too,
+# longest first, computed here for the lengths in ARGV[1]..':#lengths' (every
+# length from 128 to 0 while that set lacks the member "tracked").
 _UNPACK_LUA = """
+local function address_pairs(Q, hex)
+  local lengths, seen = {}, {}
+  local members = redis.pcall('SMEMBERS', ARGV[1] .. ':#lengths')
+  if members.err then members = {} end
+  for _, m in ipairs(members) do seen[m] = true end
+  if seen['tracked'] then
+    for _, m in ipairs(members) do
+      local n = tonumber(m)
+      if n and n >= 0 and n <= 128 and n % 1 == 0 then lengths[#lengths + 1] = n end
+    end
+    table.sort(lengths, function(a, b) return a > b end)
+  else
+    for n = 128, 0, -1 do lengths[#lengths + 1] = n end
+  end
+  for _, n in ipairs(lengths) do
+    local text, rest = string.sub(hex, 1, math.floor((n + 3) / 4)), n % 4
+    if rest ~= 0 then
+      local digit = tonumber(string.sub(text, -1), 16)
+      digit = digit - digit % (2 ^ (4 - rest))
+      text = string.sub(text, 1, -2) .. string.format('%x', digit)
+    end
+    Q[#Q + 1] = ''; Q[#Q + 1] = text .. '/' .. n
+  end
+end
 local function unpack_pairs()
   local Q, packed, pos = {}, ARGV[2] or '', 1
+  if ARGV[3] and ARGV[3] ~= '' then address_pairs(Q, ARGV[3]) end
   while pos <= #packed do
     local colon = string.find(packed, ':', pos, true)
     local n = tonumber(string.sub(packed, pos, colon - 1))
@@ -163,13 +198,16 @@ return {out, BAD}
 _ASN_SHA = hashlib.sha1(_ASN_LUA.encode()).hexdigest()
 
 # Bulk writes, one batch per call. ARGV = live base ("<p>KIND:SOURCE"), staging
-# base ("" = write to the live keys), staging TTL, then (suffix, field, value)
-# triples. Returns {added, present, repeated}: new to the live list, already
-# in it, or seen earlier in this same load (staging only).
+# base ("" = write to the live keys), staging TTL, the kind's prefix lengths set
+# ("<p>KIND:#lengths", "" for a kind of no prefixes), then (suffix, field, value) triples. The length of every
+# field written as a prefix ("HEX/LEN") joins that set, staged or not (a length
+# too many costs a lookup one HGET, a length missing would lose a hit). Returns
+# {added, present, repeated}: new to the live list, already in it, or seen
+# earlier in this same load (staging only).
 _LOAD_LUA = """
-local live, staging, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local live, staging, ttl, lengths = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local added, present, repeated = 0, 0, 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local suffix, field = ARGV[i], ARGV[i + 1]
   local lkey = live
   if suffix ~= '' then lkey = live .. ':' .. suffix end
@@ -186,6 +224,8 @@ for i = 4, #ARGV, 3 do
     added = added + 1
   end
   local fresh = staging ~= '' and redis.call('EXISTS', target) == 0
+  local length = lengths ~= '' and string.match(field, '^%x*/(%d+)$')
+  if length then redis.call('SADD', lengths, length) end
   redis.call('HSET', target, field, ARGV[i + 2])
   if fresh then redis.call('EXPIRE', target, ttl) end
 end
@@ -454,8 +494,10 @@ class Store:
             if kind == "rdap":
                 pipe.evalsha(_RDAP_SHA, 0, self.base, _pack(queries[kind]))
                 continue
+            address = "".join(f for s, f in queries[kind] if s == ADDRESS_QUERY)
+            pairs = [(s, f) for s, f in queries[kind] if s != ADDRESS_QUERY]
             pipe.evalsha(_ASN_SHA if kind == "asn" else _LOOKUP_SHA, 0, self.kind_key(kind),
-                         _pack(queries[kind]))
+                         _pack(pairs), address)
         return pipe.execute(raise_on_error=True) if kinds else []
 
     def _mark_down(self) -> None:
@@ -681,6 +723,8 @@ class Store:
         staging = f"{self._hash_key(kind, source)}~{secrets.token_hex(6)}" if replace else ""
         suffixes = set()
         result = LoadResult()
+        if kind in PREFIX_KINDS:
+            self._track_lengths(kind)
         if not replace:
             self.client.sadd(self.kind_key(kind) + ":sources", source)
         try:
@@ -699,8 +743,30 @@ class Store:
             raise
         return result
 
+    def _lengths_key(self, kind: str) -> str:
+        return self.kind_key(kind) + ":#lengths"
+
+    def _track_lengths(self, kind: str) -> None:
+        """Make sure KIND's set of prefix lengths covers every entry, before a write.
+
+        Written by every load (_LOAD_LUA) once it holds the member "tracked"; until
+        then a lookup tries every length. A kind without sources starts tracked; one
+        filled by an older version has its fields read once, here."""
+        key = self._lengths_key(kind)
+        if self.client.sismember(key, "tracked"):
+            return
+        lengths = set()
+        for src in self.sources(kind):
+            for hash_key in self._source_keys(kind, src):
+                for field, _ in self.client.hscan_iter(hash_key, count=1000):
+                    match = _PREFIX_FIELD.fullmatch(field)
+                    if match:
+                        lengths.add(match.group(1))
+        self.client.sadd(key, "tracked", *lengths)
+
     def _load_batches(self, kind, source, staging, entries, suffixes, result, batch, window):
         live = self._hash_key(kind, source)
+        lengths = self._lengths_key(kind) if kind in PREFIX_KINDS else ""
         pipe = self.client.pipeline(transaction=False)
         args, queued = [], 0
         for suffix, field, value in entries:
@@ -708,13 +774,13 @@ class Store:
                 suffixes.add(suffix)
             args += (suffix, field, value)
             if len(args) >= 3 * batch:
-                self._load_script(args=[live, staging, STAGING_TTL] + args, client=pipe)
+                self._load_script(args=[live, staging, STAGING_TTL, lengths] + args, client=pipe)
                 args, queued = [], queued + 1
                 if queued >= window:
                     self._count(pipe.execute(), result)
                     queued = 0
         if args:
-            self._load_script(args=[live, staging, STAGING_TTL] + args, client=pipe)
+            self._load_script(args=[live, staging, STAGING_TTL, lengths] + args, client=pipe)
         self._count(pipe.execute(), result)
 
     @staticmethod
@@ -817,6 +883,13 @@ class Store:
 
     def _schema_key(self) -> str:
         return self.base[:-len(f"v{SCHEMA_VERSION}:")] + "schema"
+
+
+def address_query(address: ipaddress.IPv6Address) -> tuple:
+    """The lookup pair for every prefix in a kind's sources that holds ADDRESS (one
+    such pair a kind, with or without other pairs): the prefixes are computed in
+    Redis, for the lengths in use only, and answered like the pairs ("", PREFIX)."""
+    return (ADDRESS_QUERY, f"{int(address):032x}")
 
 
 def _join(base: str, suffix: str) -> str:
