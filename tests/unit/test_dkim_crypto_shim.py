@@ -98,3 +98,48 @@ def test_an_overlong_record_is_parsed_but_not_kept(dkim_keys):
     first = dkim.evaluate_pk(name, record)
     again = dkim.evaluate_pk(name, record)
     assert first[1] == again[1] == 2048 and again is not first
+
+
+def _signed_digest(dkim_keys):
+    """(hashlib digest, signature, dkimpy public key) of one RSA-SHA256 signature."""
+    import hashlib
+    private = dkim.crypto.parse_pem_private_key(dkim_keys.rsa_private)
+    digest = hashlib.sha256(b"what was signed")
+    signature = bytes(dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, private))
+    public = {"modulus": private["modulus"], "publicExponent": private["publicExponent"]}
+    return digest, signature, public
+
+
+def test_rsa_verify_is_behind_dkimpys_name_and_agrees_with_it(dkim_keys):
+    assert dkim.RSASSA_PKCS1_v1_5_verify is dkimcrypto.rsa_verify
+    digest, signature, public = _signed_digest(dkim_keys)
+    original = dkim.crypto.RSASSA_PKCS1_v1_5_verify        # dkimpy's, pure Python
+    assert dkimcrypto.rsa_verify(digest, signature, public) is original(digest, signature, public) is True
+    flipped = signature[:-1] + bytes([signature[-1] ^ 1])
+    assert dkimcrypto.rsa_verify(digest, flipped, public) is original(digest, flipped, public) is False
+    import hashlib
+    other = hashlib.sha256(b"something else")
+    assert dkimcrypto.rsa_verify(other, signature, public) is False
+
+
+@given(st.binary(min_size=0, max_size=300))
+def test_rsa_verify_of_hostile_signatures_is_false_never_an_error(dkim_keys, data):
+    digest, _, public = _signed_digest(dkim_keys)
+    assert dkimcrypto.rsa_verify(digest, data, public) is False
+
+
+def test_rsa_verify_refuses_a_signature_not_below_the_modulus(dkim_keys):
+    digest, signature, public = _signed_digest(dkim_keys)
+    n = public["modulus"]
+    wrapped = (int.from_bytes(signature, "big") + n).to_bytes(len(signature) + 1, "big")
+    assert dkim.crypto.RSASSA_PKCS1_v1_5_verify(digest, wrapped, public)   # dkimpy reduces it
+    assert dkimcrypto.rsa_verify(digest, wrapped, public) is False          # RFC 8017 8.2.2
+
+
+def test_rsa_verify_leaves_what_openssl_will_not_take_to_dkimpy():
+    import hashlib
+    public = {"modulus": (1 << 1023) + 1, "publicExponent": 65537}
+    with pytest.raises(KeyError):                       # dkimpy's answer to a hash it lacks
+        dkimcrypto.rsa_verify(hashlib.md5(b"x"), b"\x01" * 128, public)
+    even_exponent = {"modulus": (1 << 1023) + 1, "publicExponent": 4}       # OpenSSL: ValueError
+    assert dkimcrypto.rsa_verify(hashlib.sha256(b"x"), b"\x01" * 128, even_exponent) is False
