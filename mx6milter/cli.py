@@ -6,6 +6,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, PolicySection, load_config
+from .evidence.auth import load_public_suffix_list
 from .privileges import check_names
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
@@ -14,8 +15,12 @@ DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 def milter_main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="mx6milter",
-        description="Milter that accepts mail over IPv6 only on positive evidence "
-                    "and pushes the rest back to IPv4.")
+        description="Milter that accepts mail over IPv6 only on positive evidence\n"
+                    "and pushes the rest back to IPv4. See mx6milter(8), mx6milter.conf(5).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               f"  mx6milter -c {DEFAULT_CONFIG} --check-config\n"
+               "  systemctl enable --now mx6milter\n")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check-config", action="store_true",
@@ -24,7 +29,8 @@ def milter_main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        check_names(config.milter)        # the accounts exist on this machine
+        check_names(config)        # the accounts exist on this machine
+        load_public_suffix_list(config.policy.psl_file, config.where("policy", "psl_file"))
         if config.rdap.enabled:
             from .evidence.rdap_fetch import load_bootstraps
             load_bootstraps(config.rdap)  # the RDAP bootstrap files can be read

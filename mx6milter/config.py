@@ -324,6 +324,7 @@ class PolicySection:
     registration_url: str = _opt(_url_or_empty, "")
     verdict_header: str = _opt(_header_name, "X-MX6-Verdict")
     spf_last_resort: str = _opt(_spf_record_or_empty, "")   # for domains that publish no SPF
+    psl_file: str = _opt(_path_or_empty, "")    # "": Debian's publicsuffix when installed
 
 
 @dataclass(frozen=True)
@@ -467,9 +468,23 @@ class Config:
     log: LogSection = field(default_factory=LogSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     path: str = ""
+    lines: tuple = field(default=(), compare=False, repr=False)   # ((section, key), line number)
+
+    def where(self, section: str, key: str) -> str:
+        """'PATH:LINE: ' where a key is set, 'PATH: ' if the file does not set it (a default),
+        '' for a Config made without a file: the prefix of an error about the key."""
+        line = dict(self.lines).get((section, key))
+        if not self.path:
+            return ""
+        return f"{self.path}:{line}: " if line else f"{self.path}: "
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "path"}
+# Sections whose keys take effect only at a restart: the daemon's reload keeps the
+# running [milter] (and warns); mx6milter.conf(5) marks these keys "(restart)".
+RESTART_SECTIONS = ("milter",)
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)
+            if f.name not in ("path", "lines")}
 
 
 def _key_lines(text: str) -> dict:
@@ -519,7 +534,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                 shown = redact_url(raw.strip()) if (name, key) == ("redis", "url") else raw.strip()
                 raise ConfigError(f"{where}: [{name}] {key} = {shown!r}: {err}") from None
         sections[name] = section_class(**values)
-    config = Config(path=path, **sections)
+    config = Config(path=path, lines=tuple(lines.items()), **sections)
     _check_consistency(config)
     return config
 

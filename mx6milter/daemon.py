@@ -62,7 +62,7 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.abandon_drain = threading.Event()   # a second SIGTERM: stop waiting
         self.error: BaseException | None = None
-        self.identity = resolve_identity(config.milter)
+        self.identity = resolve_identity(config)
         self.sessions = 0                        # milter connections open now
         self.sessions_changed = threading.Condition()
         self.forked = False                      # a Supervisor's worker: see _serve
@@ -272,7 +272,7 @@ class Supervisor:
     def __init__(self, config: Config):
         build_evaluator(config)   # refuse a bad secret_file now, as a single process does
         self.config = config
-        self.identity = resolve_identity(config.milter)
+        self.identity = resolve_identity(config)
         self.workers: dict = {}         # pid -> (slot, started at)
         self.restart_at: dict = {}      # slot -> monotonic time it may be forked again
         self.failures: dict = {}        # slot -> deaths in a row of young workers
@@ -411,7 +411,7 @@ class Supervisor:
         """Validate here, so a bad file is refused once and no worker is asked to load it."""
         try:
             config = load_config(self.config.path)
-            check_names(config.milter)
+            check_names(config)
             build_evaluator(config)
         except ConfigError as err:
             log.error("reload refused, keeping the running configuration: %s", err)

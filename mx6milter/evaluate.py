@@ -13,7 +13,7 @@ from .config import Config
 from .dns import Resolver
 from .evidence import whitelist
 from .evidence.arc import ArcResult, arc_finding, check_arc, render_arc_results
-from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
+from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate, load_public_suffix_list,
                             authenticated_identities, render_auth_results)
 from .evidence.dnswl import Dnswl, Listing, render_dnswl_results
 from .evidence.greenlist import Greenlist
@@ -43,7 +43,8 @@ class Evaluator:
         self.metrics = metrics or Metrics()   # counted by the milter; served by the daemon
         self.store = store
         self.resolver = resolver
-        self.dmarc = dmarc or Dmarc()
+        self.dmarc = dmarc or Dmarc(load_public_suffix_list(config.policy.psl_file,
+                                                            config.where("policy", "psl_file")))
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
         self.dnswl = Dnswl(config.dnswl)
         # outbound mail teaches addressbooks (the milter hands it over)

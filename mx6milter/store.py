@@ -822,6 +822,20 @@ class Store:
         pipe.unlink(*keys)
         return sum(pipe.execute()[:-1])
 
+    def remove_source(self, kind: str, source: str) -> tuple:
+        """Drop a whole source of KIND, its hashes and its name in ``KIND:sources``, in one
+        transaction. Returns (entries dropped, whether the source was listed)."""
+        check_source(source)
+        keys = self._source_keys(kind, source)
+        pipe = self.client.pipeline(transaction=True)
+        for key in keys:
+            pipe.hlen(key)
+        if keys:
+            pipe.unlink(*keys)
+        pipe.srem(self.kind_key(kind) + ":sources", source)
+        replies = pipe.execute()
+        return sum(replies[:len(keys)]), bool(replies[-1])
+
     def sources(self, kind: str) -> set:
         return set(self.client.smembers(self.kind_key(kind) + ":sources"))
 

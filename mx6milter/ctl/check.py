@@ -148,7 +148,8 @@ def register(sub) -> None:
         "check", help="probe Redis, DNS and the milter socket (a monitoring plugin)",
         description="Probe Redis (and its schema version), DNS and the milter socket (a real "
                     "milter option negotiation). One line per probe, the worst first; exit 0 "
-                    "OK, 1 WARNING, 2 CRITICAL, as monitoring plugins do.")
+                    "OK, 1 WARNING, 2 CRITICAL, as monitoring plugins do.",
+        examples=("mx6ctl check", "mx6ctl check --timeout 10 --dns-name example.org"))
     p.add_argument("--dns-name", metavar="NAME", default="",
                    help=f"the name to look up ({DNS_PROBE[1]} record; default {DNS_PROBE[0]}, "
                         "as the daemon's start-up check); any answer, NXDOMAIN included, is OK")

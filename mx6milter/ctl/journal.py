@@ -265,7 +265,8 @@ def register(sub) -> None:
                        description="Summarise the decisions of every MX host sharing this Redis: "
                                    "by tier, action and reason; the fallbacks and how many came "
                                    "back over IPv4; the senders that never did; the top senders "
-                                   "without evidence, each with the command that would accept it.")
+                                   "without evidence, each with the command that would accept it.",
+                       examples=("mx6ctl report", "mx6ctl report --since 7d --top 20 --json"))
     p.add_argument("--since", default="24h", metavar="DURATION",
                    help="how far back: 24h (default), 7d, 90m ...; at most [report] retention_days")
     p.add_argument("--top", type=_positive, default=10, metavar="N",
@@ -276,9 +277,13 @@ def register(sub) -> None:
                        description="Print every check of the recent decisions (the last [report] "
                                    "stream_length, from every MX host) matching a queue id, a "
                                    "client address or a sender (envelope or From header). Exit 1 "
-                                   "when none matches.")
-    p.add_argument("queue_id", nargs="?", default="", metavar="QUEUE_ID")
-    p.add_argument("--client", default="", metavar="IP")
-    p.add_argument("--from", dest="sender", default=None, metavar="ADDRESS")
+                                   "when none matches.",
+                       examples=("mx6ctl why 4ABCDEF", "mx6ctl why --client 2001:db8::25"))
+    p.add_argument("queue_id", nargs="?", default="", metavar="QUEUE_ID",
+                   help="the MTA's queue id, as in the log line (queue_id=...)")
+    p.add_argument("--client", default="", metavar="IP",
+                   help="decisions for this client address")
+    p.add_argument("--from", dest="sender", default=None, metavar="ADDRESS",
+                   help="decisions for this envelope sender or From address")
     p.add_argument("--json", action="store_true", help="the decisions as JSON")
     p.set_defaults(func=cmd_why)

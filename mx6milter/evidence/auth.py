@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import spf
 from publicsuffixlist import PublicSuffixList
 
 from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, strip_brackets
+from ..config import ConfigError
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
 from . import dkimcrypto
@@ -444,11 +446,35 @@ def _decode(value) -> str:
 # --- DMARC -------------------------------------------------------------------------
 
 
-class Dmarc:
-    """DMARC evaluation; the Public Suffix List ships inside publicsuffixlist."""
+DEBIAN_PSL = "/usr/share/publicsuffix/public_suffix_list.dat"   # Debian's publicsuffix package
+MAX_PSL_BYTES = 16 << 20         # the list is about 250 KB; a larger file is not one
 
-    def __init__(self):
-        self.psl = PublicSuffixList()
+
+def load_public_suffix_list(path: str = "", where: str = "") -> PublicSuffixList:
+    """The Public Suffix List of ``[policy] psl_file``: PATH, or for "" Debian's copy
+    (kept current by apt) when the publicsuffix package is installed, else the copy
+    inside publicsuffixlist (as old as that package). A file that cannot be read, is
+    too large, or does not know ``co.uk`` is a ConfigError (WHERE: its "FILE:LINE: ")."""
+    chosen = path or (DEBIAN_PSL if os.path.exists(DEBIAN_PSL) else "")
+    if not chosen:
+        return PublicSuffixList()
+    try:
+        with open(chosen, "rb") as handle:
+            data = handle.read(MAX_PSL_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{where}[policy] psl_file = {chosen!r}: cannot read: "
+                          f"{err.strerror or err}") from None
+    psl = PublicSuffixList(data.splitlines()) if len(data) <= MAX_PSL_BYTES else None
+    if psl is None or psl.privatesuffix("www.example.co.uk") != "example.co.uk":
+        raise ConfigError(f"{where}[policy] psl_file = {chosen!r}: not a Public Suffix List")
+    return psl
+
+
+class Dmarc:
+    """DMARC evaluation, with organisational domains from PSL (load_public_suffix_list)."""
+
+    def __init__(self, psl: PublicSuffixList | None = None):
+        self.psl = psl or load_public_suffix_list()
 
     def org_domain(self, domain: str) -> str:
         return self.psl.privatesuffix(domain) or domain

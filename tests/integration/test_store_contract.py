@@ -57,6 +57,18 @@ def test_writes_reads_and_removals_through_the_store(store, raw):
     assert all(key.startswith("t:") for key in raw.keys("*"))
 
 
+def test_remove_source_drops_its_hashes_and_its_name(store, raw):
+    store.add("ab", "crm", [("a@example.org", "x@example.com", "0"), ("b@example.org", "y@example.com", "0")])
+    store.add("ab", "local", [("a@example.org", "z@example.com", "0")])
+    assert store.remove_source("ab", "crm") == (2, True)
+    assert store.sources("ab") == {"local"} and set(store.stats("ab")) == {"local"}
+    assert [h.source for h in store.lookup({"ab": [("a@example.org", "z@example.com")]})["ab"]] == ["local"]
+    assert store.remove_source("ab", "crm") == (0, False)
+    assert sorted(raw.keys("t:*ab:crm*")) == []
+    with pytest.raises(EntryError):
+        store.remove_source("ab", "bad:name")
+
+
 def test_replace_is_all_or_nothing_and_refuses_to_empty(store):
     store.add("ip", "feed", [("", field_of("2001:db8:1::/48"), "0")])
     assert store.replace_source("ip", "feed", [("", field_of("2001:db8:9::/48"), "0")]) == 1

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mx6milter.config import (ConfigError, MetricsSection, describe_keys, load_config, parse_config,
-                              parse_listen)
+from mx6milter.config import (RESTART_SECTIONS, ConfigError, MetricsSection, describe_keys, load_config,
+                              parse_config, parse_listen)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,12 +96,22 @@ def test_contrib_config_lists_every_key_with_its_default():
         assert re.search(rf"^{key} = ?{re.escape(value)}$", text, re.MULTILINE), (section, key)
 
 
+def man_heading(section: str, key: str, default: str) -> str:
+    """A key's heading in mx6milter.conf(5): the default, or (empty) in italics; the keys
+    of RESTART_SECTIONS marked (restart)."""
+    shown = default.replace("-", "\\-") if default else "\\fI(empty)\\fR"
+    restart = (" (restart)" if shown.endswith("\\fR") else " \\fR(restart)") \
+        if section in RESTART_SECTIONS else ""
+    return f".B {key} = {shown}{restart}"
+
+
 def test_man_page_documents_every_key_with_its_default():
     page = (ROOT / "man" / "mx6milter.conf.5").read_text()
     for section, key, default in describe_keys():
         assert f".SH [{section}]" in page, section
-        rendered = f"{key} = {default}".replace("-", "\\-").rstrip()
-        assert re.search(rf"^\.(TP|TQ)\n\.B {re.escape(rendered)}$", page, re.MULTILINE), (section, key)
+        heading = man_heading(section, key, default)
+        assert re.search(rf"^\.(TP|TQ)\n{re.escape(heading)}$", page, re.MULTILINE), heading
+    assert page.count("(restart)") == 1 + sum(s in RESTART_SECTIONS for s, _, _ in describe_keys())
 
 
 def check_config(tmp_path, text: str) -> subprocess.CompletedProcess:
