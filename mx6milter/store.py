@@ -199,9 +199,10 @@ _ASN_SHA = hashlib.sha1(_ASN_LUA.encode()).hexdigest()
 
 # Bulk writes, one batch per call. ARGV = live base ("<p>KIND:SOURCE"), staging
 # base ("" = write to the live keys), staging TTL, the kind's prefix lengths set
-# ("<p>KIND:#lengths", "" for a kind of no prefixes), then (suffix, field, value) triples. The length of every
-# field written as a prefix ("HEX/LEN") joins that set, staged or not (a length
-# too many costs a lookup one HGET, a length missing would lose a hit). Returns
+# ("<p>KIND:#lengths", "" for a kind of no prefixes), then (suffix, field, value)
+# triples. The length of every field written as a prefix ("HEX/LEN") joins that
+# set, staged or not (a length too many costs a lookup one HGET, a length
+# missing would lose a hit). Returns
 # {added, present, repeated}: new to the live list, already in it, or seen
 # earlier in this same load (staging only).
 _LOAD_LUA = """
@@ -494,7 +495,7 @@ class Store:
             if kind == "rdap":
                 pipe.evalsha(_RDAP_SHA, 0, self.base, _pack(queries[kind]))
                 continue
-            address = "".join(f for s, f in queries[kind] if s == ADDRESS_QUERY)
+            address = next((f for s, f in queries[kind] if s == ADDRESS_QUERY), "")
             pairs = [(s, f) for s, f in queries[kind] if s != ADDRESS_QUERY]
             pipe.evalsha(_ASN_SHA if kind == "asn" else _LOOKUP_SHA, 0, self.kind_key(kind),
                          _pack(pairs), address)
