@@ -34,11 +34,19 @@ def safe_callback(method):
         except Exception:
             log.exception("BUG in %s callback (queue id %s)", method.__name__,
                           self.session.queue_id or "-")
-            if self.judged:
+            self.faulted = True
+            if self.judged and not self._protocol & NO_REPLY.get(method.__name__, 0):
                 self.setreply("451", "4.3.0", "Temporary local problem; please try again")
                 return Milter.TEMPFAIL
-            return Milter.CONTINUE
+            return Milter.CONTINUE      # with no reply due: eom tempfails a judged message
     return wrapper
+
+
+# The callbacks whose answer is always CONTINUE (but for a fault): with protocol v6
+# the MTA is told not to wait for it (SMFIP_NR_*, pymilter's @noreply), one round
+# trip less per recipient, header and body chunk. connect, envfrom, data and eoh
+# keep their answers (eoh may skip the body; data's answer avoids Nagle's stall).
+NO_REPLY = {"envrcpt": Milter.P_NR_RCPT, "header": Milter.P_NR_HDR, "body": Milter.P_NR_BODY}
 
 
 @Milter.header_leading_space
@@ -53,9 +61,11 @@ class Mx6Milter(Milter.Base):
         self.judged = False
         self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
         self.teaching = False      # an outbound message that teaches addressbooks
+        self._protocol = 0         # the negotiated SMFIP_* bits: set by negotiate(), none before
         self._reset_message()
 
     def _reset_message(self) -> None:
+        self.faulted = False       # a callback of this transaction failed (safe_callback)
         self.message = MessageBuilder(self.config.milter.max_message_size)
         self.remove = []           # (name, occurrence index, job id) to delete at eom
         self.seen = {}             # header name (lower) -> occurrences so far
@@ -102,6 +112,7 @@ class Mx6Milter(Milter.Base):
         self.teaching = session_class in OUTBOUND and self.evaluator.learner is not None
         return Milter.CONTINUE
 
+    @Milter.noreply
     @safe_callback
     def envrcpt(self, rcpt, *params):
         self.session.recipients.append(strip_brackets(rcpt))
@@ -114,6 +125,7 @@ class Mx6Milter(Milter.Base):
         # (bench/RESULTS.rst).
         return Milter.CONTINUE
 
+    @Milter.noreply
     @Milter.decode("bytes")        # raw bytes: DKIM needs them exactly as sent
     @safe_callback
     def header(self, name, value):
@@ -161,6 +173,7 @@ class Mx6Milter(Milter.Base):
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
 
+    @Milter.noreply
     @safe_callback
     def body(self, chunk):
         if self.judged or self.learning:
@@ -174,6 +187,9 @@ class Mx6Milter(Milter.Base):
         for name, index, job in reversed(self.remove):
             if not job or job != queue_id:      # a job id is local only if it is this queue id
                 self.chgheader(name, index, "")
+        if self.judged and self.faulted:        # in a callback the MTA expected no answer from
+            self.setreply("451", "4.3.0", "Temporary local problem; please try again")
+            return Milter.TEMPFAIL
         if not self.judged:
             if self.learning:
                 self._learn()
