@@ -99,6 +99,8 @@ class Daemon:
             return
         warn_restart_only(self.config, config)
         setup_logging(config)
+        # One memory budget per process: messages in flight hold bytes of the old one.
+        evaluator.memory = self.evaluator.memory
         self.config, self.evaluator = config, evaluator
         log.info("configuration reloaded from %s", config.path)
 

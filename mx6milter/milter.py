@@ -11,6 +11,7 @@ from .addresses import strip_brackets
 from .evidence.auth import claimed_job_id, claims_authserv_id
 from .evaluate import Evaluator, Outcome
 from .logs import decision_fields, format_kv
+from .membudget import JUDGING_COPIES
 from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
@@ -62,11 +63,16 @@ class Mx6Milter(Milter.Base):
         self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
         self.teaching = False      # an outbound message that teaches addressbooks
         self._protocol = 0         # the negotiated SMFIP_* bits: set by negotiate(), none before
+        self.message: MessageBuilder | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
+        """A new, empty message; the old one's bytes are given back to the memory budget."""
+        if self.message is not None:
+            self.message.release()
         self.faulted = False       # a callback of this transaction failed (safe_callback)
-        self.message = MessageBuilder(self.config.milter.max_message_size)
+        self.message = MessageBuilder(self.config.milter.max_message_size,
+                                      self.evaluator.memory.reservation())
         self.remove = []           # (name, occurrence index, job id) to delete at eom
         self.seen = {}             # header name (lower) -> occurrences so far
         self.ids = {}              # first Message-ID and From, for the journal's fingerprint
@@ -169,6 +175,8 @@ class Mx6Milter(Milter.Base):
         if journal is not None and self.session_class is SessionClass.IPV4:
             # Queued, never waited for: did an IPv6 fallback leave this message's fingerprint?
             journal.ipv4(self.session, self.ids.get("message-id", ""), self.ids.get("from", ""))
+        if not self.judged and not self.learning:
+            self.message.release()    # nothing kept: its bytes back to the memory budget now
         if not self.judged and not self.learning and not self.remove:
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
@@ -187,31 +195,47 @@ class Mx6Milter(Milter.Base):
         for name, index, job in reversed(self.remove):
             if not job or job != queue_id:      # a job id is local only if it is this queue id
                 self.chgheader(name, index, "")
-        if self.judged and self.faulted:        # in a callback the MTA expected no answer from
-            self.setreply("451", "4.3.0", "Temporary local problem; please try again")
-            return Milter.TEMPFAIL
-        if not self.judged:
-            if self.learning:
-                self._learn()
-            return Milter.ACCEPT
-        outcome = self.evaluator.evaluate(self.session, self.message.build(), self.session_class)
+        ids = self.ids                          # _reset_message forgets them
+        try:
+            if self.judged and self.faulted:    # in a callback the MTA expected no answer from
+                self.setreply("451", "4.3.0", "Temporary local problem; please try again")
+                return Milter.TEMPFAIL
+            if not self.judged:
+                if self.learning:
+                    self._learn()
+                return Milter.ACCEPT
+            outcome = self.evaluator.evaluate(self.session, self.message.build(JUDGING_COPIES),
+                                              self.session_class)
+        finally:
+            self._reset_message()     # nothing keeps the message after its end
         fields = decision_fields(self.session, outcome)
         log.info("%s", format_kv(fields), extra={"decision": fields})
         self.evaluator.metrics.decision(outcome.decision, outcome.evidence.checks,
                                         outcome.elapsed_ms / 1000)
         if self.evaluator.journal is not None:
-            self.evaluator.journal.decision(self.session, outcome, self.ids.get("message-id", ""),
-                                            self.ids.get("from", ""))
+            self.evaluator.journal.decision(self.session, outcome, ids.get("message-id", ""),
+                                            ids.get("from", ""))
         return self._apply(outcome)
 
     def _learn(self) -> None:
         """Queue an IPv4 message for the history; its verdict is accept whatever happens here."""
+        # Building holds the parts and the joined bytes (2); the queue then holds one copy.
+        message = self.message.build(2, keep=1)
+        if message.over_budget:
+            log.debug("IPv4 history: memory budget spent, message not learnt")
+            return
+        reservation = self.message.detach()   # now the recorder's to release
+        queued = False
         try:
-            self.evaluator.greenlist.recorder.submit(self.session.client_ip, self.session.helo,
-                                                     self.session.mail_from, self.message.build())
+            queued = self.evaluator.greenlist.recorder.submit(
+                self.session.client_ip, self.session.helo, self.session.mail_from, message,
+                reservation)
         except Exception:
             log.exception("IPv4 history: message not queued (queue id %s); accepted anyway",
                           self.session.queue_id or "-")
+        finally:
+            if not queued and reservation is not None:
+                reservation.release()
 
     def _apply(self, outcome: Outcome):
         decision = outcome.decision
@@ -232,4 +256,6 @@ class Mx6Milter(Milter.Base):
         return Milter.CONTINUE
 
     def close(self):
+        if self.message is not None:
+            self.message.release()
         return Milter.CONTINUE

@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES="python3 python3-venv python3-dev gcc libmilter-dev redis-server publicsuffix man-db \
+SYSTEM_PACKAGES="python3 python3-venv python3-dev gcc libmilter-dev redis-server redis-tools publicsuffix man-db \
 postfix bind9 bind9-utils miltertest opendkim opendkim-tools opendmarc swaks \
 iproute2 procps util-linux openssl rspamd m4 liblockfile1 libwrap0 libio-socket-inet6-perl systemd \
 prometheus dh-virtualenv debhelper dpkg-dev"

@@ -78,8 +78,13 @@ def main(argv=None) -> int:
         print(f"mx6ctl: Redis refused: {err} (check the ACL user and password_file of "
               f"[redis] in {args.config}; see README, Securing Redis)", file=sys.stderr)
         return 1
+    except redis.sentinel.MasterNotFoundError as err:     # redis imports it; no sentinel answered
+        print(f"mx6ctl: Redis Sentinel: {err} (no sentinel answered with a primary: check "
+              f"sentinels, service_name and sentinel_password_file of [redis] in {args.config})",
+              file=sys.stderr)
+        return 1
     except (redis.exceptions.RedisError, StoreUnavailable) as err:
-        print(f"mx6ctl: Redis: {err} (is it running? see [redis] url in {args.config})",
+        print(f"mx6ctl: Redis: {err} (is it running? see [redis] in {args.config})",
               file=sys.stderr)
         return 1
     except BrokenPipeError:

@@ -16,11 +16,10 @@ import sys
 import shtab
 
 from ..addresses import strip_brackets
-from ..config import redact_url
 from .common import DEFAULT_CONFIG, UsageError, captured_log, load, read_message_file
 from ..model import Message, MessageBuilder, Session, SessionClass
 from ..policy import fallback_status, parse_client_ip
-from ..service import build_evaluator   # the daemon's own construction
+from ..service import build_evaluator, describe_redis   # the daemon's own construction
 from ..evidence.greenlist import SIGNALS
 from ..evidence.whitelist import addressbook_ids
 from ..store import StoreUnavailable
@@ -266,7 +265,7 @@ def cmd_explain(args) -> int:
         if record.levelno >= logging.WARNING and not (redis_down and text.startswith("redis unavailable")):
             print(f"mx6ctl: {record.levelname.lower()}: {text}", file=sys.stderr)
     if redis_down:
-        print(f"mx6ctl: Redis at {redact_url(config.redis.url)} did not answer (is it running? see "
+        print(f"mx6ctl: Redis at {describe_redis(config.redis)} did not answer (is it running? see "
               f"[redis] url in {args.config}); the milter answers as above until it does",
               file=sys.stderr)
         return 1

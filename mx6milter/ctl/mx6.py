@@ -39,7 +39,7 @@ def _setup(args):
                 PolicySection().mx6_status)
     config = load_config(args.config)
     resolver = Resolver(config.dns.nameservers, args.dns_timeout or config.dns.timeout,
-                        config.dns.cache_size)
+                        config.dns.cache_size, cache_bytes=config.dns.cache_bytes)
     return resolver, config.policy.mx6_code, config.policy.mx6_status
 
 

@@ -3,7 +3,7 @@
 Every module is parsed with ``ast``; every import counts, at the top or inside a
 function. Layers, from the bottom:
 
-  core       model config policy reply addresses entries prefixes vcard: pure
+  core       model config policy reply addresses entries prefixes vcard membudget: pure
   edges      dns store metrics: the one resolver; Redis (store owns every key); Prometheus
   evidence   evidence/*: one source a module, returning its findings
   evaluate   evaluate: gathers evidence in one visible order, then decides
@@ -29,7 +29,7 @@ LAYERS = {
     "mx6milter": "core",                       # __init__: the version
     "mx6milter.model": "core", "mx6milter.config": "core", "mx6milter.policy": "core",
     "mx6milter.reply": "core", "mx6milter.addresses": "core", "mx6milter.entries": "core",
-    "mx6milter.prefixes": "core", "mx6milter.vcard": "core",
+    "mx6milter.prefixes": "core", "mx6milter.vcard": "core", "mx6milter.membudget": "core",
     "mx6milter.dns": "edges", "mx6milter.store": "edges", "mx6milter.metrics": "edges",
     "mx6milter.evidence": "evidence",
     "mx6milter.evaluate": "evaluate", "mx6milter.journal": "evaluate",
