@@ -54,10 +54,13 @@ RDATA_OVERHEAD = 100
 
 def entry_bytes(key, value) -> int:
     """An estimate of what a cache entry holds: a TXT answer (up to 64 KB in one
-    message) counts its strings, other records a fixed amount, a failure its text."""
+    message) counts its strings, other records a fixed amount, a failure its text, a
+    result derived from answers (``Resolver.remember``) its text form."""
     size = ENTRY_OVERHEAD + len(str(key[0]))
     if isinstance(value, str):
         return size + len(value)
+    if not isinstance(value, tuple):
+        return size + len(str(value))
     for rdata in value:
         strings = getattr(rdata, "strings", None)
         size += RDATA_OVERHEAD + (sum(len(s) for s in strings) if strings else 0)
