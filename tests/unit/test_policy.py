@@ -113,3 +113,43 @@ def test_classify(client_ip, auth, expected):
 def test_parse_client_ip_rejects_garbage():
     assert parse_client_ip("999.1.1.1") is None
     assert parse_client_ip("2001:db8::1") == ipaddress.ip_address("2001:db8::1")
+
+
+# --- what each decision carries, pinned (mutation testing found these unchecked) --------------
+
+NET = Finding("network", "pass", "2001:db8::/32")
+
+
+def test_reasons_name_the_class_or_the_findings_that_counted():
+    policy = PolicySection()
+    assert decide(policy, Evidence(V4)).reasons == ("ipv4",)
+    assert decide(policy, Evidence(TRUST)).reasons == ("trusted",)
+    whitelisted = decide(policy, Evidence(V6, whitelist=(IP_HIT, DOMAIN_HIT), greenlist=(FCRDNS,)))
+    assert whitelisted.reasons == (str(IP_HIT), str(DOMAIN_HIT))
+    greenlisted = decide(policy, Evidence(V6, greenlist=(FCRDNS, NET)))
+    assert greenlisted.reasons == (str(FCRDNS), str(NET))
+    reported = decide(PolicySection(mode="report"), Evidence(V6, failures=("dns-unavailable",)))
+    assert reported.reasons == ("dns-unavailable",)
+
+
+def test_greenlisted_header_lists_the_greenlist_findings_and_every_failure():
+    decision = decide(PolicySection(authserv_id="mx.example.org"),
+                      Evidence(V6, whitelist=(), greenlist=(FCRDNS, NET),
+                               failures=("dns-unavailable", "redis-unavailable")))
+    assert decision.header == (
+        "greenlisted; subject-to-content-filtering; "
+        "evidence=fcrdns=pass(mail.example.net),network=pass(2001:db8::/32); "
+        "failures=dns-unavailable,redis-unavailable; mode=defensive; by=mx.example.org")
+
+
+def test_report_mode_header_in_full():
+    decision = decide(PolicySection(mode="report", authserv_id="mx.example.org"), Evidence(V6))
+    assert decision.header == ("none; action=fallback-reported; reply=451 4.7.1; mode=report; "
+                               "by=mx.example.org")
+    assert decision.reply is None and decision.reasons == ("no-positive-evidence",)
+
+
+@pytest.mark.parametrize("text", ["IPv6:2001:db8:7::99", "ipv6:2001:db8:7::99", "[IPv6:2001:db8:7::99]",
+                                  " 2001:db8:7::99 ", "[2001:db8:7::99]", "2001:db8:7::99%lo"])
+def test_sendmail_forms_of_the_client_address(text):
+    assert parse_client_ip(text) == ipaddress.ip_address("2001:db8:7::99")
