@@ -54,7 +54,7 @@ def test_any_line_is_an_entry_a_blank_or_an_entry_error_and_entries_round_trip(k
     assert format_line(kind, *parser.parse(written).triple()) == written        # a fixed point
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(hostile_line, st.text(max_size=100)))
 def test_expiry_is_never_past_or_beyond_2_to_the_40(text):
     try:
@@ -81,7 +81,7 @@ def test_csv_rows_give_an_entry_or_a_reason_each(lines):
     assert numbers == sorted(set(numbers))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=80))
 def test_source_names_are_safe_in_key_names_or_refused(name):
     try:

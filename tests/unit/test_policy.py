@@ -112,6 +112,8 @@ def test_classify(client_ip, auth, expected):
 
 def test_parse_client_ip_rejects_garbage():
     assert parse_client_ip("999.1.1.1") is None
+    assert parse_client_ip("X::1") is None and parse_client_ip("::1X") is None
+    assert parse_client_ip("fe80::1%a%b") == ipaddress.ip_address("fe80::1")
     assert parse_client_ip("2001:db8::1") == ipaddress.ip_address("2001:db8::1")
 
 
