@@ -13,6 +13,7 @@ import ipaddress
 import re
 
 import authres
+import spf
 
 from mx6milter import vcard
 from mx6milter.addresses import (AddressError, domain_to_ascii, from_addresses, normalise_address,
@@ -137,6 +138,15 @@ def dmarc_record(data: bytes) -> None:
     assert record.usable or not record.policy
 
 
+_SPF_RESULTS = {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"}
+
+
+def spf_record(data: bytes) -> None:
+    """A record as pyspf evaluates it for check_spf; lookups answer temperror (no check runs)."""
+    query = spf.query(i="2001:db8::1", s="user@example.org", h="mx.example.org", timeout=1)
+    assert query.check(spf=data.decode("utf-8", "surrogateescape"))[0] in _SPF_RESULTS
+
+
 def dkim_key(data: bytes) -> None:
     assert isinstance(dkim_key_problem(data), str)
     numbers = rsa_public_numbers(data)
@@ -218,5 +228,5 @@ def prefixes(data: bytes) -> None:
 
 
 TARGETS = {f.__name__: f for f in (addresses, client_address, from_header, authres_claims,
-                                   authres_render, dmarc_record, dkim_key, reply, import_lines,
-                                   expiry, csv_lines, vcards, prefixes)}
+                                   authres_render, dmarc_record, spf_record, dkim_key, reply,
+                                   import_lines, expiry, csv_lines, vcards, prefixes)}
