@@ -155,6 +155,20 @@ def test_folding_forms():
         [(1, "NOTE;QUOTED-PRINTABLE:a:bc")]
     assert list(vcard.unfold([(1, "NOTE:a;QUOTED-PRINTABLE="), (2, "c")])) == \
         [(1, "NOTE:a;QUOTED-PRINTABLE="), (2, "c")]   # QP named in the value, not the parameters
+    assert list(vcard.unfold([(1, "NOTE:x QUOTED-PRINTABLE:y="), (2, "c")])) == \
+        [(1, "NOTE:x QUOTED-PRINTABLE:y="), (2, "c")]
+    assert list(vcard.unfold([(1, 'EMAIL;PID="1:2";ENCODING=QUOTED-PRINTABLE:a='), (2, "b")])) == \
+        [(1, 'EMAIL;PID="1:2";ENCODING=QUOTED-PRINTABLE:ab')]
+    assert list(vcard.unfold([(1, "EMAIL:a@x.ex\r\n"), (2, "\tam\n"), (3, " \r\n"), (4, " ple")])) == \
+        [(1, "EMAIL:a@x.example")]                   # tab and space folds, an empty continuation
+    assert list(vcard.unfold([(1, "EMAIL:MAX@X.BOX\r\n")])) == [(1, "EMAIL:MAX@X.BOX")]
+    assert list(vcard.unfold([(1, "NOTE:a \t\n")])) == [(1, "NOTE:a \t")]
+
+
+def test_only_end_vcard_ends_a_card():
+    text = ("BEGIN:VCARD\nNOTE:VCARD\nEND:VCALENDAR\nEMAIL:a@x.example\nEND:VCARD\n"
+            "BEGIN:VCARD\nEMAIL:b@x.example\nEND:VCARD\n")
+    assert events(text) == [("email", 4, "a@x.example"), ("email", 7, "b@x.example")]
 
 
 @pytest.mark.parametrize("text, expected", [
