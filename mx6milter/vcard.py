@@ -40,7 +40,7 @@ def unfold(lines):
 def _is_quoted_printable(line: str) -> bool:
     """Whether the line's parameters (not its value) declare quoted-printable."""
     match = _PROPERTY.fullmatch(line)
-    return bool(match) and "QUOTED-PRINTABLE" in match.group(2).upper()
+    return match is not None and "QUOTED-PRINTABLE" in match.group(2).upper()
 
 
 def _decode_value(params: str, value: str) -> str:
