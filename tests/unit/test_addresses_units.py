@@ -240,6 +240,7 @@ def test_domain_errors_in_full(text, message):
     ("a b" + "c" * 150 + "@example.com", f"{'a b' + 'c' * 97!r}: bad local part"),
     ("\udcff" * 101 + "@example.com", f"{chr(0xdcff) * 100!r}: bad local part"),
     ("\udcff" * 50 + "@example.com", f"{chr(0xdcff) * 50 + '@example.com'!r}: local part is not UTF-8"),
+    ("a\udcff@" + "d" * 120, f"{'a' + chr(0xdcff) + '@' + 'd' * 97!r}: local part is not UTF-8"),
     ("a\udcff" + "b" * 60 + "@example.com",
      f"{'a' + chr(0xdcff) + 'b' * 60 + '@example.com'!r}: local part is not UTF-8"),
 ])
