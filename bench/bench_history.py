@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         now = [1_800_000_000.0]
         history = History(store, config.greenlist, clock=lambda: now[0])
         history.record("warm.example")             # script loaded, connection open
-        admin.delete(history.key("warm.example"))
+        admin.delete("mx6:v1:history:ipv4:warm.example")
         before = used_memory(admin)
         write_times = []
         for day in range(3):
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
             "write_ms_p99": round(sorted(write_times)[int(len(write_times) * 0.99)] * 1000, 3),
             "lookup_ms_median": round(statistics.median(lookup_times) * 1000, 3),
             "sample_entry": f"count={sample.count} days={sample.span_days}",
-            "ttl_seconds": admin.ttl(history.key(names[0])),
+            "ttl_seconds": admin.ttl(f"mx6:v1:history:ipv4:{names[0]}"),
         }
         print(json.dumps(result, indent=2))
     finally:

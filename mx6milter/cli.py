@@ -25,6 +25,9 @@ def milter_main(argv=None) -> int:
     try:
         config = load_config(args.config)
         check_names(config.milter)        # the accounts exist on this machine
+        if config.rdap.enabled:
+            from .evidence.rdap_fetch import load_bootstraps
+            load_bootstraps(config.rdap)  # the RDAP bootstrap files can be read
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Self
 
+from .addresses import AddressError, domain_to_ascii
+
 MODES = ("defensive", "mx6", "report")
 
 
@@ -182,6 +184,17 @@ def _domain_name(value: str) -> str:
     return value
 
 
+def _domains(value: str) -> tuple:
+    """Mail domains, blank or comma separated, as A-labels (addresses.domain_to_ascii)."""
+    domains = []
+    for item in value.replace(",", " ").split():
+        try:
+            domains.append(domain_to_ascii(item))
+        except AddressError as err:
+            raise ValueError(str(err)) from None
+    return tuple(dict.fromkeys(domains))
+
+
 def _spf_record_or_empty(value: str) -> str:
     if value and not re.fullmatch(r"v=spf1( [\x21-\x7e]+)*", value, re.IGNORECASE):
         raise ValueError("expected an SPF record such as "
@@ -277,7 +290,10 @@ class PolicySection:
     authserv_id: str = _opt(_domain_name, "localhost")
     trusted_networks: tuple = _opt(_networks, "")
     defensive_code: str = _opt(_reply_code("4"), "451")
-    defensive_status: str = _opt(_status_code("4"), "4.7.1")
+    defensive_status: str = _opt(_status_code("4"), "4.7.1")          # authenticated, no evidence
+    defensive_status_unauthenticated: str = _opt(_status_code("4"), "4.7.26")  # no SPF/DKIM pass
+    defensive_status_dns: str = _opt(_status_code("4"), "4.4.3")      # DNS failed or too slow
+    defensive_status_redis: str = _opt(_status_code("4"), "4.3.0")    # Redis could not be read
     defensive_text: str = _opt(
         _reply_text, "Not accepted over IPv6 from this sender; please retry over IPv4"
     )
@@ -297,10 +313,26 @@ class DnsSection:
     cache_size: int = _opt(_positive_int, "10000")
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(value: str) -> int:
+    """A duration such as 400d, 12h or 2w (s, m, h, d, w), in seconds."""
+    m = re.fullmatch(r"(\d{1,9})([smhdw])", value)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError("expected a positive duration such as 400d, 12h or 2w")
+    return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
 @dataclass(frozen=True)
 class AddressbookSection:
     fold_local_part: bool = _opt(_bool, "yes")
     secret_file: str = _opt(_path_or_empty, "")
+    learn: bool = _opt(_bool, "no")                  # outbound mail teaches addressbooks
+    learn_expiry: int = _opt(_duration, "400d")      # refreshed at every send
+    learn_max_recipients: int = _opt(_positive_int, "50")   # more: the message teaches nothing
+    local_domains: tuple = _opt(_domains, "")        # senders whose mail teaches; empty: any
+    learn_max_entries: int = _opt(_positive_int, "2000")    # per user; the oldest evicted
 
 
 def _non_negative_int(value: str) -> int:
@@ -314,10 +346,14 @@ def _non_negative_int(value: str) -> int:
 class GreenlistSection:
     """The weaker signals: each switchable; min_signals of them greenlist a message."""
     fcrdns: bool = _opt(_bool, "yes")
+    baseline: bool = _opt(_bool, "no")         # FCrDNS and an SPF or DKIM pass (Gmail's minimum)
     networks: bool = _opt(_bool, "yes")
     asn: bool = _opt(_bool, "yes")
     mishandle4xx: bool = _opt(_bool, "yes")
-    history: bool = _opt(_bool, "no")          # reads and authenticates every IPv4 message
+    history: bool = _opt(_bool, "yes")         # learns From domains from IPv4 mail (background)
+    registrar: bool = _opt(_bool, "no")        # From domain's registrar on mx6ctl's list (RDAP)
+    rdap: bool = _opt(_bool, "no")             # domain age, public registrant, abuse contact
+    rdap_min_age: int = _opt(_duration, "90d")
     min_signals: int = _opt(_positive_int, "1")
     history_min_messages: int = _opt(_positive_int, "5")
     history_min_days: int = _opt(_non_negative_int, "14")
@@ -325,8 +361,49 @@ class GreenlistSection:
     history_queue_size: int = _opt(_size, "64M")
 
     def enabled_signals(self) -> tuple:
-        return tuple(name for name in ("fcrdns", "networks", "asn", "mishandle4xx", "history")
-                     if getattr(self, name))
+        return tuple(name for name in ("fcrdns", "baseline", "networks", "asn", "mishandle4xx",
+                                       "history", "registrar", "rdap") if getattr(self, name))
+
+
+def _zones(value: str) -> tuple:
+    return tuple(dict.fromkeys(_domain_name(item) for item in value.replace(",", " ").split()))
+
+
+def _trust(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 4:
+        raise ValueError("expected a trust level from 0 to 3 (4: never)")
+    return number
+
+
+@dataclass(frozen=True)
+class DnswlSection:
+    """DNS whitelists: RFC 5782 queries, dnswl.org's 127.0.x.y answers (y the trust)."""
+    zones: tuple = _opt(_zones, "")              # IP zones, e.g. list.dnswl.org; empty: off
+    domain_zones: tuple = _opt(_zones, "")       # domain zones for DKIM d=, e.g. dwl.dnswl.org
+    whitelist_trust: int = _opt(_trust, "2")
+    greenlist_trust: int = _opt(_trust, "1")
+
+
+@dataclass(frozen=True)
+class ArcSection:
+    """ARC (RFC 8617): chains sealed last by these domains are verified and trusted."""
+    trusted_sealers: tuple = _opt(_domains, "")     # ARC-Seal d= domains; empty: ARC is not checked
+    greenlist: bool = _opt(_bool, "yes")            # a validated trusted chain is the signal "arc"
+
+
+@dataclass(frozen=True)
+class RdapSection:
+    """RDAP lookups for the registrar and rdap signals; in the background, cached in Redis."""
+    enabled: bool = _opt(_bool, "no")
+    bootstrap: str = _opt(_path_or_empty, "")      # IANA dns.json; empty: the shipped copy
+    ip_bootstrap: str = _opt(_path_or_empty, "")   # IANA ipv6.json; empty: the shipped copy
+    timeout: float = _opt(_positive_float, "10")   # one lookup (connect, each read, the whole)
+    cache_ttl: int = _opt(_duration, "7d")         # a result is kept this long in Redis
+    negative_ttl: int = _opt(_duration, "1d")      # "no record" is kept this long
+    min_interval: float = _opt(_positive_float, "1")   # between requests to one server
+    max_response_size: int = _opt(_size, "256K")
+    queue_size: int = _opt(_positive_int, "1000")  # lookups waiting; beyond, not queued
 
 
 @dataclass(frozen=True)
@@ -345,6 +422,9 @@ class Config:
     dns: DnsSection = field(default_factory=DnsSection)
     addressbook: AddressbookSection = field(default_factory=AddressbookSection)
     greenlist: GreenlistSection = field(default_factory=GreenlistSection)
+    dnswl: DnswlSection = field(default_factory=DnswlSection)
+    arc: ArcSection = field(default_factory=ArcSection)
+    rdap: RdapSection = field(default_factory=RdapSection)
     log: LogSection = field(default_factory=LogSection)
     path: str = ""
 
@@ -411,7 +491,12 @@ def _check_consistency(config: Config) -> None:
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
+    if (config.greenlist.registrar or config.greenlist.rdap) and not config.rdap.enabled:
+        raise ConfigError(f"{config.path}: [greenlist] registrar and rdap need RDAP lookups: "
+                          "set [rdap] enabled = yes")
     enabled = len(config.greenlist.enabled_signals())
+    dnswl = config.dnswl
+    enabled += bool((dnswl.zones or dnswl.domain_zones) and dnswl.greenlist_trust <= 3)
     if 0 < enabled < config.greenlist.min_signals:
         raise ConfigError(f"{config.path}: [greenlist] min_signals ({config.greenlist.min_signals}) "
                           f"exceeds the {enabled} signals switched on; nothing could be greenlisted")

@@ -175,6 +175,13 @@ class Resolver:
         return DnsTempError(text)
 
 
+def reverse_nibbles(address) -> str:
+    """An IPv6 address as RFC 3596/5782 write it in DNS: 32 hex nibbles, last first,
+    dot-separated, no suffix ('2001:db8::1' -> '1.0.0...8.b.d.0.1.0.0.2'). By hand:
+    dnspython's reversename cost more than the cached lookup it names."""
+    return ".".join(reversed(f"{int(address):032x}"))
+
+
 def _cache_name(name):
     """NAME as a cache key: "Example.COM." and "example.com" are one entry.
 

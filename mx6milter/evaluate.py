@@ -1,8 +1,8 @@
 """Session + Message -> Evidence -> Decision. Used by the milter and by ``mx6ctl explain``.
 
 The evidence sources run in one visible order (``gather``): authentication
-(DNS), the whitelists and the greenlist (their Redis queries joined into one
-round trip), then the pure decision."""
+(DNS), ARC from trusted sealers (DNS), the whitelists and the greenlist (their
+Redis queries joined into one round trip), then the pure decision."""
 from __future__ import annotations
 
 import logging
@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from .config import Config
 from .dns import Resolver
 from .evidence import whitelist
+from .evidence.arc import ArcResult, arc_finding, check_arc, render_arc_results
 from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
                             authenticated_identities, render_auth_results)
+from .evidence.dnswl import Dnswl, Listing, render_dnswl_results
 from .evidence.greenlist import Greenlist
+from .evidence.learned import AddressbookLearner
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -38,6 +41,10 @@ class Evaluator:
         self.resolver = resolver
         self.dmarc = dmarc or Dmarc()
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
+        self.dnswl = Dnswl(config.dnswl)
+        # outbound mail teaches addressbooks (the milter hands it over)
+        self.learner = AddressbookLearner(store, config.addressbook) \
+            if config.addressbook.learn else None
 
     def evaluate(self, session: Session, message: Message,
                  session_class: SessionClass | None = None) -> Outcome:
@@ -63,8 +70,14 @@ class Evaluator:
         auth = authenticate(budget, self.dmarc, str(address), session.helo, session.mail_from,
                             from_values, message.raw, message.truncated,
                             self.config.policy.spf_last_resort)
+        arc = self.check_arc(budget, message, auth)
         identities = authenticated_identities(auth)
-        failures = ["dns-unavailable"] if auth.temp_errors else []
+        if arc.authenticated:
+            identities["arc"] = [arc.from_domain]
+        listing = (self.dnswl.check(budget, address, auth.dkim_pass_domains)
+                   if self.dnswl.enabled else Listing())
+        failures = ["dns-unavailable"] if auth.temp_errors or listing.temperror \
+            or arc.result == "temperror" else []
 
         white = whitelist.prepare(self.store, address, session, auth, identities,
                                   self.config.addressbook.fold_local_part,
@@ -76,16 +89,31 @@ class Evaluator:
             log.warning("redis unavailable: %s", err)
             failures.append("redis-unavailable")
             answers = None
-        found = auth_findings(address, auth) + white.skipped
+        arc_checks = Findings((arc_finding(arc),)) if self.config.arc.trusted_sealers else Findings()
+        found = auth_findings(address, auth) + arc_checks + white.skipped
         if answers is None:
             found += Findings((Finding("redis", "unavailable"),))
-            whitelisted = Findings()
+            whitelisted = listing.findings
         else:
-            whitelisted = white.conclude(answers)
-        greenlisted = green.conclude(answers)
+            whitelisted = listing.findings + white.conclude(answers)
+        arc_signals = tuple(f for f in arc_checks.checks if f.result == "pass") \
+            if self.config.arc.greenlist else ()
+        greenlisted = green.conclude(answers, listing.signals + arc_signals)
         evidence = Evidence(SessionClass.IPV6, whitelist=whitelisted.evidence,
                             greenlist=greenlisted.evidence,
                             checks=(found + whitelisted + greenlisted).checks,
                             failures=tuple(failures),
-                            auth_results=render_auth_results(self.config.policy.authserv_id, auth))
+                            auth_results=render_auth_results(
+                                self.config.policy.authserv_id, auth,
+                                render_arc_results(arc) + render_dnswl_results(listing)),
+                            authenticated=bool(auth.dkim_pass_domains or auth.spf_pass_domain
+                                               or arc.authenticated))
         return evidence, auth, identities
+
+    def check_arc(self, budget, message: Message, auth: AuthOutcome) -> ArcResult:
+        """The ARC chain, when [arc] trusted_sealers names any sealer."""
+        trusted = self.config.arc.trusted_sealers
+        if not trusted:
+            return ArcResult("none")
+        return check_arc(budget, trusted, message.raw, auth.dmarc.from_domain if auth.from_address else "",
+                         self.dmarc, message.truncated)

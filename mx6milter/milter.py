@@ -14,6 +14,9 @@ from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
 
+# Sessions whose mail is outbound: [addressbook] learn learns from them.
+OUTBOUND = (SessionClass.AUTHENTICATED, SessionClass.TRUSTED)
+
 
 
 def safe_callback(method):
@@ -49,6 +52,7 @@ class Mx6Milter(Milter.Base):
         self.session_class = SessionClass.LOCAL    # computed once per transaction, at MAIL FROM
         self.judged = False
         self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
+        self.teaching = False      # an outbound message that teaches addressbooks
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -94,6 +98,7 @@ class Mx6Milter(Milter.Base):
         self.judged = session_class is SessionClass.IPV6
         self.learning = session_class is SessionClass.IPV4 and \
             self.evaluator.greenlist.recorder is not None
+        self.teaching = session_class in OUTBOUND and self.evaluator.learner is not None
         return Milter.CONTINUE
 
     @safe_callback
@@ -124,6 +129,15 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def eoh(self):
+        if self.teaching:      # headers through: the message is being sent
+            why_not = self.evaluator.learner.submit_message(self.session.mail_from,
+                                                            self.session.recipients)
+            if why_not:
+                log.debug("queue id %s teaches no addressbook: %s",
+                          self.session.queue_id or "-", why_not)
+        if self.learning and not self.evaluator.greenlist.recorder.wants(
+                [value for name, value in self.message.headers if name.lower() == "from"]):
+            self.learning = False     # its domain is counted enough today: skip the body
         if not self.judged and not self.learning and not self.remove:
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE

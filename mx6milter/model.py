@@ -118,6 +118,7 @@ class Evidence:
     checks: tuple = ()               # every Finding, hits and misses, for logs and explain
     failures: tuple = ()             # reasons evidence is missing: "redis-unavailable", ...
     auth_results: str = ""           # the Authentication-Results value we would add
+    authenticated: bool = False      # an SPF or DKIM pass: picks the fallback's status code
 
 
 @dataclass(frozen=True)

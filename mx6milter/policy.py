@@ -26,11 +26,37 @@ def _header_value(tier: Tier, evidence: Evidence, policy: PolicySection, note: s
     return "; ".join(parts)
 
 
+# Why a message falls back, and the [policy] key holding the enhanced status code
+# (RFC 3463, RFC 7372) the defensive reply gives for it; mx6 mode has one, mx6_status.
+FALLBACK_STATUS_KEYS = {
+    "redis-unavailable": "defensive_status_redis",        # 4.3.0: our mail system
+    "dns-unavailable": "defensive_status_dns",            # 4.4.3: directory server failure
+    "not-authenticated": "defensive_status_unauthenticated",  # 4.7.26: no SPF or DKIM pass
+    "no-positive-evidence": "defensive_status",           # 4.7.1: authenticated, not known
+}
+
+
+def fallback_reason(evidence: Evidence) -> str:
+    """The one reason that picks the status: evidence not gathered, else authentication."""
+    for failure in ("redis-unavailable", "dns-unavailable"):
+        if failure in evidence.failures:
+            return failure
+    return "no-positive-evidence" if evidence.authenticated else "not-authenticated"
+
+
+def fallback_status(policy: PolicySection, evidence: Evidence) -> tuple:
+    """(reason, the [policy] key, the enhanced status code) of the fallback reply."""
+    reason = fallback_reason(evidence)
+    key = "mx6_status" if policy.mode == "mx6" else FALLBACK_STATUS_KEYS[reason]
+    return reason, key, getattr(policy, key)
+
+
 def fallback_reply(policy: PolicySection, evidence: Evidence):
+    status = fallback_status(policy, evidence)[2]
     if policy.mode == "mx6":
-        code, status, text = policy.mx6_code, policy.mx6_status, policy.mx6_text
+        code, text = policy.mx6_code, policy.mx6_text
     else:
-        code, status, text = policy.defensive_code, policy.defensive_status, policy.defensive_text
+        code, text = policy.defensive_code, policy.defensive_text
     return build_reply(code, status, text, evidence.auth_results, policy.registration_url)
 
 
@@ -46,7 +72,7 @@ def decide(policy: PolicySection, evidence: Evidence) -> Decision:
         return Decision(Tier.GREENLISTED, Action.ACCEPT,
                         reasons=tuple(str(f) for f in evidence.greenlist),
                         header=_header_value(Tier.GREENLISTED, evidence, policy))
-    reasons = evidence.failures or ("no-positive-evidence",)
+    reasons = evidence.failures or (fallback_reason(evidence),)
     reply = fallback_reply(policy, evidence)
     if policy.mode == "report":
         note = "action=fallback-reported; reply=" + reply.code + " " + reply.status

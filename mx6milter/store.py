@@ -7,6 +7,12 @@ Schema version 1, every key under ``<key_prefix>v1:`` but the marker
     <p>KIND:SOURCE             hash FIELD -> VALUE          (ip, domain)
     <p>ab:SOURCE:RECIPIENT     hash SENDER -> VALUE         (addressbook)
     <p>history:ipv4:DOMAIN     hash "v" -> "COUNT FIRST_DAY LAST_DAY EXPIRES", with a TTL
+    <p>rdap:domain:DOMAIN      string "IANA_ID REGISTERED REGISTRANT EXPIRES", with a TTL
+    <p>rdap:ip:HEXPREFIX/LEN   string "ABUSE EXPIRES", with a TTL (evidence/rdap.py: an
+                               RDAP answer, fetched in the background, cached for all)
+    <p>registrar:SOURCE        hash IANA_ID -> EXPIRY (the stringent registrars)
+    <p>ab:learned:USER         hash CORRESPONDENT -> EXPIRY, with a TTL (learnt from
+                               outbound mail, at most a cap of fields, the oldest evicted)
 
 KIND is ``ip`` (FIELD is ``HEXPREFIX/LEN``, see ``ip_field``), ``domain``
 (FIELD is the A-label domain; VALUE starts with what must authenticate) or
@@ -43,7 +49,7 @@ from .entries import check_source, value_expiry
 log = logging.getLogger("mx6milter")
 
 SCHEMA_VERSION = 1
-KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history")
+KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history", "registrar")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
 
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
@@ -221,6 +227,66 @@ return count
 """
 
 
+# The RDAP cache (kind "rdap"), chained like _ASN_LUA so it stays in the decision's
+# round trip. ARGV[1] = "<p>", ARGV[2] = packed pairs: (DOMAIN, "domain") reads
+# <p>rdap:domain:DOMAIN and, for the IANA Registrar ID its value starts with,
+# every registrar list (key suffix "registrar"); ("", FIELD) reads <p>rdap:ip:FIELD.
+_RDAP_LUA = _UNPACK_LUA + _SAFE_LUA + """
+local base = ARGV[1]
+local out = {}
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil end
+  return v
+end
+local Q = unpack_pairs()
+for i = 1, #Q, 2 do
+  if Q[i + 1] == 'domain' then
+    local v = get(base .. 'rdap:domain:' .. Q[i])
+    if v then
+      out[#out + 1] = 'domain'; out[#out + 1] = Q[i]; out[#out + 1] = 'v'; out[#out + 1] = v
+      local id = string.match(v, '^(%d+) ')
+      if id then
+        for _, src in ipairs(members(base .. 'registrar:sources')) do
+          local w = hget(base .. 'registrar:' .. src, id)
+          if w then
+            out[#out + 1] = src; out[#out + 1] = 'registrar'; out[#out + 1] = id; out[#out + 1] = w
+          end
+        end
+      end
+    end
+  else
+    local v = get(base .. 'rdap:ip:' .. Q[i + 1])
+    if v then
+      out[#out + 1] = 'ip'; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
+    end
+  end
+end
+return {out, BAD}
+"""
+_RDAP_SHA = hashlib.sha1(_RDAP_LUA.encode()).hexdigest()
+
+# The learnt addressbook of one user. KEYS[1] the hash, KEYS[2] the kind's sources
+# set; ARGV: expiry (the value), TTL, cap, source, then the correspondents. Past
+# the cap the fields with the smallest expiry (written to least recently) go.
+# Returns how many were evicted.
+_LEARN_LUA = """
+for i = 5, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+local over = redis.call('HLEN', KEYS[1]) - tonumber(ARGV[3])
+if over <= 0 then return 0 end
+local all, fields = redis.call('HGETALL', KEYS[1]), {}
+for i = 1, #all, 2 do
+  fields[#fields + 1] = {tonumber(string.match(all[i + 1], '(%d+)$') or '0') or 0, all[i]}
+end
+table.sort(fields, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+for i = 1, over do redis.call('HDEL', KEYS[1], fields[i][2]) end
+return over
+"""
+_LEARN_SHA = hashlib.sha1(_LEARN_LUA.encode()).hexdigest()
+
+
 class StoreUnavailable(Exception):
     """Redis could not be reached in time; the caller falls back."""
 
@@ -313,7 +379,7 @@ class Store:
             try:
                 replies = self._run_lookup(kinds, queries)
             except redis.exceptions.NoScriptError:
-                for script in (_LOOKUP_LUA, _ASN_LUA):   # Redis restarted: once, then again
+                for script in (_LOOKUP_LUA, _ASN_LUA, _RDAP_LUA):   # Redis restarted: once, again
                     self.client.script_load(script)
                 replies = self._run_lookup(kinds, queries)
         except redis.exceptions.RedisError as err:
@@ -340,6 +406,9 @@ class Store:
     def _run_lookup(self, kinds: list, queries: dict) -> list:
         pipe = self.client.pipeline(transaction=False)
         for kind in kinds:
+            if kind == "rdap":
+                pipe.evalsha(_RDAP_SHA, 0, self.base, _pack(queries[kind]))
+                continue
             pipe.evalsha(_ASN_SHA if kind == "asn" else _LOOKUP_SHA, 0, self.kind_key(kind),
                          _pack(queries[kind]))
         return pipe.execute(raise_on_error=True) if kinds else []
@@ -357,6 +426,37 @@ class Store:
             return int(self._history_script(
                 keys=[self._hash_key(kind, source, domain), self.kind_key(kind) + ":sources"],
                 args=[day, expires, ttl, source]))
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+
+    def learn_addressbooks(self, source: str, books: dict, expires: int, ttl: int,
+                           cap: int) -> int:
+        """Add correspondents to users' addressbooks in SOURCE, one pipeline for all:
+        BOOKS maps a user id to its correspondent ids (as ``addressbook_id`` gives
+        them). Each value is EXPIRES, each hash lives TTL seconds from now and holds
+        at most CAP fields. Returns how many were evicted. Raises StoreUnavailable."""
+        def run() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            for user, correspondents in books.items():
+                pipe.evalsha(_LEARN_SHA, 2, self._hash_key("ab", source, user),
+                             self.kind_key("ab") + ":sources", expires, ttl, cap, source,
+                             *correspondents)
+            return pipe.execute(raise_on_error=True)
+        try:
+            try:
+                replies = run()
+            except redis.exceptions.NoScriptError:     # Redis restarted: load, then once more
+                self.client.script_load(_LEARN_LUA)
+                replies = run()
+        except redis.exceptions.RedisError as err:
+            raise StoreUnavailable(str(err)) from err
+        return sum(int(n) for n in replies)
+
+    def cache_rdap(self, kind: str, name: str, value: str, ttl: int) -> None:
+        """Cache an RDAP result: KIND "domain" (NAME a domain) or "ip" (NAME a prefix
+        field), for TTL seconds. Raises StoreUnavailable."""
+        try:
+            self.client.set(f"{self.base}rdap:{kind}:{name}", value, ex=ttl)
         except redis.exceptions.RedisError as err:
             raise StoreUnavailable(str(err)) from err
 

@@ -15,7 +15,7 @@ from ..addresses import strip_brackets
 from ..config import redact_url
 from .common import UsageError, load, read_message_file
 from ..model import Message, MessageBuilder, Session, SessionClass
-from ..policy import parse_client_ip
+from ..policy import fallback_status, parse_client_ip
 from ..service import build_evaluator   # the daemon's own construction
 from ..evidence.whitelist import addressbook_ids
 from ..store import StoreUnavailable
@@ -93,6 +93,23 @@ def per_recipient(evaluator, session: Session, auth) -> list:
              "sources": sorted(sources.get(rid, []))} for rcpt, rid in ids]
 
 
+FALLBACK_MEANINGS = {
+    "redis-unavailable": "Redis could not be read",
+    "dns-unavailable": "a DNS lookup failed or the DNS time budget was spent",
+    "not-authenticated": "neither SPF nor DKIM passed",
+    "no-positive-evidence": "authenticated, but nothing positive is known",
+}
+
+
+def _fallback(policy, decision, evidence) -> dict | None:
+    """Why the fallback reply has its status code, and the key that sets it."""
+    if decision.reply is None and decision.would_reply is None:
+        return None
+    reason, key, status = fallback_status(policy, evidence)
+    return {"reason": reason, "meaning": FALLBACK_MEANINGS[reason], "status": status,
+            "key": f"[policy] {key}"}
+
+
 def explain(evaluator, session: Session, message: Message) -> dict:
     outcome = evaluator.evaluate(session, message)
     decision, evidence = outcome.decision, outcome.evidence
@@ -107,7 +124,7 @@ def explain(evaluator, session: Session, message: Message) -> dict:
                     "judged": evidence.session_class is SessionClass.IPV6},
         "checks": [{"kind": f.kind, "result": f.result, "detail": f.detail} for f in evidence.checks],
         "authenticated_domains": {way: list(outcome.identities.get(way, ()))
-                                  for way in ("dkim", "spf", "dmarc")},
+                                  for way in ("dkim", "spf", "dmarc", "arc")},
         "from_address": auth.from_address if auth else "",
         "addressbook": per_recipient(evaluator, session, auth),
         "failures": list(evidence.failures),
@@ -115,6 +132,7 @@ def explain(evaluator, session: Session, message: Message) -> dict:
         "tier": decision.tier.value,
         "action": decision.action.value,
         "reasons": list(decision.reasons),
+        "fallback": _fallback(evaluator.config.policy, decision, evidence),
         "header": header,
         "reply": _reply_dict(decision.reply),
         "would_reply": _reply_dict(decision.would_reply),
@@ -141,7 +159,7 @@ def render_text(result: dict) -> str:
         out.append("Whitelists looked up")
         out.append(f"  ip            every prefix containing {s['client_ip']}")
         domains = result["authenticated_domains"]
-        listed = ", ".join(f"{d} ({how})" for how in ("dkim", "spf", "dmarc") for d in domains[how])
+        listed = ", ".join(f"{d} ({how})" for how in ("dkim", "spf", "dmarc", "arc") for d in domains[how])
         out.append("  domain        " + (f"authenticated domains and their parents: {listed}"
                                          if listed else "nothing authenticated, nothing to look up"))
         if result["addressbook"]:
@@ -156,6 +174,10 @@ def render_text(result: dict) -> str:
     out.append(f"  tier          {result['tier']}")
     out.append(f"  action        {result['action']}")
     out.append(f"  reasons       {', '.join(result['reasons'])}")
+    fallback = result["fallback"]
+    if fallback:
+        out.append(f"  status        {fallback['status']} ({fallback['meaning']}; "
+                   f"{fallback['key']})")
     if result["action"] == "accept":
         if result["auth_results"] or result["header"]:
             out.append("Headers added")

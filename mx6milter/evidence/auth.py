@@ -534,7 +534,7 @@ def authenticate(budget: Budget, checker: Dmarc, client_ip: str, helo: str, mail
 # --- Authentication-Results --------------------------------------------------------
 
 
-def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
+def render_auth_results(authserv_id: str, outcome: AuthOutcome, extra: tuple = ()) -> str:
     """The Authentication-Results header value (RFC 8601): one line of printable ASCII.
 
     Every identity taken from the session or the message is written as RFC 8601's
@@ -543,7 +543,8 @@ def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
     appears inside a value (see ``_pvalue``), so even a naive split at ``;`` finds
     the results we wrote and nothing else. At most MAX_AUTH_RESULTS_DKIM DKIM results
     are listed, verified ones first, then one ``dkim=policy`` counting the rest; the
-    whole stays within MAX_AUTH_RESULTS_LENGTH, far below libmilter's limit.
+    whole stays within MAX_AUTH_RESULTS_LENGTH, far below libmilter's limit. EXTRA are
+    other sources' results, already rendered and bounded (e.g. ``arc.render_arc_results``).
     """
     sp = outcome.spf
     comment = f"last-resort {_word(sp.last_resort)}" if sp.last_resort else ""
@@ -571,7 +572,8 @@ def render_auth_results(authserv_id: str, outcome: AuthOutcome) -> str:
             unverified = all(d.result == "policy" for d in hidden)
             summary = [_resinfo("dkim", "policy", "", f"{len(hidden)} more signatures, "
                                 f"{'not verified' if unverified else 'not listed'}", [])]
-        value = "; ".join([authserv_id.lower()] + results + dkim_results + summary + [dmarc_result])
+        value = "; ".join([authserv_id.lower()] + results + dkim_results + summary + [dmarc_result]
+                          + list(extra))
         if len(value) <= MAX_AUTH_RESULTS_LENGTH or not shown:
             return value
         dkim_results.pop()          # hostile long values: fewer listed, all counted

@@ -4,6 +4,9 @@ Signals (each switchable in ``[greenlist]``), as Finding kinds:
 
 ``fcrdns``        the client's PTR name resolves back to the client address
                   (AAAA) and the HELO name is that name
+``baseline``      the industry's IPv6 minimum (Gmail, Microsoft): a forward-confirmed
+                  PTR name (any, HELO aside) and an SPF pass (MAIL FROM, or HELO
+                  for the null sender) or a DKIM pass (any d=)
 ``network``       the client is inside a greenlisted network (Redis kind ``green``)
 ``asn``           the longest prefix holding the client in the prefix-to-ASN table
                   (kind ``asn``) originates from ASNs on the ASN greenlist
@@ -13,6 +16,12 @@ Signals (each switchable in ``[greenlist]``), as Finding kinds:
                   (kind ``mishandle4xx``; a PTR alone is whatever the owner of
                   the reverse zone says, so it must resolve back first)
 ``history``       the From domain's authenticated history over IPv4 (history.py)
+``arc``           a validated ARC chain sealed last by a trusted sealer (arc.py;
+                  passed in by the evaluator as one of ``conclude``'s signals)
+``registrar``     the registered From domain's registrar is on the operator's list
+                  (rdap.py; RDAP answers fetched in the background, rdap_fetch.py)
+``rdap``          that domain is old enough, its registrant public, and the client's
+                  network names an abuse contact (rdap.py)
 
 The rule: a message is greenlisted when at least ``min_signals`` different
 signals pass (1: any one). The DNS work happens before the decision's Redis
@@ -26,12 +35,13 @@ import time
 from dataclasses import dataclass
 
 from ..addresses import domain_suffixes
-from ..dns import DnsTempError
+from ..dns import DnsTempError, reverse_nibbles
 from .history import History, HistoryRecorder
+from .rdap_fetch import RdapFetcher, RdapSignals
 from ..model import Finding, Findings
 from ..prefixes import field_to_network, ip_candidates
 
-SIGNALS = ("fcrdns", "network", "asn", "mishandle4xx", "history")
+SIGNALS = ("fcrdns", "baseline", "network", "asn", "mishandle4xx", "history", "registrar", "rdap")
 MAX_PTR_NAMES = 5        # a hostile reverse zone may list hundreds
 
 
@@ -41,9 +51,8 @@ def _clean(name: str) -> str:
 
 
 def reverse_name(address: ipaddress.IPv6Address) -> str:
-    """'2001:db8::1' -> '1.0.0.0...8.b.d.0.1.0.0.2.ip6.arpa.', without dnspython's
-    Name machinery, which cost more than the cached lookup itself on every message."""
-    return ".".join(reversed(f"{int(address):032x}")) + ".ip6.arpa."
+    """'2001:db8::1' -> '1.0.0.0...8.b.d.0.1.0.0.2.ip6.arpa.'"""
+    return reverse_nibbles(address) + ".ip6.arpa."
 
 
 def check_fcrdns(budget, address: ipaddress.IPv6Address, helo: str) -> tuple:
@@ -77,6 +86,21 @@ def check_fcrdns(budget, address: ipaddress.IPv6Address, helo: str) -> tuple:
             tuple(confirmed))
 
 
+def check_baseline(fcrdns: Finding, names: tuple, auth) -> Finding:
+    """The ``baseline`` signal from the FCrDNS check's result and the authentication."""
+    if not names:
+        if fcrdns.result == "temperror":
+            return Finding("baseline", "temperror", "PTR or its forward lookup failed")
+        return Finding("baseline", "miss", "no forward-confirmed PTR")
+    ptr = f"ptr={_clean(names[0])}"
+    if auth.spf.result == "pass":
+        return Finding("baseline", "pass", f"{ptr} spf={_clean(auth.spf.domain)}")
+    dkim = sorted(auth.dkim_pass_domains)
+    if dkim:
+        return Finding("baseline", "pass", f"{ptr} dkim={_clean(dkim[0])}")
+    return Finding("baseline", "miss", f"{ptr} but no SPF or DKIM pass")
+
+
 def combine(min_signals: int, found: list) -> tuple:
     """The rule: (greenlist Findings, or (); a note Finding when too few passed, or None)."""
     kinds = {finding.kind for finding in found}
@@ -106,12 +130,16 @@ class Greenlist:
         if self.section.history:
             self.recorder = HistoryRecorder(self.history, resolver, checker, config.dns.budget,
                                             self.section.history_queue_size)
+        self.rdap = None
+        if self.section.registrar or self.section.rdap:
+            self.rdap = RdapSignals(self.section, RdapFetcher.from_config(config, store),
+                                    checker.org_domain, clock)
 
     def prepare(self, budget, address: ipaddress.IPv6Address, helo: str, auth) -> Pending:
         """The DNS part, and the Redis queries to add to the decision's one lookup."""
         section = self.section
         fcrdns, names = None, ()
-        if section.fcrdns or section.mishandle4xx:
+        if section.fcrdns or section.mishandle4xx or section.baseline:
             fcrdns, names = check_fcrdns(budget, address, helo)
         prefixes = [("", f) for f in ip_candidates(address)] \
             if section.networks or section.asn or section.mishandle4xx else []
@@ -126,8 +154,12 @@ class Greenlist:
         domain = auth.dmarc.from_domain if section.history else ""
         if domain:
             queries["history"] = History.query(domain)
+        baseline = check_baseline(fcrdns, names, auth) if fcrdns and section.baseline else None
+        rdap_domain = self.rdap.domain(auth) if self.rdap else ""
+        if rdap_domain:
+            queries["rdap"] = self.rdap.queries(rdap_domain, address)
         return Pending(self, queries, fcrdns if section.fcrdns else None, names, domain,
-                       auth.aligned_via if domain else "")
+                       auth.aligned_via if domain else "", baseline, address, rdap_domain)
 
     # --- one signal each, from the lookup's answers ------------------------------
 
@@ -174,16 +206,19 @@ class Pending:
     names: tuple
     domain: str
     via: str
+    baseline: Finding | None = None
+    address: ipaddress.IPv6Address | None = None
+    rdap_domain: str = ""
 
-    def conclude(self, answers: dict | None) -> Findings:
+    def conclude(self, answers: dict | None, signals: tuple = ()) -> Findings:
         """Every signal's Finding, and the greenlist Findings if they suffice.
 
-        ``answers`` is None when Redis could not be read: only FCrDNS can count then.
+        ``answers`` is None when Redis could not be read: only the DNS-based signals
+        can count then. SIGNALS: passing signals other sources found (a DNS whitelist
+        at greenlist trust), already among their own checks, counted here.
         """
         green = self.greenlist
-        results = []
-        if self.fcrdns is not None:
-            results.append(self.fcrdns)
+        results = [finding for finding in (self.fcrdns, self.baseline) if finding is not None]
         if answers is not None:
             if "green" in self.queries:
                 results.append(green.network_finding(answers["green"]))
@@ -193,7 +228,10 @@ class Pending:
                 results.append(green.mishandle4xx_finding(answers["mishandle4xx"], self.names))
             if "history" in self.queries:
                 results.append(green.history.judge(answers["history"], self.domain, self.via))
-        found = [finding for finding in results if finding.result == "pass"]
+        if green.rdap is not None:
+            results += green.rdap.conclude(None if answers is None else answers.get("rdap", []),
+                                           self.rdap_domain, self.address)
+        found = [finding for finding in results if finding.result == "pass"] + list(signals)
         greenlist, note = combine(green.section.min_signals, found)
         if note is not None:
             results.append(note)

@@ -8,6 +8,15 @@ Over IPv6 the domain counts once it has ``history_min_messages`` messages
 spread over at least ``history_min_days`` days, and only if the From domain
 authenticated on the IPv6 message as well.
 
+What it costs is kept small by counting a domain at most once a day once it has
+reached ``history_min_messages`` (``HistoryRecorder.wants``): after that, on
+that day, the milter reads only the From header of that domain's IPv4 mail and
+accepts it at the end of the headers, as with the history off (no body, no
+DNS, no DKIM, no Redis). The first message of each day still counts, so the
+span of days stays current; the count then grows by one a day. A message
+without exactly one From address is never recorded, so it is skipped too.
+(bench/bench_history_cost.py measures it; bench/RESULTS.rst has the figures.)
+
 The IPv4 verdict never depends on any of this: recording happens after the
 IPv4 message was accepted, off the milter's thread, and every failure is
 logged and forgotten. Memory is bounded twice: each domain's key expires
@@ -17,13 +26,14 @@ messages waiting to be recorded holds at most ``history_queue_size`` bytes
 """
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
-from .auth import Dmarc, authenticate
+from ..addresses import domain_of
+from .auth import Dmarc, authenticate, single_from_address
+from .background import BackgroundQueue
 from ..model import Finding, Message
 from ..policy import parse_client_ip
 from ..store import StoreUnavailable
@@ -34,6 +44,7 @@ DAY = 86400
 KIND = "history"
 SOURCE = "ipv4"      # the only source: what this milter saw over IPv4
 FIELD = "v"          # one field per domain: "COUNT FIRST_DAY LAST_DAY EXPIRES"
+MAX_COUNTED = 100_000   # domains remembered as counted today (about 10 MB); then forgotten
 
 @dataclass(frozen=True)
 class Entry:
@@ -99,75 +110,58 @@ class History:
         return Finding("history", "pass", f"{detail} via={via}")
 
 
-class HistoryRecorder:
+class HistoryRecorder(BackgroundQueue):
     """Authenticates IPv4 messages and records their From domains, in the background.
 
-    One worker thread, started on demand and gone after ``idle_seconds``
-    without work (so a reload, which builds a new recorder, leaks nothing).
-    ``submit`` never blocks and never raises into the milter.
+    ``submit`` never blocks and never raises into the milter (background.py);
+    the queue is bounded by the messages' bytes.
     """
+    what = "IPv4 history"
 
     def __init__(self, history: History, resolver, checker: Dmarc, budget_seconds: float,
                  max_bytes: int, idle_seconds: float = 10.0):
+        super().__init__(max_bytes, idle_seconds=idle_seconds)
         self.history = history
         self.resolver = resolver
         self.checker = checker
         self.budget_seconds = budget_seconds
-        self.max_bytes = max_bytes
-        self.idle_seconds = idle_seconds
-        self._cond = threading.Condition()
-        self._queue = collections.deque()
-        self._bytes = 0
-        self._busy = False
-        self._worker = None
-        self._last_drop_log = 0.0
         self.recorded = 0         # messages whose From domain was recorded
-        self.dropped = 0          # messages not recorded because the queue was full
-        self.failed = 0           # messages whose recording raised
+        self.skipped = 0          # messages not read: their domain was counted enough today
+        self._lock = threading.Lock()
+        self._day = -1
+        self._counted: set = set()   # domains at the threshold and counted today
 
-    def submit(self, client_ip: str, helo: str, mail_from: str, message: Message) -> bool:
-        size = len(message.raw)
-        with self._cond:
-            if self._bytes + size > self.max_bytes:
-                self.dropped += 1
-                now = time.monotonic()
-                if now - self._last_drop_log > 60:
-                    self._last_drop_log = now
-                    log.warning("IPv4 history: queue full (%d bytes), %d messages not recorded "
-                                "so far", self._bytes, self.dropped)
-                return False
-            self._queue.append((client_ip, helo, mail_from, message))
-            self._bytes += size
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="mx6-history", daemon=True)
-                self._worker.start()
-            self._cond.notify()
-        return True
+    def wants(self, from_values) -> bool:
+        """Whether an IPv4 message with these From header values is worth reading: it
+        has one From address, whose domain is not yet counted enough today. Cheap."""
+        address, problem = single_from_address(from_values)
+        if problem:
+            return False
+        with self._lock:
+            if self._day != self.history.today():
+                return True
+            wanted = domain_of(address) not in self._counted
+        if not wanted:
+            self.skipped += 1
+        return wanted
 
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted so far is recorded (tests, shutdown)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+    def _counted_today(self, domain: str, count: int) -> None:
+        if count < self.history.section.history_min_messages:
+            return
+        with self._lock:
+            today = self.history.today()
+            if self._day != today or len(self._counted) >= MAX_COUNTED:
+                self._day, self._counted = today, set()
+            self._counted.add(domain)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._cond.wait_for(lambda: self._queue, self.idle_seconds):
-                    self._worker = None
-                    return
-                item = self._queue.popleft()
-                self._busy = True
-            try:
-                if self.learn(*item):
-                    self.recorded += 1
-            except Exception:   # a bug or Redis down: the IPv4 mail is long accepted
-                self.failed += 1
-                log.exception("IPv4 history: recording failed (message not recorded)")
-            finally:
-                with self._cond:
-                    self._bytes -= len(item[3].raw)
-                    self._busy = False
-                    self._cond.notify_all()
+    def submit(self, client_ip: str, helo: str, mail_from: str,  # type: ignore[override]
+               message: Message) -> bool:
+        return super().submit((client_ip, helo, mail_from, message), len(message.raw))
+
+    def handle(self, items: list) -> None:
+        for item in items:
+            if self.learn(*item):
+                self.recorded += 1
 
     def learn(self, client_ip: str, helo: str, mail_from: str, message: Message) -> str:
         """Authenticate one IPv4 message; record and return its From domain if aligned."""
@@ -185,9 +179,10 @@ class HistoryRecorder:
                       auth.dmarc.from_domain, auth.spf.result, auth.dmarc.result)
             return ""
         try:
-            self.history.record(auth.dmarc.from_domain)
+            count = self.history.record(auth.dmarc.from_domain)
         except StoreUnavailable as err:
             self.failed += 1
             log.warning("IPv4 history: Redis: %s (message not recorded)", err)
             return ""
+        self._counted_today(auth.dmarc.from_domain, count)
         return auth.dmarc.from_domain

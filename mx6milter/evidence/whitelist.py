@@ -14,6 +14,9 @@ from ..prefixes import field_to_network, ip_candidates
 from .auth import AuthOutcome
 
 AUTHENTICATED_WAYS = REQUIREMENTS[:3]     # what "any" accepts: dmarc, dkim, spf
+# The From domain authenticated by a trusted ARC sealer's records (evidence/arc.py)
+# counts where the From domain's own aligned authentication would.
+VIA_ARC = {"dmarc": ("dmarc", "arc"), "any": (*AUTHENTICATED_WAYS, "arc")}
 
 
 def covers(entry: str, domain: str) -> bool:
@@ -79,7 +82,7 @@ def prepare(store, address, session, auth: AuthOutcome, identities: dict,
         "ab": [(r, sender) for r in recipients] if sender else [],
     }
     return PendingWhitelist(queries, identities, recipients, sender, Findings(skipped),
-                            auth.aligned_via)
+                            auth.aligned_via or ("arc" if identities.get("arc") else ""))
 
 
 def ip_findings(hits: list) -> Findings:
@@ -96,7 +99,7 @@ def domain_findings(hits: list, identities: dict) -> Findings:
     checks, found = [], []
     for hit in sorted(hits, key=lambda h: (h.field, h.source)):
         requirement = value_requirement(hit.value)
-        ways = AUTHENTICATED_WAYS if requirement == "any" else (requirement,)
+        ways = VIA_ARC.get(requirement, (requirement,))
         how = [way for way in ways if any(covers(hit.field, d) for d in identities.get(way, ()))]
         if how:
             finding = Finding("domain", "pass", f"{hit.field} via={how[0]} source={hit.source}")

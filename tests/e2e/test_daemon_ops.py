@@ -118,7 +118,7 @@ def test_many_sighups_in_a_row_only_reload(milter):
     time.sleep(0.5)
     assert milter.process.poll() is None
     assert milter.log().count("configuration reloaded") >= 1
-    miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="")
+    miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="", READ_BODY="yes")
 
 
 def test_sigterm_drains_the_session_in_flight_and_refuses_new_ones(milter):
@@ -165,7 +165,7 @@ def test_startup_self_check_warns_about_dns_and_starts_anyway(tmp_path, redis_ur
                       nameservers="127.0.0.1:9") as milter:
         assert "startup check: DNS does not answer" in milter.log()
         assert "startup check: Redis" not in milter.log()
-        miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="")
+        miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="", READ_BODY="yes")
 
 
 def test_startup_records_the_schema_and_warns_about_a_newer_one(tmp_path, redis_url):
@@ -177,4 +177,4 @@ def test_startup_records_the_schema_and_warns_about_a_newer_one(tmp_path, redis_
     (tmp_path / "newer").mkdir()
     with MilterDaemon(tmp_path / "newer", f"unix:{tmp_path}/m2.sock", redis_url) as milter:
         assert "Redis holds schema version 9, this mx6milter reads 1" in milter.log()
-        miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="")
+        miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="", READ_BODY="yes")

@@ -53,7 +53,7 @@ def test_run_sh_demo_shows_both_outcomes_with_the_commands_it_prints():
         assert whitelist.endswith("ip add ::1/128")
 
         refused = run(swaks6)
-        assert "<** 451-4.7.1 Not accepted over IPv6 from this sender" in refused.stdout, refused.stdout
+        assert "<** 451-4.7.26 Not accepted over IPv6 from this sender" in refused.stdout, refused.stdout
         accepted4 = run(swaks4)
         assert "<-  250 2.0.0 Ok: queued" in accepted4.stdout, accepted4.stdout
         assert run(whitelist).returncode == 0

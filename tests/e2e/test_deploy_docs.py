@@ -90,7 +90,7 @@ def test_the_units_capabilities_suffice_to_bind_hand_over_and_switch(layout, red
                 (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("postfix").gr_gid, 0o660)
             status = Path(f"/proc/{milter.pid}/status").read_text()
             assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE), status
-            miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="")
+            miltertest("not_judged.lua", milter.socket, CLIENT="192.0.2.10", AUTH="", READ_BODY="yes")
     finally:
         shutil.rmtree(top, ignore_errors=True)
 

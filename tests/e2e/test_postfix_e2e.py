@@ -138,7 +138,7 @@ def test_ipv6_unknown_gets_the_exact_451_and_nothing_arrives(mta):
     assert (reply.code, reply.stage) == (451, "data")
     assert len(reply.lines) == 2
     assert reply.lines[0] == FIRST_451
-    assert reply.lines[1].startswith(f"4.7.1 Authentication-Results: {AUTHSERV}; spf=fail "
+    assert reply.lines[1].startswith(f"4.7.26 Authentication-Results: {AUTHSERV}; spf=fail "
                                      "smtp.mailfrom=sender@example.net;")
     assert "dmarc=fail" in reply.lines[1]
     mta.ledger.check(mta.postfix)

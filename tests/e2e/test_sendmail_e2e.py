@@ -68,7 +68,7 @@ def test_ipv6_unknown_gets_the_exact_451(mta):
     _, _, reply = mta.ledger.message(mta.port, UNKNOWN)
     assert (reply.code, reply.stage) == (451, "data")
     assert reply.lines[0] == FIRST_451
-    assert reply.lines[1].startswith(f"4.7.1 Authentication-Results: {AUTHSERV}; spf=fail")
+    assert reply.lines[1].startswith(f"4.7.26 Authentication-Results: {AUTHSERV}; spf=fail")
     assert len(reply.lines) == 2
     mta.ledger.check(mta.server)
 

@@ -169,8 +169,13 @@ def test_explain_text_shows_every_step_and_the_exact_reply(tmp_path, redis_url, 
     assert "other@example.org: no" in text
     assert "tier          none" in text and "action        tempfail" in text
     smtp = expected["reply"]["smtp"].split("\r\n")
-    assert smtp[0] == "451-4.7.1 Not accepted over IPv6 from this sender; please retry over IPv4"
-    assert smtp[-1] == "451 4.7.1 To be accepted over IPv6: https://example.org/register"
+    assert smtp[0] == "451-4.7.26 Not accepted over IPv6 from this sender; please retry over IPv4"
+    assert smtp[-1] == "451 4.7.26 To be accepted over IPv6: https://example.org/register"
+    assert ("  status        4.7.26 (neither SPF nor DKIM passed; "
+            "[policy] defensive_status_unauthenticated)") in text
+    assert expected["fallback"] == {"reason": "not-authenticated", "status": "4.7.26",
+                                    "meaning": "neither SPF nor DKIM passed",
+                                    "key": "[policy] defensive_status_unauthenticated"}
     assert "SMTP reply\n" + "\n".join("  " + line for line in smtp) in text
 
 
@@ -227,5 +232,5 @@ def test_explain_names_the_domains_the_evaluator_authenticated(tmp_path, redis_u
                 message=signed)
     explained = json.loads(ctl(*explain_argv(case, ctl.file("m.eml", signed))).out)
     assert explained["authenticated_domains"] == {"dkim": ["example.biz"], "spf": [],
-                                                  "dmarc": ["example.biz"]}
+                                                  "dmarc": ["example.biz"], "arc": []}
     assert explained["tier"] == "whitelisted"

@@ -141,9 +141,45 @@ def test_ipv4_mapped_client_is_recorded_as_ipv4(history_evaluator):
 
 
 def test_history_off_ipv4_body_not_read(evaluator_factory):
-    result = run_milter(evaluator_factory(), message(), client_ip="198.51.100.80")
+    result = run_milter(evaluator_factory("[greenlist]\nhistory = no\n"), message(),
+                        client_ip="198.51.100.80")
     assert result.rc == Milter.ACCEPT
     assert result.stage == "eoh"
+
+
+def test_history_is_on_by_default(evaluator_factory):
+    evaluator = evaluator_factory()
+    assert evaluator.config.greenlist.history and evaluator.greenlist.recorder is not None
+
+
+def test_a_domain_counted_enough_today_is_not_read_again_until_tomorrow(history_evaluator, clock):
+    evaluator = history_evaluator()                 # history_min_messages = 3
+    recorder = evaluator.greenlist.recorder
+    stages = [ipv4_session(evaluator, n).stage for n in range(1, 6)]
+    assert stages == ["eom", "eom", "eom", "eoh", "eoh"]     # counted 3 times, then skipped
+    assert evaluator.greenlist.history.read("greenlist.example").count == 3
+    assert (recorder.recorded, recorder.skipped) == (3, 2)
+    other = ipv4_session(evaluator, 6, client_ip="198.51.100.88", domain="other.greenlist.example")
+    assert other.stage == "eom"                      # another domain is read as before
+    clock.days_later(1)
+    assert [ipv4_session(evaluator, n).stage for n in (7, 8)] == ["eom", "eoh"]
+    entry = evaluator.greenlist.history.read("greenlist.example")
+    assert (entry.count, entry.span_days) == (4, 1)  # the new day counted once: span current
+
+
+def test_unauthenticated_messages_of_a_domain_never_make_it_skipped(history_evaluator):
+    evaluator = history_evaluator()
+    stages = [ipv4_session(evaluator, n, client_ip="203.0.113.9").stage for n in range(1, 6)]
+    assert stages == ["eom"] * 5                     # SPF fails: nothing counted, so read each
+    assert evaluator.greenlist.history.read("greenlist.example") is None
+
+
+def test_a_message_without_one_from_address_is_not_read(history_evaluator):
+    evaluator = history_evaluator()
+    raw = (b"From: a@greenlist.example, b@greenlist.example\r\nSubject: two\r\n\r\nHi.\r\n")
+    result = run_milter(evaluator, raw, client_ip="198.51.100.80", helo="mail.greenlist.example",
+                        mail_from="a@greenlist.example")
+    assert (result.rc, result.stage) == (Milter.ACCEPT, "eoh")
 
 
 # --- thresholds and authentication on the IPv6 message ----------------------------------------
@@ -184,7 +220,7 @@ def test_history_domain_failing_authentication_on_ipv6_is_not_greenlisted(histor
 
 
 def test_history_switched_off_is_not_consulted(history_evaluator, clock):
-    evaluator = history_evaluator("[greenlist]\nfcrdns = no\n")
+    evaluator = history_evaluator("[greenlist]\nfcrdns = no\nhistory = no\n")
     record(evaluator, clock, "greenlist.example", (0, 1, 2, 3, 4, 20))
     outcome = ipv6_decision(evaluator)
     assert outcome.decision.tier is Tier.NONE

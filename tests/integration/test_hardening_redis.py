@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from mx6milter.entries import EntryError
-from mx6milter.store import Store
+from mx6milter.store import Store, StoreUnavailable
 
 from ctl_runner import Ctl
 
@@ -224,6 +224,13 @@ def check_milter_and_ctl_users(tmp_path: Path, server: SecuredRedis) -> None:
     assert History(store, config.greenlist).read("example.net").count == 1
     with pytest.raises(redis.exceptions.NoPermissionError):     # but no whitelist writes
         store.add("ip", "local", [("", field, "0")])
+    assert store.learn_addressbooks("learned", {"a@example.org": ["b@example.net"]},  # learning
+                                    2 ** 31, 86400, 10) == 0
+    store.cache_rdap("domain", "example.net", "292 0 public 0", 60)   # the RDAP cache
+    rdap = store.lookup({"rdap": [("example.net", "domain")]})["rdap"]
+    assert [h.value for h in rdap] == ["292 0 public 0"]
+    with pytest.raises(StoreUnavailable, match="permission"):   # but not a primed addressbook
+        store.learn_addressbooks("local", {"a@example.org": ["b@example.net"]}, 2 ** 31, 86400, 10)
 
 
 def test_milter_and_mx6ctl_work_with_the_readme_acl_users(tmp_path, secured):

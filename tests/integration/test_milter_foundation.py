@@ -19,7 +19,10 @@ def test_ipv4_accepted_untouched(evaluator_factory):
     result = run_milter(evaluator_factory(), MESSAGE, client_ip="192.0.2.10")
     assert result.rc == Milter.ACCEPT
     assert result.added == [] and result.changed == []
-    assert result.stage == "eoh"      # the body is skipped for IPv4
+    assert result.stage == "eom"      # read for the IPv4 history (on by default)
+    off = run_milter(evaluator_factory("[greenlist]\nhistory = no\n"), MESSAGE,
+                     client_ip="192.0.2.10")
+    assert (off.rc, off.stage, off.added) == (Milter.ACCEPT, "eoh", [])   # body skipped
 
 
 def test_ipv4_mapped_ipv6_is_ipv4(evaluator_factory):
@@ -59,7 +62,7 @@ def test_unknown_ipv6_defensive_tempfail(evaluator_factory):
     result = run_milter(evaluator_factory(), MESSAGE, client_ip="2001:db8:99::1")
     assert result.rc == Milter.TEMPFAIL
     code, status, *lines = result.reply
-    assert (code, status) == ("451", "4.7.1")
+    assert (code, status) == ("451", "4.7.26")          # nothing authenticated
     assert lines[0] == "Not accepted over IPv6 from this sender; please retry over IPv4"
     assert any(line.startswith("Authentication-Results: localhost;") for line in lines)
 
@@ -78,7 +81,7 @@ def test_unknown_ipv6_report_mode_accepts_and_marks(evaluator_factory):
     result = run_milter(evaluator, MESSAGE, client_ip="2001:db8:99::1")
     assert result.rc == Milter.ACCEPT
     verdict = result.header("X-MX6-Verdict")
-    assert verdict.startswith("none;") and "action=fallback-reported; reply=451 4.7.1" in verdict
+    assert verdict.startswith("none;") and "action=fallback-reported; reply=451 4.7.26" in verdict
 
 
 def test_forged_verdict_and_auth_results_removed_in_reverse(evaluator_factory):
@@ -136,7 +139,7 @@ def test_redis_down_falls_back_then_recovers(evaluator_factory, redis_server):
         ipv4 = run_milter(evaluator, MESSAGE, client_ip="192.0.2.10")
     finally:
         redis_server.start()
-    assert down.rc == Milter.TEMPFAIL and down.reply[:2] == ("451", "4.7.1")
+    assert down.rc == Milter.TEMPFAIL and down.reply[:2] == ("451", "4.3.0")   # Redis unread
     assert ipv4.rc == Milter.ACCEPT
     evaluator.store._down_until = 0   # skip the one-second fail-fast window
     whitelist(evaluator, "2001:db8:6::/48")   # the restarted Redis is empty

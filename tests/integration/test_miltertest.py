@@ -27,8 +27,9 @@ def daemon(request, tmp_path, redis_url, dns_server):
 def test_ipv6_unknown_gets_the_exact_multiline_451(daemon):
     reply = expected_reply(daemon, "2001:db8:99::1")
     first, second = reply.split("\r\n")
-    assert first == "451-4.7.1 Not accepted over IPv6 from this sender; please retry over IPv4"
-    assert second.startswith(f"451 4.7.1 Authentication-Results: {AUTHSERV}; spf=fail")
+    # nothing authenticated (spf=fail, no signature): RFC 7372's 4.7.26
+    assert first == "451-4.7.26 Not accepted over IPv6 from this sender; please retry over IPv4"
+    assert second.startswith(f"451 4.7.26 Authentication-Results: {AUTHSERV}; spf=fail")
     miltertest("ipv6_fallback.lua", daemon.socket, CLIENT="2001:db8:99::1", REPLY=reply)
 
 
@@ -38,14 +39,22 @@ def test_ipv6_whitelisted_accepted_with_headers(daemon):
     miltertest("ipv6_accept.lua", daemon.socket, CLIENT="2001:db8:6::10", VERDICT=verdict)
 
 
-@pytest.mark.parametrize("client, client_addr, auth", [
-    ("192.0.2.10", "192.0.2.10", ""),              # IPv4
-    ("::ffff:192.0.2.10", "::ffff:192.0.2.10", ""),  # IPv4-mapped IPv6 is IPv4
-    ("2001:db8:99::1", "2001:db8:99::1", "alice"),  # authenticated submission
-    ("unspec", "192.0.2.10", ""),                  # address only in {client_addr}
+# IPv4 mail is read to its end for the IPv4 history ([greenlist] history, on by default).
+@pytest.mark.parametrize("client, client_addr, auth, read_body", [
+    ("192.0.2.10", "192.0.2.10", "", "yes"),              # IPv4
+    ("::ffff:192.0.2.10", "::ffff:192.0.2.10", "", "yes"),  # IPv4-mapped IPv6 is IPv4
+    ("2001:db8:99::1", "2001:db8:99::1", "alice", "no"),  # authenticated submission
+    ("unspec", "192.0.2.10", "", "yes"),                  # address only in {client_addr}
 ])
-def test_sessions_that_are_not_judged(daemon, client, client_addr, auth):
-    miltertest("not_judged.lua", daemon.socket, CLIENT=client, CLIENT_ADDR=client_addr, AUTH=auth)
+def test_sessions_that_are_not_judged(daemon, client, client_addr, auth, read_body):
+    miltertest("not_judged.lua", daemon.socket, CLIENT=client, CLIENT_ADDR=client_addr, AUTH=auth,
+               READ_BODY=read_body)
+
+
+def test_ipv4_body_not_asked_for_with_the_history_off(daemon):
+    daemon.reload(daemon.conf.read_text() + "[greenlist]\nhistory = no\n")
+    daemon.wait_log("configuration reloaded")
+    miltertest("not_judged.lua", daemon.socket, CLIENT="192.0.2.10", AUTH="", READ_BODY="no")
 
 
 def test_client_addr_macro_is_used_when_the_connect_info_has_none(daemon):

@@ -78,6 +78,35 @@ def test_history_schema_memory_and_source_names(store, raw):
             store.add("ip", bad, [("", field_of("2001:db8:1::/48"), "0")])
 
 
+def test_learnt_addressbooks_cap_ttl_and_script_reload(store, raw):
+    books = {"u@example.org": ["a@example.net", "b@example.net"]}
+    assert store.learn_addressbooks("learned", books, NOW + 10, 3600, 3) == 0
+    raw.script_flush()                                     # as after a Redis restart
+    assert store.learn_addressbooks("learned", {"u@example.org": ["c@example.net"]},
+                                    NOW + 20, 3600, 3) == 0
+    assert store.learn_addressbooks("learned", {"u@example.org": ["a@example.net", "d@example.net"]},
+                                    NOW + 30, 3600, 3) == 1   # b, the oldest, evicted
+    assert raw.hgetall("t:v1:ab:learned:u@example.org") == {
+        "a@example.net": str(NOW + 30), "c@example.net": str(NOW + 20), "d@example.net": str(NOW + 30)}
+    assert 0 < raw.ttl("t:v1:ab:learned:u@example.org") <= 3600
+    assert store.sources("ab") == {"learned"}
+    assert all(key.startswith("t:") for key in raw.keys("*"))
+
+
+def test_rdap_cache_and_the_registrar_lists_in_one_lookup(store, raw):
+    store.cache_rdap("domain", "example.com", f"292 1000 public {NOW + 50}", 3600)
+    store.cache_rdap("ip", "20010db8/32", f"yes {NOW + 50}", 3600)
+    store.cache_rdap("domain", "old.example", f"7 1000 public {NOW - 1}", 3600)   # expired value
+    store.add("registrar", "local", [("", "292", "0")])
+    raw.hset("t:v1:rdap:domain:wrongtype.example", "v", "1")                   # skipped, logged
+    hits = store.lookup({"rdap": [("example.com", "domain"), ("old.example", "domain"),
+                                  ("wrongtype.example", "domain"), ("", "20010db8/32"),
+                                  ("", "20010db80001/48")]})["rdap"]
+    assert sorted((h.source, h.key, h.field) for h in hits) == [
+        ("domain", "example.com", "v"), ("ip", "", "20010db8/32"), ("local", "registrar", "292")]
+    assert 0 < raw.ttl("t:v1:rdap:ip:20010db8/32") <= 3600
+
+
 def test_redis_down_is_store_unavailable_never_a_redis_error():
     config = parse_config("[redis]\nurl = redis://127.0.0.1:1/0\ntimeout = 0.2\n")
     down = Store.from_config(config.redis)
@@ -85,6 +114,9 @@ def test_redis_down_is_store_unavailable_never_a_redis_error():
     for call in (lambda: down.lookup({"ip": [("", "20010db8/32")]}),
                  lambda: down.record_history("history", "ipv4", "example.com", 1, 0, 60),
                  lambda: down.read_value("history", "ipv4", "example.com", "v"),
+                 lambda: down.learn_addressbooks("learned", {"u@x.example": ["a@y.example"]},
+                                                 1, 60, 10),
+                 lambda: down.cache_rdap("domain", "example.com", "- - notfound 1", 60),
                  down.check_schema):
         with pytest.raises(StoreUnavailable):
             call()

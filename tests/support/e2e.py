@@ -7,6 +7,7 @@ exactly once, for exactly its recipients, and nothing refused arrived.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import smtplib
@@ -19,7 +20,7 @@ WHITELISTED = "2001:db8:6::e2e"     # inside example.net's SPF (ip6:2001:db8:6::
 UNKNOWN = "2001:db8:99::e2e"        # not whitelisted, outside example.net's SPF
 SOURCES = (WHITELISTED, UNKNOWN)
 AUTHSERV = "mx.example.org"
-FIRST_451 = "4.7.1 Not accepted over IPv6 from this sender; please retry over IPv4"
+FIRST_451 = "4.7.26 Not accepted over IPv6 from this sender; please retry over IPv4"
 MILTER_DOWN = "4.7.1 Service unavailable - try again later"   # Postfix's own, default action
 
 
@@ -28,7 +29,7 @@ MILTER_DOWN = "4.7.1 Service unavailable - try again later"   # Postfix's own, d
 @dataclass
 class Reply:
     code: int
-    lines: list          # text of each reply line without the code, e.g. "4.7.1 ..."
+    lines: list          # text of each reply line without the code, e.g. "4.7.26 ..."
     stage: str           # the SMTP step that answered last: connect, mail, rcpt, data
 
 
@@ -121,19 +122,28 @@ def fields_except_received(message) -> list:
     return [f for f in message.header_lines() if not f.lower().startswith("received:")]
 
 
-@pytest.fixture(scope="module")
-def sources():
-    """The client addresses, added to lo for the module and removed afterwards."""
+@contextlib.contextmanager
+def loopback(addresses):
+    """ADDRESSES on lo while inside; only those that were not there are removed after."""
     present = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo"], capture_output=True,
                              text=True, check=True).stdout
     added = []
-    for address in SOURCES:
-        if f"inet6 {address}/" not in present:
-            subprocess.run(["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"], check=True)
-            added.append(address)
-    yield SOURCES
-    for address in added:
-        subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
+    try:
+        for address in addresses:
+            if f"inet6 {address}/" not in present:
+                subprocess.run(["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"], check=True)
+                added.append(address)
+        yield tuple(addresses)
+    finally:
+        for address in added:
+            subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    """The client addresses, added to lo for the module and removed afterwards."""
+    with loopback(SOURCES) as added:
+        yield added
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_decide(mode, session_class, whitelist, greenlist, failures, tier, actio
     assert (decision.tier, decision.action) == (tier, action)
     if action is not Action.ACCEPT:
         assert decision.reply is not None and decision.header is None
-        assert decision.reasons == (failures or ("no-positive-evidence",))
+        assert decision.reasons == (failures or ("not-authenticated",))
     else:
         assert decision.reply is None
     if tier is Tier.BYPASS:
@@ -54,7 +54,7 @@ def test_decide(mode, session_class, whitelist, greenlist, failures, tier, actio
 
 
 REPLIES = [
-    ("defensive", "451", "4.7.1", Action.TEMPFAIL),
+    ("defensive", "451", "4.7.26", Action.TEMPFAIL),
     ("mx6", "550", "5.5.7", Action.REJECT),
 ]
 
@@ -73,7 +73,7 @@ def test_fallback_reply_lines(mode, code, status, action):
 def test_report_mode_records_the_reply_it_would_have_given():
     decision = decide(PolicySection(mode="report"), Evidence(V6))
     assert decision.would_reply.code == "451"
-    assert decision.header.startswith("none; action=fallback-reported; reply=451 4.7.1")
+    assert decision.header.startswith("none; action=fallback-reported; reply=451 4.7.26")
 
 
 def test_verdict_header_names_evidence_and_failures():

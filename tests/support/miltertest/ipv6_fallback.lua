@@ -1,6 +1,6 @@
 -- An IPv6 client with nothing positive known: the exact fallback reply at
 -- end of message (451 in defensive mode, 550 in mx6 mode), no header added.
--- -D REPLY: the whole reply as libmilter sends it ("451-4.7.1 ...\r\n451 4.7.1 ...").
+-- -D REPLY: the whole reply as libmilter sends it ("451-4.7.26 ...\r\n451 4.7.26 ...").
 dofile(DIR .. "/common.lua")
 
 run("ipv6_fallback", function()
