@@ -5,7 +5,7 @@ import pytest
 
 from mx6milter.config import PolicySection
 from mx6milter.model import Action, Evidence, Finding, Session, SessionClass, Tier
-from mx6milter.policy import classify, decide, parse_client_ip
+from mx6milter.policy import classify, decide, fallback_status, parse_client_ip
 
 IP_HIT = Finding("ip", "pass", "2001:db8:6::/48 source=local")
 DOMAIN_HIT = Finding("domain", "pass", "example.net via=dmarc source=local")
@@ -146,9 +146,24 @@ def test_greenlisted_header_lists_the_greenlist_findings_and_every_failure():
 
 def test_report_mode_header_in_full():
     decision = decide(PolicySection(mode="report", authserv_id="mx.example.org"), Evidence(V6))
-    assert decision.header == ("none; action=fallback-reported; reply=451 4.7.1; mode=report; "
+    assert decision.header == ("none; action=fallback-reported; reply=451 4.7.26; mode=report; "
                                "by=mx.example.org")
-    assert decision.reply is None and decision.reasons == ("no-positive-evidence",)
+    assert decision.reply is None and decision.reasons == ("not-authenticated",)
+
+
+@pytest.mark.parametrize("mode, failures, authenticated, reason, key, status", [
+    ("defensive", ("redis-unavailable", "dns-unavailable"), True, "redis-unavailable",
+     "defensive_status_redis", "4.3.0"),
+    ("defensive", ("dns-unavailable",), True, "dns-unavailable", "defensive_status_dns", "4.4.3"),
+    ("defensive", ("other",), False, "not-authenticated", "defensive_status_unauthenticated", "4.7.26"),
+    ("defensive", (), True, "no-positive-evidence", "defensive_status", "4.7.1"),
+    ("mx6", ("dns-unavailable",), False, "dns-unavailable", "mx6_status", "5.5.7"),
+    ("report", (), False, "not-authenticated", "defensive_status_unauthenticated", "4.7.26"),
+])
+def test_fallback_status_by_reason(mode, failures, authenticated, reason, key, status):
+    evidence = Evidence(V6, failures=failures, authenticated=authenticated)
+    assert fallback_status(PolicySection(mode=mode), evidence) == (reason, key, status)
+    assert decide(PolicySection(mode=mode), evidence).reasons == (failures or (reason,))
 
 
 @pytest.mark.parametrize("text", ["IPv6:2001:db8:7::99", "ipv6:2001:db8:7::99", "[IPv6:2001:db8:7::99]",
