@@ -6,8 +6,9 @@ Needs the ``fuzz`` extra (``pip install -e .[fuzz]``). Each target keeps its
 corpus in OUT/corpus/TARGET (later runs start from it); an input that breaks a
 target is written to OUT/ as crash-..., timeout-... or oom-... and the command
 exits 1. One input taking more than ``--timeout`` seconds counts as a failure
-(hostile input must have a bounded cost). Prints one line per target and writes
-OUT/summary.json.
+(hostile input must have a bounded cost). ``--max-seconds`` stops each target
+after that long (its line says "time limit" and the inputs it ran). Prints one
+line per target and writes OUT/summary.json.
 """
 from __future__ import annotations
 
@@ -26,12 +27,12 @@ from .targets import TARGETS
 DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 
 
-def run_target(name: str, runs: int, out: Path, timeout: int) -> dict:
+def run_target(name: str, runs: int, out: Path, timeout: int, max_seconds: int = 0) -> dict:
     corpus = out / "corpus" / name
     corpus.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "bench.fuzz.run", name, f"-runs={runs}",
                f"-artifact_prefix={out}/{name}-", f"-timeout={timeout}", "-rss_limit_mb=2048",
-               "-max_len=4096", "-print_final_stats=1", str(corpus)]
+               "-max_len=4096", "-print_final_stats=1", f"-max_total_time={max_seconds}", str(corpus)]
     started = time.monotonic()
     proc = subprocess.run(command, capture_output=True, text=True, errors="replace")
     done = DONE.search(proc.stderr)
@@ -50,6 +51,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated targets (default: all)")
     parser.add_argument("--out", default="bench/out/fuzz", help="corpus and findings directory")
     parser.add_argument("--timeout", type=int, default=10, help="seconds one input may take")
+    parser.add_argument("--max-seconds", type=int, default=0,
+                        help="stop a target after this long, with fewer inputs (0: no limit)")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(TARGETS)
     unknown = sorted(set(names) - set(TARGETS))
@@ -63,12 +66,13 @@ def main(argv=None) -> int:
                "targets": []}
     failed = False
     for name in names:
-        result = run_target(name, args.runs, out, args.timeout)
+        result = run_target(name, args.runs, out, args.timeout, args.max_seconds)
         summary["targets"].append(result)
-        ok = result["returncode"] == 0 and result["runs"] == args.runs
+        ok = result["returncode"] == 0 and result["runs"] is not None
         failed |= not ok
+        short = " (time limit)" if ok and result["runs"] < args.runs else ""
         print(f"{name:16} {result['runs'] or 0:>10,} inputs {result['seconds']:>6} s  "
-              f"{'ok' if ok else 'FAILED, see ' + result.get('log', '')}", flush=True)
+              f"{'ok' + short if ok else 'FAILED, see ' + result.get('log', '')}", flush=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 1 if failed else 0
 

@@ -24,6 +24,7 @@ from mx6milter.entries import (AddressIds, EntryError, LineParser, format_line, 
 from mx6milter.evidence.auth import (AuthOutcome, DkimResult, DmarcResult, SpfResult,
                                      claims_authserv_id, dkim_key_problem, render_auth_results,
                                      rsa_public_numbers, single_from_address)
+from mx6milter.evidence import arc, dnswl, rdap
 from mx6milter.evidence.dmarc_record import is_dmarc_record, parse_record
 from mx6milter.policy import parse_client_ip
 from mx6milter.prefixes import field_to_network, ip_candidates, ip_field
@@ -211,6 +212,38 @@ def vcards(data: bytes) -> None:
         assert value if event == "error" else value == value.strip() and value
 
 
+def dnswl_answer(data: bytes) -> None:
+    """A DNS whitelist's A and TXT answers, as the resolver hands them over."""
+    take = Bytes(data)
+    addresses = [take.text(60) for _ in range(take.byte() % 5)]
+    answer = dnswl.classify(addresses)
+    assert answer.result in ("listed", "unlisted", "error")
+    assert answer.result != "listed" or (answer.address.startswith("127.0.") and answer.trust <= 3)
+    assert all(" " <= ch <= "~" for ch in answer.address)
+    txt = dnswl.policy_txt([take.raw(300)])
+    assert len(txt) <= dnswl.MAX_TXT and not set(txt) & set('"\\;')
+
+
+def rdap_answer(data: bytes) -> None:
+    """An RDAP server's answer body, read as a domain and as an ip network."""
+    try:
+        answer = rdap.load_json(data)
+    except rdap.RdapError:
+        return
+    for parse in (rdap.parse_domain, rdap.parse_network):
+        try:
+            parse(answer)
+        except rdap.RdapError:
+            pass
+    assert isinstance(rdap.related_url(answer), str)
+
+
+def arc_headers(data: bytes) -> None:
+    """A message's header block, for the ARC sealer it names (before any verification)."""
+    instance, sealer = arc.latest_seal(arc.arc_fields(data))
+    assert 0 <= instance <= 10 ** 9 and isinstance(sealer, str)
+
+
 def prefixes(data: bytes) -> None:
     take = Bytes(data)
     value = int.from_bytes(take.raw(16).ljust(16, b"\x00"), "big")
@@ -229,4 +262,5 @@ def prefixes(data: bytes) -> None:
 
 TARGETS = {f.__name__: f for f in (addresses, client_address, from_header, authres_claims,
                                    authres_render, dmarc_record, spf_record, dkim_key, reply,
-                                   import_lines, expiry, csv_lines, vcards, prefixes)}
+                                   import_lines, expiry, csv_lines, vcards, dnswl_answer,
+                                   rdap_answer, arc_headers, prefixes)}
