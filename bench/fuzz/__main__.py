@@ -7,8 +7,10 @@ corpus in OUT/corpus/TARGET (later runs start from it); an input that breaks a
 target is written to OUT/ as crash-..., timeout-... or oom-... and the command
 exits 1. One input taking more than ``--timeout`` seconds counts as a failure
 (hostile input must have a bounded cost). ``--max-seconds`` stops each target
-after that long (its line says "time limit" and the inputs it ran). Prints one
-line per target and writes OUT/summary.json.
+after that long (its line says "stopped early" and the inputs it ran); so does
+SIGUSR1 sent to a target's process (libFuzzer's graceful exit; the count is
+the last one it printed). Prints one line per target and writes
+OUT/summary.json.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from .targets import TARGETS
 
 DONE = re.compile(r"Done (\d+) runs in (\d+) second")
+STATUS = re.compile(r"^#(\d+)\t", re.MULTILINE)
 
 
 def run_target(name: str, runs: int, out: Path, timeout: int, max_seconds: int = 0) -> dict:
@@ -36,7 +39,11 @@ def run_target(name: str, runs: int, out: Path, timeout: int, max_seconds: int =
     started = time.monotonic()
     proc = subprocess.run(command, capture_output=True, text=True, errors="replace")
     done = DONE.search(proc.stderr)
-    result = {"target": name, "runs": int(done.group(1)) if done else None,
+    runs = int(done.group(1)) if done else None
+    if runs is None and "exiting as requested" in proc.stderr:   # SIGUSR1: stopped by hand
+        statuses = STATUS.findall(proc.stderr)
+        runs = int(statuses[-1]) if statuses else 0              # the last count libFuzzer printed
+    result = {"target": name, "runs": runs,
               "seconds": round(time.monotonic() - started), "returncode": proc.returncode}
     if proc.returncode or not done:
         (out / f"{name}.log").write_text(proc.stderr)
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
         summary["targets"].append(result)
         ok = result["returncode"] == 0 and result["runs"] is not None
         failed |= not ok
-        short = " (time limit)" if ok and result["runs"] < args.runs else ""
+        short = " (stopped early)" if ok and result["runs"] < args.runs else ""
         print(f"{name:16} {result['runs'] or 0:>10,} inputs {result['seconds']:>6} s  "
               f"{'ok' + short if ok else 'FAILED, see ' + result.get('log', '')}", flush=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
