@@ -333,3 +333,12 @@ def test_ids_show_plain_or_hashed():
         plain_ids()("hmac:" + "0" * 32)
     assert str(err.value) == (f"'hmac:{'0' * 32}': a hashed address, but no [addressbook] "
                               "secret_file is configured")
+
+
+def test_duration_seconds():
+    from mx6milter.entries import duration_seconds
+    assert [duration_seconds(t) for t in (" 45s", "30m", "12h", "90d", "2w", "+1d")] == \
+        [45, 1800, 43200, 7776000, 1209600, 86400]
+    with pytest.raises(EntryError) as err:
+        duration_seconds("5y")
+    assert str(err.value) == "'5y': expected a duration such as 24h, 7d or 2w"

@@ -170,3 +170,11 @@ def test_fallback_status_by_reason(mode, failures, authenticated, reason, key, s
                                   " 2001:db8:7::99 ", "[2001:db8:7::99]", "2001:db8:7::99%lo"])
 def test_sendmail_forms_of_the_client_address(text):
     assert parse_client_ip(text) == ipaddress.ip_address("2001:db8:7::99")
+
+
+@pytest.mark.parametrize("mode", ["defensive", "mx6"])
+def test_a_message_not_kept_for_want_of_memory_is_a_451_in_every_enforcing_mode(mode):
+    from mx6milter import membudget
+    decision = decide(PolicySection(mode=mode), Evidence(V6, failures=(membudget.REASON,)))
+    assert decision.action is Action.TEMPFAIL and decision.reasons == (membudget.REASON,)
+    assert (decision.reply.code, decision.reply.status) == ("451", "4.3.1")
