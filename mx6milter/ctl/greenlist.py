@@ -39,7 +39,7 @@ KINDS = {   # kind -> (what an entry is, help, an example entry)
                      "mail.oldsender.example"),
 }
 MAX_ASN = 2 ** 32 - 1
-_ASN = re.compile(r"(?:AS)?(\d{1,10})", re.IGNORECASE)
+_ASN = re.compile(r"(?:AS)?([0-9]{1,10})", re.IGNORECASE)
 _ORIGIN_SPLIT = re.compile(r"[_,]")
 
 
@@ -111,7 +111,7 @@ class AsnTable:
         if len(parts) != 3:
             raise EntryError(f"expected PREFIX<TAB>LENGTH<TAB>ASN, got {len(parts)} fields")
         prefix, length, origins = parts
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):     # "²" is a digit int() cannot read
             raise EntryError(f"{length!r}: not a prefix length")
         try:
             network = ipaddress.ip_network(f"{prefix}/{int(length)}", strict=True)
