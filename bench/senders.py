@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import smtplib
@@ -52,6 +53,9 @@ from postfix import DEFAULT_LISTENERS, PrivatePostfix
 NETNS_ENV = "MX6_SENDERS_NETNS"
 SENDERS_DIR = ROOT / ".venv" / "senders"          # scripts/install-senders.sh unpacks here
 EXIM = SENDERS_DIR / "usr" / "sbin" / "exim4"
+SENDMAIL_PREFIX = ROOT / ".venv" / "sendmail"     # scripts/install-sendmail.sh unpacks here
+SENDMAIL = SENDMAIL_PREFIX / "usr" / "libexec" / "sendmail" / "sendmail"
+SENDMAIL_CF_DIR = SENDMAIL_PREFIX / "usr" / "share" / "sendmail" / "cf"
 
 S4, S6 = "127.0.16.10", "2001:db8:16::10"           # the sending host
 R6A, R6B, R6M = "2001:db8:16::25", "2001:db8:16::26", "2001:db8:16::27"
@@ -311,6 +315,95 @@ begin retry
             pass
 
 
+class SendmailSender:
+    """Sendmail 8 routing by MX through the namespace's resolver, its client bound to S4/S6.
+
+    Sendmail logs only to syslog, which this machine has not: the transcript of
+    each delivery attempt is its ``-v`` output instead. The message is handed
+    over with ``-odi -v`` (the first attempt runs while we wait); the queue is
+    then run with ``-q -v`` every ``retry`` seconds, as the daemon's ``-q``
+    interval would.
+    """
+    name = "sendmail"
+
+    def __init__(self, work: Path, retry: int):
+        self.dir = work / "sender-sendmail"
+        self.retry = retry
+        self.cf = self.dir / "sendmail.cf"
+        self.transcript = self.dir / "transcript"
+        self.runner: subprocess.Popen | None = None
+
+    def version(self) -> str:
+        out = subprocess.run([str(SENDMAIL), "-d0.1", "-bt", "-C", str(self.cf)], input="",
+                             capture_output=True, text=True).stdout
+        return out.splitlines()[0].replace("Version", "Sendmail") if out else "Sendmail (unknown)"
+
+    def mc(self) -> str:
+        d = self.dir
+        return f"""divert(-1)
+divert(0)dnl
+include(`{SENDMAIL_CF_DIR}/m4/cf.m4')dnl
+OSTYPE(`linux')dnl
+define(`confDOMAIN_NAME', `mail.sender.example')dnl
+define(`QUEUE_DIR', `{d}/queue')dnl
+define(`STATUS_FILE', `{d}/statistics')dnl
+define(`confPID_FILE', `{d}/sendmail.pid')dnl
+define(`confCW_FILE', `{d}/local-host-names')dnl
+define(`confHELP_FILE', `{d}/helpfile')dnl
+define(`ALIAS_FILE', `{d}/aliases')dnl
+define(`confSERVICE_SWITCH_FILE', `{d}/service.switch')dnl
+define(`confDONT_PROBE_INTERFACES', `True')dnl
+define(`confTO_IDENT', `0')dnl
+define(`confMIN_QUEUE_AGE', `0')dnl
+FEATURE(`nocanonify')dnl
+FEATURE(`no_default_msa')dnl
+CLIENT_OPTIONS(`Family=inet, Addr={S4}')dnl
+CLIENT_OPTIONS(`Family=inet6, Addr={S6}')dnl
+DAEMON_OPTIONS(`Port=smtp, Addr=127.0.0.1, Name=MTA')dnl
+MAILER(`smtp')dnl
+"""
+
+    def sendmail(self, *args: str) -> list:
+        # Its own host name with a dot, or it waits 60 s to resolve an unqualified one.
+        return ["unshare", "--uts", "sh", "-c", 'hostname mail.sender.example && exec "$0" "$@"',
+                str(SENDMAIL), "-C", str(self.cf), "-OLogLevel=0", *args]
+
+    def start(self) -> None:
+        (self.dir / "queue").mkdir(parents=True, mode=0o700)
+        for name in ("local-host-names", "helpfile", "statistics", "aliases"):
+            (self.dir / name).write_text("")
+        (self.dir / "service.switch").write_text("hosts dns files\naliases files\n")
+        (self.dir / "sendmail.mc").write_text(self.mc())
+        self.cf.write_text(subprocess.run(["m4", str(self.dir / "sendmail.mc")], check=True,
+                                          capture_output=True, text=True).stdout)
+        run = " ".join(shlex.quote(arg) for arg in self.sendmail("-q", "-v"))
+        self.runner = subprocess.Popen(
+            ["sh", "-c", f"while sleep {self.retry}; do date -u '+%F %T queue run'; {run}; done"],
+            stdout=self.transcript.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def submit(self, message: bytes, rcpt: str) -> Submission:
+        result = subprocess.run(self.sendmail("-odi", "-v", "-f", "s@sender.example", rcpt),
+                                input=message, capture_output=True, timeout=300)
+        with self.transcript.open("ab") as log:
+            log.write(result.stdout + result.stderr)
+        return Submission(exit_code=result.returncode)
+
+    def log(self) -> str:
+        return self.transcript.read_text(errors="replace") if self.transcript.exists() else ""
+
+    def bounced(self, log: str) -> bool:
+        return "Service unavailable" in log or "User unknown" in log
+
+    def clear(self) -> None:
+        for path in (self.dir / "queue").iterdir():
+            path.unlink()
+
+    def stop(self) -> None:
+        if self.runner and self.runner.poll() is None:
+            os.killpg(self.runner.pid, signal.SIGTERM)
+            self.runner.wait(timeout=10)
+
+
 class Mx6ctlSender:
     """``mx6ctl send``: one delivery attempt, no queue; aware follows SRV and the 550."""
 
@@ -362,6 +455,7 @@ class Mx6ctlSender:
 SENDERS = {
     "postfix": PostfixSender,
     "exim": EximSender,
+    "sendmail": SendmailSender,
     "mx6ctl-plain": lambda work, retry: Mx6ctlSender(work, retry, aware=False),
     "mx6ctl-aware": lambda work, retry: Mx6ctlSender(work, retry, aware=True),
 }
@@ -606,8 +700,9 @@ def main(argv=None) -> int:
         [layout for layout in args.layouts if layout not in LAYOUTS]
     if unknown:
         parser.error(f"unknown sender or layout: {', '.join(unknown)}")
-    if "exim" in args.senders and not EXIM.exists():
-        parser.error(f"{EXIM} missing: run scripts/install-senders.sh")
+    for sender, binary in (("exim", EXIM), ("sendmail", SENDMAIL)):
+        if sender in args.senders and not binary.exists():
+            parser.error(f"{binary} missing: run scripts/install.sh")
     args.cell_timeout = args.cell_timeout or 2.5 * args.retry + 20
     if os.geteuid() != 0:
         parser.error("needs root (a network namespace, port 25 and 53)")
