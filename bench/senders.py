@@ -44,6 +44,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mx6milter import __version__
+
 from .procs import PYTHON, ROOT, DnsServer, RedisServer, wait_for
 
 sys.path.insert(0, str(ROOT / "tests" / "support"))
@@ -125,7 +127,7 @@ class Receiver:
                 listeners += f" -o smtpd_milters=unix:mx6milter/{mode}.sock"
             listeners += "\n"
         domains = " ".join(f"layout-{name}.example" for name in LAYOUTS)
-        self.postfix = _NamespacePostfix(
+        self.postfix = PrivatePostfix(
             main_cf=f"relay_domains = {domains}\nmilter_default_action = tempfail\n"
                     f"smtpd_client_restrictions =\nsmtpd_relay_restrictions = "
                     f"permit_mynetworks, reject_unauth_destination\n",
@@ -169,7 +171,7 @@ class PostfixSender:
         self.postfix = _SendingPostfix(retry, work / "sender-postfix")
 
     def version(self) -> str:
-        return "Postfix " + subprocess.run(["postconf", "-h", "mail_version"], capture_output=True,
+        return "Postfix " + subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True,
                                            text=True).stdout.strip()
 
     def start(self) -> None:
@@ -195,25 +197,7 @@ class PostfixSender:
         self.postfix.close()
 
 
-class _NamespacePostfix(PrivatePostfix):
-    """PrivatePostfix with each main.cf key once (the last value wins).
-
-    An overridden key makes every Postfix program log a warning through
-    postlogd when it starts; with a few of them postlogd's datagram queue fills
-    while postlogd itself is logging into it, and the instance hangs.
-    """
-
-    def main_cf(self) -> str:
-        settings: dict = {}
-        for line in super().main_cf().splitlines():
-            key, equals, _ = line.partition("=")
-            if equals and not line.startswith(("#", " ", "\t")):
-                settings.pop(key.strip(), None)
-                settings[key.strip()] = line
-        return "\n".join(settings.values()) + "\n"
-
-
-class _SendingPostfix(_NamespacePostfix):
+class _SendingPostfix(PrivatePostfix):
     """A private Postfix whose smtp client delivers by MX from the namespace's DNS."""
 
     def __init__(self, retry: int, directory: Path):
@@ -414,8 +398,7 @@ class Mx6ctlSender:
         self.transcripts: list = []
 
     def version(self) -> str:
-        out = subprocess.run([MX6CTL, "--version"], capture_output=True, text=True)
-        return (out.stdout.strip() or "mx6ctl") + (" (MX6-aware)" if self.aware else " --unaware")
+        return f"mx6ctl send {__version__}" + ("" if self.aware else " --unaware")
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

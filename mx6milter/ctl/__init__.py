@@ -22,6 +22,7 @@ from .greenlist import register as register_greenlist
 from .import_export import register_export, register_import
 from .mx6 import register as register_mx6
 from .registrar import register as register_registrar
+from .transport_map import register as register_transport_map
 from ..entries import EntryError, parse_ipv6_prefix  # noqa: F401  (kept importable from here)
 
 REGISTRARS = [
@@ -35,6 +36,7 @@ REGISTRARS = [
     register_mx6,          # plan, send, dns, check-domain
     register_greenlist,    # green, asnlist, mishandle4xx, asn, history (import: ctl_import.IMPORT_KINDS)
     register_registrar,    # registrar (the greenlist's registrar signal, RDAP)
+    register_transport_map,  # transport-map (Postfix socketmap: mx6: for MX6 domains)
 ]
 
 
