@@ -14,9 +14,14 @@ namespace is touched:
   behind mx6milter in defensive mode (451 at end of data), one IPv6 one behind
   mx6milter in mx6 mode (550 5.5.7 "fall back to IPv4"), one IPv4 one with no
   milter; every accepted message goes to its smtp-sink;
-* senders (``SENDERS``): Postfix's smtp client, Exim 4, Sendmail and
-  ``mx6ctl send`` (plain and MX6-aware), each sending from 127.0.16.10 and
-  2001:db8:16::10, with the retry interval set to ``--retry`` seconds.
+* senders (``SENDERS``): Postfix's smtp client, Exim 4, Sendmail, OpenSMTPD
+  and ``mx6ctl send`` (plain and MX6-aware), each sending from 127.0.16.10 and
+  2001:db8:16::10, with the retry interval set to ``--retry`` seconds (OpenSMTPD's
+  schedule is built in; mx6ctl send makes one attempt). Exim and OpenSMTPD are
+  unpacked by scripts/install-senders.sh, Sendmail by scripts/install-sendmail.sh.
+
+However the run ends (done, SIGTERM, Ctrl-C), every process it started is
+stopped and the namespace deleted.
 
 For each sender and layout one message is sent; the cell records whether it
 arrived, over which family and listener, after how many connections, in how
@@ -36,6 +41,7 @@ import shlex
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +52,7 @@ from pathlib import Path
 
 from mx6milter import __version__
 
-from .procs import PYTHON, ROOT, DnsServer, RedisServer, wait_for
+from .procs import PYTHON, ROOT, DnsServer, RedisServer, free_port, wait_for
 
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 from milterd import MX6CTL, MilterDaemon
@@ -55,6 +61,7 @@ from postfix import DEFAULT_LISTENERS, PrivatePostfix
 NETNS_ENV = "MX6_SENDERS_NETNS"
 SENDERS_DIR = ROOT / ".venv" / "senders"          # scripts/install-senders.sh unpacks here
 EXIM = SENDERS_DIR / "usr" / "sbin" / "exim4"
+SMTPD = SENDERS_DIR / "usr" / "sbin" / "smtpd"
 SENDMAIL_PREFIX = ROOT / ".venv" / "sendmail"     # scripts/install-sendmail.sh unpacks here
 SENDMAIL = SENDMAIL_PREFIX / "usr" / "libexec" / "sendmail" / "sendmail"
 SENDMAIL_CF_DIR = SENDMAIL_PREFIX / "usr" / "share" / "sendmail" / "cf"
@@ -388,6 +395,89 @@ MAILER(`smtp')dnl
             self.runner.wait(timeout=10)
 
 
+class OpenSmtpdSender:
+    """OpenSMTPD relaying by MX, its client bound to S4/S6, its log its -v output.
+
+    Its spool is compiled in (/var/spool/smtpd): it runs under ``unshare -m``
+    with a private directory mounted on /var/spool. Its retry schedule is its
+    own (not configurable); ``--retry`` does not change it.
+    """
+    name = "opensmtpd"
+
+    def __init__(self, work: Path, retry: int):
+        self.dir = work / "sender-opensmtpd"
+        self.conf = self.dir / "smtpd.conf"
+        self.log_path = self.dir / "smtpd.log"
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def version(self) -> str:
+        out = subprocess.run([str(SMTPD), "-h"], capture_output=True, text=True)
+        match = re.search(r"version:\s*(?:OpenSMTPD\s+)?(\S+)", out.stdout + out.stderr)
+        return f"OpenSMTPD {match.group(1)}" if match else "OpenSMTPD"
+
+    def start(self) -> None:
+        spool, lib, run = self.dir / "spool", self.dir / "lib", self.dir / "run"
+        (spool / "smtpd").mkdir(parents=True)
+        (spool / "smtpd").chmod(0o711)
+        (lib / "opensmtpd" / "empty").mkdir(parents=True)
+        run.mkdir()
+        for path in (self.dir, spool, lib, lib / "opensmtpd"):
+            path.chmod(0o755)
+        self.conf.write_text(f"""\
+table srcs {{ {S4}, {S6} }}
+listen on 127.0.0.1 port {self.port}
+action "out" relay src <srcs> helo mail.sender.example
+match from local for any action "out"
+""")
+        self.process = subprocess.Popen(self._in_own_mounts(f"exec {SMTPD} -d -v -f {self.conf}"),
+                                        stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        wait_for(self._answers, timeout=20, what="OpenSMTPD")
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"OpenSMTPD exited: {self.log()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def submit(self, message: bytes, rcpt: str) -> Submission:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
+            client.sendmail("s@sender.example", [rcpt], message)
+        return Submission()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def bounced(self, log: str) -> bool:
+        return "result=PermFail" in log
+
+    def _in_own_mounts(self, command: str) -> list:
+        """COMMAND where its compiled-in directories are ours: the spool, the chroot
+        (/var/lib/opensmtpd/empty) and the control socket's /run."""
+        d = self.dir
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                f"mount --bind {d / 'spool'} /var/spool && mount --bind {d / 'lib'} /var/lib && "
+                f"mount --bind {d / 'run'} /run && {command}"]
+
+    def clear(self) -> None:
+        smtpctl = SENDERS_DIR / "usr" / "sbin" / "smtpctl"
+        subprocess.run(self._in_own_mounts(f"exec {smtpctl} remove all"), capture_output=True,
+                       timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
 class Mx6ctlSender:
     """``mx6ctl send``: one delivery attempt, no queue; aware follows SRV and the 550."""
 
@@ -439,6 +529,7 @@ SENDERS = {
     "postfix": PostfixSender,
     "exim": EximSender,
     "sendmail": SendmailSender,
+    "opensmtpd": OpenSmtpdSender,
     "mx6ctl-plain": lambda work, retry: Mx6ctlSender(work, retry, aware=False),
     "mx6ctl-aware": lambda work, retry: Mx6ctlSender(work, retry, aware=True),
 }
@@ -683,7 +774,7 @@ def main(argv=None) -> int:
         [layout for layout in args.layouts if layout not in LAYOUTS]
     if unknown:
         parser.error(f"unknown sender or layout: {', '.join(unknown)}")
-    for sender, binary in (("exim", EXIM), ("sendmail", SENDMAIL)):
+    for sender, binary in (("exim", EXIM), ("opensmtpd", SMTPD), ("sendmail", SENDMAIL)):
         if sender in args.senders and not binary.exists():
             parser.error(f"{binary} missing: run scripts/install.sh")
     args.cell_timeout = args.cell_timeout or 2.5 * args.retry + 20
