@@ -196,7 +196,7 @@ class PostfixSender:
         return "status=bounced" in log
 
     def clear(self) -> None:
-        self.postfix.postfix("flush", check=False)
+        # Deleted, not flushed: a flush would try it once more, into the next cell.
         subprocess.run(["postsuper", "-c", str(self.postfix.config_dir), "-d", "ALL"],
                        capture_output=True)
 
@@ -554,10 +554,10 @@ class Cell:
     note: str = ""
 
     def summary(self) -> str:
-        if not self.arrived:
-            return "bounced" if self.bounced else "not delivered"
         path = "->".join(f"{name}x{count}" if count > 1 else name
                          for name, count in self.connections.items())
+        if not self.arrived:
+            return f"{'bounced' if self.bounced else 'NOT DELIVERED'} ({path or 'no connection'})"
         when = "1st attempt" if self.first_attempt else "after retry"
         return f"IPv{self.family}, {when}, {self.seconds:.0f} s ({path})"
 
