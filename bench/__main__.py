@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -122,6 +123,12 @@ def main(argv=None) -> int:
     print("\n" + text)
     (out / "report.rst").write_text(text)
     (out / "results.json").write_text(json.dumps(results, default=_jsonable, indent=1))
+    try:
+        from . import plot
+        for path in plot.draw(json.loads((out / "results.json").read_text()), out):
+            log(f"bench: plot {path}")
+    except ImportError:
+        log("bench: no plots (pip install -e '.[bench]' for matplotlib)")
     log(f"bench: {results['seconds']} s; report in {out / 'report.rst'}")
     return 0
 
@@ -181,6 +188,7 @@ def milter_level(out, inp, plan, redis, dns, results, running, log) -> None:
     log(f"  {rows[-1]}")
     daemon.stop()
     running.remove(daemon)
+    results["metrics_ab"] = metrics_ab(out, inp, plan, redis, dns, running, log)
     null_address = f"unix:{out}/null-level.sock"
     null = procs.null_milter("null-level", out, null_address).start()
     running.append(null)
@@ -194,6 +202,30 @@ def milter_level(out, inp, plan, redis, dns, results, running, log) -> None:
     log("bench: costs of one decision")
     results["costs"] = milterlevel.count_costs(out, inp, redis, dns)
     log(f"  {results['costs']}")
+
+
+def metrics_ab(out, inp, plan, redis, dns, running, log, rounds: int = 3) -> dict:
+    """What counting costs: two daemons, [metrics] listen off and on, the same warm
+    16-session load on each in turn, ROUNDS times; the median of same-round ratios."""
+    daemons = {}
+    for name, listen in (("off", ""), ("on", f"127.0.0.1:{procs.free_port()}")):
+        address = f"unix:{out}/mx6-metrics-{name}.sock"
+        daemons[name] = address
+        running.append(procs.mx6milter(f"mx6-metrics-{name}", out, address, redis.url,
+                                       dns.nameservers, metrics=listen).start())
+        run_load(address, milterlevel.envelopes(inp, 40), 4)
+    rates: dict = {"off": [], "on": []}
+    for rnd in range(rounds):
+        for name in (("off", "on") if rnd % 2 == 0 else ("on", "off")):
+            row = milterlevel.measure(daemons[name], milterlevel.envelopes(inp, plan["warm"][16]),
+                                      16, f"warm, metrics {name}")
+            rates[name].append(row.rate)
+            log(f"  {row}")
+    for process in running[-2:]:
+        process.stop()
+    del running[-2:]
+    ratios = [on / off for on, off in zip(rates["on"], rates["off"])]
+    return {"rates": rates, "ratio": statistics.median(ratios)}
 
 
 def mta_level(out, inp, plan, redis, dns, results, running, log) -> None:

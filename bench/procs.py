@@ -70,15 +70,17 @@ class BenchDns(DnsServer):
 class Process:
     """A foreground server process with its output in a log file."""
 
-    def __init__(self, name: str, argv: list, log: Path, socket: str | None = None, env=None):
+    def __init__(self, name: str, argv: list, log: Path, socket: str | None = None, env=None,
+                 cwd: Path | None = None):
         self.name, self.argv, self.log_path, self.socket = name, argv, log, socket
         self.env = env
+        self.cwd = cwd
         self.process = None
 
     def start(self) -> Process:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                        env=self.env, start_new_session=True)
+                                        env=self.env, cwd=self.cwd, start_new_session=True)
         if self.socket:
             try:
                 wait_for_socket(self.socket, timeout=30)
@@ -119,12 +121,14 @@ class Process:
 
 
 def mx6milter_config(path: Path, socket: str, redis_url: str, nameservers: str,
-                     level: str = "info", processes: int = 1) -> Path:
+                     level: str = "info", processes: int = 1, metrics: str = "",
+                     journal: bool = True, milter_extra: str = "") -> Path:
     path.write_text(f"""\
 [milter]
 socket = {socket}
 socket_mode = 0666
 processes = {processes}
+{milter_extra}
 [redis]
 url = {redis_url}
 [policy]
@@ -132,20 +136,30 @@ mode = defensive
 authserv_id = mx.example.org
 [dns]
 nameservers = {nameservers}
+[report]
+record = {"yes" if journal else "no"}
 [log]
 level = {level}
+[metrics]
+listen = {metrics}
 """)
     return path
 
 
 def mx6milter(name: str, out: Path, socket: str, redis_url: str, nameservers: str,
-              nagle: bool = False, level: str = "info", processes: int = 1) -> Process:
-    """The real daemon; nagle=True starts it with TCP_NODELAY left off, for the A/B."""
+              nagle: bool = False, level: str = "info", processes: int = 1,
+              metrics: str = "", journal: bool = True, milter_extra: str = "",
+              code: Path = ROOT) -> Process:
+    """The real daemon; nagle=True starts it with TCP_NODELAY left off, for the A/B;
+    METRICS: [metrics] listen (empty: off); journal=False leaves out the background
+    write of [report] record; MILTER_EXTRA: more [milter] lines; CODE: the source tree
+    to run (another commit's)."""
     config = mx6milter_config(out / f"{name}.conf", socket, redis_url, nameservers, level,
-                              processes)
+                              processes, metrics, journal, milter_extra)
     launcher = ["-m", "bench.nagle_launcher"] if nagle else ["-m", "mx6milter.cli"]
     return Process(name, [PYTHON, *launcher, "-c", str(config)], out / f"{name}.log", socket,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+                   # -m puts the working directory first on sys.path: run it in CODE
+                   env={**os.environ, "PYTHONPATH": str(code)}, cwd=code)
 
 
 def null_milter(name: str, out: Path, socket: str, nodelay: bool = False) -> Process:

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError, PolicySection, load_config
+from .evidence.auth import load_public_suffix_list
 from .privileges import check_names
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
@@ -14,8 +15,12 @@ DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 def milter_main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="mx6milter",
-        description="Milter that accepts mail over IPv6 only on positive evidence "
-                    "and pushes the rest back to IPv4.")
+        description="Milter that accepts mail over IPv6 only on positive evidence\n"
+                    "and pushes the rest back to IPv4. See mx6milter(8), mx6milter.conf(5).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               f"  mx6milter -c {DEFAULT_CONFIG} --check-config\n"
+               "  systemctl enable --now mx6milter\n")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     parser.add_argument("--check-config", action="store_true",
@@ -24,7 +29,8 @@ def milter_main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        check_names(config.milter)        # the accounts exist on this machine
+        check_names(config)        # the accounts exist on this machine
+        load_public_suffix_list(config.policy.psl_file, config.where("policy", "psl_file"))
         if config.rdap.enabled:
             from .evidence.rdap_fetch import load_bootstraps
             load_bootstraps(config.rdap)  # the RDAP bootstrap files can be read
@@ -32,8 +38,7 @@ def milter_main(argv=None) -> int:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(f"{args.config}: OK (mode {config.policy.mode}, socket {config.milter.socket})")
-        return 0
+        return check_config(args.config, config)
     from .daemon import Daemon, Supervisor, setup_logging   # pymilter is only needed to run
     setup_logging(config)
     try:
@@ -41,6 +46,25 @@ def milter_main(argv=None) -> int:
     except ConfigError as err:
         print(f"mx6milter: {err}", file=sys.stderr)
         return 2
+
+
+def check_config(path: str, config) -> int:
+    """--check-config beyond the syntax: the secret files can be read (as the daemon will
+    at start), and warnings for settings a production MX should not keep."""
+    from .service import read_redis_password, read_secret
+    try:
+        read_secret(config.addressbook.secret_file)
+        read_redis_password(config.redis.password_file)
+    except ConfigError as err:
+        print(f"mx6milter: {path}: {err}", file=sys.stderr)
+        return 2
+    if config.policy.authserv_id == PolicySection().authserv_id:
+        print(f"mx6milter: warning: {path}: [policy] authserv_id is left at its default "
+              f"({config.policy.authserv_id!r}); set it to this MX's host name, the name "
+              "its Authentication-Results and verdict headers are trusted by",
+              file=sys.stderr)
+    print(f"{path}: OK (mode {config.policy.mode}, socket {config.milter.socket})")
+    return 0
 
 
 def ctl_main(argv=None) -> int:

@@ -242,6 +242,27 @@ def _nameservers(value: str) -> tuple:
     return tuple(servers)
 
 
+def parse_listen(value: str) -> tuple:
+    """HOST:PORT or [IPv6]:PORT -> (host, port); the host an IP address."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", value)
+    if not m:
+        raise ValueError("expected ADDRESS:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9169")
+    host, port = m.group(1) or m.group(3), int(m.group(2) or m.group(4))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if not 0 < port < 65536:
+        raise ValueError("the port must be from 1 to 65535")
+    return host, port
+
+
+def _listen_or_empty(value: str) -> str:
+    if value:
+        parse_listen(value)
+    return value
+
+
 def _bool(value: str) -> bool:
     lowered = value.lower()
     if lowered in ("yes", "true", "on", "1"):
@@ -262,6 +283,8 @@ class MilterSection:
     socket_mode: int = _opt(_octal_mode, "0660")
     timeout: float = _opt(_positive_float, "600")
     max_message_size: int = _opt(_size, "50M")
+    # Bytes held at once, per process, for messages being judged or learnt (mx6milter/membudget.py)
+    max_buffered_bytes: int = _opt(_size, "256M")
     max_recipients: int = _opt(_positive_int, "1000")
     user: str = _opt(_account_or_empty, "")           # switch to it after binding; empty: stay
     group: str = _opt(_account_or_empty, "")          # empty: the user's primary group
@@ -276,12 +299,40 @@ def _path_or_empty(value: str) -> str:
     return value
 
 
+def _host_ports(value: str) -> tuple:
+    """HOST:PORT ... (a name, an IPv4 address or [IPv6]), for sentinels and cluster seeds."""
+    nodes = []
+    for item in value.replace(",", " ").split():
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", item)
+        if not m or not 0 < int(m.group(2) or m.group(4)) < 65536:
+            raise ValueError(f"{item!r}: expected HOST:PORT or [IPv6]:PORT")
+        nodes.append((m.group(1) or m.group(3), int(m.group(2) or m.group(4))))
+    return tuple(nodes)
+
+
+def _service_name(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise ValueError("expected a Sentinel service name (letters, digits, . _ -)")
+    return value
+
+
+def _key_prefix(value: str) -> str:
+    if re.search(r"[{}\s]", value):
+        raise ValueError("must not hold braces (Redis Cluster hash tags) or spaces")
+    return value
+
+
 @dataclass(frozen=True)
 class RedisSection:
     url: str = _opt(_redis_url, "redis://127.0.0.1:6379/0")
     timeout: float = _opt(_positive_float, "0.5")
-    key_prefix: str = _opt(str, "mx6:")
+    key_prefix: str = _opt(_key_prefix, "mx6:")
     password_file: str = _opt(_path_or_empty, "")   # the password, read at start and on reload
+    sentinels: tuple = _opt(_host_ports, "")         # with it, url gives only database and credentials
+    service_name: str = _opt(_service_name, "")
+    sentinel_password_file: str = _opt(_path_or_empty, "")   # the sentinels' own password
+    read_from_replicas: bool = _opt(_bool, "no")      # decisions read a replica (Sentinel only)
+    cluster: tuple = _opt(_host_ports, "")           # seed nodes of a Redis Cluster
 
 
 @dataclass(frozen=True)
@@ -303,6 +354,7 @@ class PolicySection:
     registration_url: str = _opt(_url_or_empty, "")
     verdict_header: str = _opt(_header_name, "X-MX6-Verdict")
     spf_last_resort: str = _opt(_spf_record_or_empty, "")   # for domains that publish no SPF
+    psl_file: str = _opt(_path_or_empty, "")    # "": Debian's publicsuffix when installed
 
 
 @dataclass(frozen=True)
@@ -311,6 +363,7 @@ class DnsSection:
     timeout: float = _opt(_positive_float, "2")
     budget: float = _opt(_positive_float, "8")
     cache_size: int = _opt(_positive_int, "10000")
+    cache_bytes: int = _opt(_size, "16M")    # estimated size of the cached answers
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -407,11 +460,28 @@ class RdapSection:
 
 
 @dataclass(frozen=True)
+class ReportSection:
+    """What became of each decision (journal.py): counters, the recent decisions, fingerprints."""
+    record: bool = _opt(_bool, "yes")                    # no: mx6ctl report and why see nothing
+    fingerprint_days: int = _opt(_positive_int, "5")     # how long a fallback waits for IPv4
+    retention_days: int = _opt(_positive_int, "8")       # hourly counters; report --since at most
+    stream_length: int = _opt(_positive_int, "20000")    # recent decisions kept for mx6ctl why
+    top_size: int = _opt(_positive_int, "1000")          # senders kept per list and hour
+    queue_size: int = _opt(_positive_int, "10000")       # records waiting to be written
+
+
+@dataclass(frozen=True)
 class LogSection:
     destination: str = _opt(_choice("stderr", "syslog"), "stderr")
     level: str = _opt(_choice("debug", "info", "warning", "error"), "info")
     syslog_facility: str = _opt(_choice("mail", "daemon", "local0", "local1", "local2",
                                         "local3", "local4", "local5", "local6", "local7"), "mail")
+    format: str = _opt(_choice("text", "json"), "text")   # json: one object per line
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    listen: str = _opt(_listen_or_empty, "")   # HOST:PORT for Prometheus' /metrics; empty: off
 
 
 @dataclass(frozen=True)
@@ -425,11 +495,27 @@ class Config:
     dnswl: DnswlSection = field(default_factory=DnswlSection)
     arc: ArcSection = field(default_factory=ArcSection)
     rdap: RdapSection = field(default_factory=RdapSection)
+    report: ReportSection = field(default_factory=ReportSection)
     log: LogSection = field(default_factory=LogSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     path: str = ""
+    lines: tuple = field(default=(), compare=False, repr=False)   # ((section, key), line number)
+
+    def where(self, section: str, key: str) -> str:
+        """'PATH:LINE: ' where a key is set, 'PATH: ' if the file does not set it (a default),
+        '' for a Config made without a file: the prefix of an error about the key."""
+        line = dict(self.lines).get((section, key))
+        if not self.path:
+            return ""
+        return f"{self.path}:{line}: " if line else f"{self.path}: "
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "path"}
+# Sections whose keys take effect only at a restart: the daemon's reload keeps the
+# running [milter] (and warns); mx6milter.conf(5) marks these keys "(restart)".
+RESTART_SECTIONS = ("milter",)
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)
+            if f.name not in ("path", "lines")}
 
 
 def _key_lines(text: str) -> dict:
@@ -479,21 +565,49 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                 shown = redact_url(raw.strip()) if (name, key) == ("redis", "url") else raw.strip()
                 raise ConfigError(f"{where}: [{name}] {key} = {shown!r}: {err}") from None
         sections[name] = section_class(**values)
-    config = Config(path=path, **sections)
+    config = Config(path=path, lines=tuple(lines.items()), **sections)
     _check_consistency(config)
     return config
+
+
+def _check_redis(redis_section: RedisSection, where: Callable[[str], str]) -> None:
+    """Sentinel and Cluster keys that only make sense together; WHERE(key) names the line."""
+    if redis_section.sentinels and redis_section.cluster:
+        raise ConfigError(f"{where('cluster')}: [redis] sentinels and cluster are both set; "
+                          "a Redis is managed by Sentinel or is a Cluster, not both")
+    if bool(redis_section.sentinels) != bool(redis_section.service_name):
+        key = "sentinels" if redis_section.sentinels else "service_name"
+        raise ConfigError(f"{where(key)}: [redis] sentinels and service_name go together "
+                          "(the sentinels to ask, and the service they manage)")
+    if redis_section.read_from_replicas and not redis_section.sentinels:
+        raise ConfigError(f"{where('read_from_replicas')}: [redis] read_from_replicas needs "
+                          "sentinels (a Cluster's decisions read its primaries)")
+    if redis_section.sentinel_password_file and not redis_section.sentinels:
+        raise ConfigError(f"{where('sentinel_password_file')}: [redis] sentinel_password_file "
+                          "needs sentinels")
+    if redis_section.cluster:
+        from redis.connection import parse_url
+        if not redis_section.url.startswith(("redis://", "rediss://")) \
+                or parse_url(redis_section.url).get("db", 0) != 0:
+            raise ConfigError(f"{where('url')}: [redis] with cluster set, url must be redis:// or "
+                              "rediss:// with database 0 (a Redis Cluster has no other)")
 
 
 def _check_consistency(config: Config) -> None:
     if config.redis.password_file and url_password(config.redis.url):
         raise ConfigError(f"{config.path}: [redis] password_file is set and url carries a "
                           "password too; keep it in one place (the file)")
+    _check_redis(config.redis, lambda key: config.where("redis", key).rstrip(": "))
     if config.dns.timeout > config.dns.budget:
         raise ConfigError(f"{config.path}: [dns] timeout ({config.dns.timeout}) must not exceed "
                           f"budget ({config.dns.budget})")
     if (config.greenlist.registrar or config.greenlist.rdap) and not config.rdap.enabled:
         raise ConfigError(f"{config.path}: [greenlist] registrar and rdap need RDAP lookups: "
                           "set [rdap] enabled = yes")
+    if config.report.fingerprint_days > config.report.retention_days:
+        raise ConfigError(f"{config.path}: [report] fingerprint_days ({config.report.fingerprint_days}) "
+                          f"must not exceed retention_days ({config.report.retention_days}): a late "
+                          "recovery would count into an hour already expired")
     enabled = len(config.greenlist.enabled_signals())
     dnswl = config.dnswl
     enabled += bool((dnswl.zones or dnswl.domain_zones) and dnswl.greenlist_trust <= 3)

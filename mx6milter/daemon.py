@@ -5,19 +5,20 @@ import ctypes
 import dataclasses
 import fcntl
 import logging
-import logging.handlers
 import os
+import shutil
 import signal
 import socket
 import stat
-import sys
 import threading
 import time
 
 import Milter
 import milter as libmilter
 
+from . import metrics as prometheus
 from .config import Config, ConfigError, SocketSpec, load_config
+from .logs import setup_logging
 from .milter import Mx6Milter
 from .privileges import (check_names, drop_privileges, make_socket_dir, own_socket,
                          resolve_identity, warn_if_root)
@@ -30,23 +31,24 @@ log = logging.getLogger("mx6milter")
 FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
-def setup_logging(config: Config) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    if config.log.destination == "syslog":
-        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=config.log.syslog_facility)
-        handler.setFormatter(logging.Formatter("mx6milter[%(process)d]: %(levelname)s %(message)s"))
-    elif config.milter.processes > 1:   # several workers share stderr: say which one speaks
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s mx6milter[%(process)d] %(levelname)s %(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s mx6milter %(levelname)s %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(config.log.level.upper())
-    logging.getLogger("mx6milter.dkimpy").setLevel(logging.CRITICAL)   # its errors are our results
+def sd_notify(state: str) -> bool:
+    """Tell systemd (Type=notify) STATE, e.g. READY=1, through $NOTIFY_SOCKET; True if sent.
+
+    sd_notify(3): a datagram to the unix socket named by the variable, an
+    abstract one if it starts with @. Not under systemd: nothing to do."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address or address[0] not in "/@":
+        return False
+    if address[0] == "@":
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        return True
+    except OSError as err:
+        log.warning("cannot notify the service manager at %s: %s", address, err)
+        return False
 
 
 class Daemon:
@@ -54,12 +56,13 @@ class Daemon:
 
     def __init__(self, config: Config):
         self.config = config
-        self.evaluator = build_evaluator(config)
+        self.metrics = prometheus.Metrics()      # one set for the process, kept across reloads
+        self.evaluator = build_evaluator(config, self.metrics)
         self.stopping = threading.Event()
         self.stop_requested = threading.Event()
         self.abandon_drain = threading.Event()   # a second SIGTERM: stop waiting
         self.error: BaseException | None = None
-        self.identity = resolve_identity(config.milter)
+        self.identity = resolve_identity(config)
         self.sessions = 0                        # milter connections open now
         self.sessions_changed = threading.Condition()
         self.forked = False                      # a Supervisor's worker: see _serve
@@ -68,6 +71,7 @@ class Daemon:
     def new_connection(self) -> Milter.Base:
         with self.sessions_changed:
             self.sessions += 1
+        self.metrics.sessions.inc()
         if self.stop_requested.is_set():
             return Refuse()
         return Mx6Milter(self.evaluator)   # read per connection, so a reload takes effect
@@ -78,6 +82,7 @@ class Daemon:
             return Milter.close_callback(ctx)
         finally:
             if counted:
+                self.metrics.sessions.dec()
                 with self.sessions_changed:
                     self.sessions -= 1
                     self.sessions_changed.notify_all()
@@ -85,16 +90,17 @@ class Daemon:
     def reload(self) -> None:
         try:
             config = load_config(self.config.path)
-            evaluator = build_evaluator(config)
+            evaluator = build_evaluator(config, self.metrics)
         except ConfigError as err:
             log.error("reload refused, keeping the running configuration: %s", err)
             return
         except Exception:   # raised in the signal handler it would end the daemon
             log.exception("reload refused, keeping the running configuration")
             return
-        if config.milter != self.config.milter:
-            log.warning("reload: [milter] changes take effect only after a restart")
+        warn_restart_only(self.config, config)
         setup_logging(config)
+        # One memory budget per process: messages in flight hold bytes of the old one.
+        evaluator.memory = self.evaluator.memory
         self.config, self.evaluator = config, evaluator
         log.info("configuration reloaded from %s", config.path)
 
@@ -122,6 +128,8 @@ class Daemon:
         self._install_signal_handlers()
         self._register()
         self._prepare_socket()
+        if self.config.metrics.listen:
+            prometheus.serve(self.config.metrics.listen, self.metrics.registry)
         drop_privileges(self.identity)    # bound: from here on no root is needed
         warn_if_root()
         return self._serve()
@@ -144,6 +152,8 @@ class Daemon:
         worker = threading.Thread(target=self._run_libmilter, name="libmilter", daemon=True)
         worker.start()
         log.info("listening on %s, mode %s", self.config.milter.socket, self.config.policy.mode)
+        if not self.forked:
+            sd_notify("READY=1")
         stopper = None
         while not self.stopping.wait(0.2):
             if self.stop_requested.is_set():
@@ -159,6 +169,9 @@ class Daemon:
                 else:
                     wake_listener(self.config.milter.socket)
         worker.join(timeout=10)
+        journal = self.evaluator.journal
+        if journal is not None and not journal.flush(timeout=5):
+            log.warning("journal: records still queued at stop were not written")
         if self.error:
             log.error("libmilter stopped: %s", self.error)
             return 1
@@ -182,6 +195,8 @@ class Daemon:
             self.abandon_drain.set()
             return
         log.info("stopping on signal: no new sessions; %d in flight", self.sessions)
+        if not self.forked:
+            sd_notify("STOPPING=1")
         self.stop_requested.set()
 
     def _drain(self) -> None:
@@ -199,6 +214,12 @@ class Daemon:
                                 "tempfail them", self.sessions)
                     return
                 self.sessions_changed.wait(min(left, 0.2))
+
+
+def warn_restart_only(running: Config, new: Config) -> None:
+    for section in ("milter", "metrics"):
+        if getattr(new, section) != getattr(running, section):
+            log.warning("reload: [%s] changes take effect only after a restart", section)
 
 
 def register_milter(config: Config, factory, close_connection) -> None:
@@ -253,12 +274,13 @@ class Supervisor:
     def __init__(self, config: Config):
         build_evaluator(config)   # refuse a bad secret_file now, as a single process does
         self.config = config
-        self.identity = resolve_identity(config.milter)
+        self.identity = resolve_identity(config)
         self.workers: dict = {}         # pid -> (slot, started at)
         self.restart_at: dict = {}      # slot -> monotonic time it may be forked again
         self.failures: dict = {}        # slot -> deaths in a row of young workers
         self.stop_signals = 0
         self.reload_requested = False
+        self.metrics_dir = ""           # the workers' metric files, this run's (metrics.py)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -268,12 +290,24 @@ class Supervisor:
         prepare_socket(self.config, self.identity)
         set_listeners_nonblocking()
         socket_id = socket_file_id(self.config.milter.socket)
+        if self.config.metrics.listen:
+            self.metrics_dir = prometheus.enable_multiprocess(self.identity.uid, self.identity.gid)
+            prometheus.serve(self.config.metrics.listen,
+                             prometheus.multiprocess_registry(self.metrics_dir))
         drop_privileges(self.identity)
         warn_if_root()
+        try:
+            return self._supervise(socket_id)
+        finally:
+            if self.metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def _supervise(self, socket_id) -> int:
         for slot in range(self.config.milter.processes):
             self._fork(slot)
         log.info("listening on %s, mode %s, %d worker processes", self.config.milter.socket,
                  self.config.policy.mode, self.config.milter.processes)
+        sd_notify("READY=1")
         forwarded, status = 0, 0
         while self.stop_signals == 0:
             current = socket_file_id(self.config.milter.socket)
@@ -296,6 +330,7 @@ class Supervisor:
                     self._fork(slot)
             time.sleep(0.2)   # a signal cuts it short
         deadline = time.monotonic() + self.config.milter.drain_timeout + 15
+        sd_notify("STOPPING=1")
         log.info("stopping: signalling %d workers", len(self.workers))
         while self.workers:
             if forwarded < self.stop_signals:   # a second signal: workers stop waiting too
@@ -355,6 +390,8 @@ class Supervisor:
             if pid not in self.workers:
                 continue
             slot, started = self.workers.pop(pid)
+            if self.metrics_dir:
+                prometheus.worker_gone(self.metrics_dir, pid)
             if stopping:
                 log.info("worker %d (pid %d) exited: %s", slot, pid, describe_status(status))
                 continue
@@ -376,7 +413,7 @@ class Supervisor:
         """Validate here, so a bad file is refused once and no worker is asked to load it."""
         try:
             config = load_config(self.config.path)
-            check_names(config.milter)
+            check_names(config)
             build_evaluator(config)
         except ConfigError as err:
             log.error("reload refused, keeping the running configuration: %s", err)
@@ -384,10 +421,10 @@ class Supervisor:
         except Exception:
             log.exception("reload refused, keeping the running configuration")
             return
-        if config.milter != self.config.milter:
-            log.warning("reload: [milter] changes take effect only after a restart")
+        warn_restart_only(self.config, config)
         # Workers forked from now on read the new file; the socket stays as bound.
-        self.config = dataclasses.replace(config, milter=self.config.milter)
+        self.config = dataclasses.replace(config, milter=self.config.milter,
+                                          metrics=self.config.metrics)
         setup_logging(self.config)
         log.info("configuration %s is valid: reloading %d workers", config.path, len(self.workers))
         self._signal_all(signal.SIGHUP)

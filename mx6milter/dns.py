@@ -2,8 +2,9 @@
 
 Answers, NXDOMAIN and NODATA are cached for their TTL (the SOA's negative TTL
 for the last two), temporary failures for ``FAILURE_TTL`` seconds, in one LRU
-cache of our own in front of dnspython: a repeat costs a dict lookup instead of
-dnspython's resolve() (about 30 times as much CPU). A per-message ``Budget``
+cache of our own in front of dnspython, bounded by entries and by estimated
+bytes: a repeat costs a dict lookup instead of dnspython's resolve() (about 30
+times as much CPU). A per-message ``Budget``
 bounds the total time one message may spend waiting for DNS; once spent,
 lookups the cache cannot answer fail as temporary errors.
 """
@@ -12,12 +13,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 # A temporary failure (SERVFAIL, REFUSED, no server reachable, a full timeout) of
 # a name and type is remembered this long, for every type of lookup, not only the
@@ -41,14 +46,35 @@ class DnsTempError(Exception):
     """A lookup that could not be answered now (timeout, SERVFAIL, budget spent)."""
 
 
+# The estimated bytes of one cache entry beyond its records' data (the key, the
+# tuple, the dict slot, dnspython's objects), and of each record beyond its data.
+ENTRY_OVERHEAD = 200
+RDATA_OVERHEAD = 100
+
+
+def entry_bytes(key, value) -> int:
+    """An estimate of what a cache entry holds: a TXT answer (up to 64 KB in one
+    message) counts its strings, other records a fixed amount, a failure its text."""
+    size = ENTRY_OVERHEAD + len(str(key[0]))
+    if isinstance(value, str):
+        return size + len(value)
+    for rdata in value:
+        strings = getattr(rdata, "strings", None)
+        size += RDATA_OVERHEAD + (sum(len(s) for s in strings) if strings else 0)
+    return size
+
+
 class _Cache:
     """(name, type) -> rdatas or a failure's text, until a monotonic expiry.
 
-    LRU-bounded and locked: libmilter runs callbacks in many threads."""
+    LRU-bounded by entries and by estimated bytes (``entry_bytes``), and locked:
+    libmilter runs callbacks in many threads."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, max_bytes: int = 16 << 20):
         self.size = max(1, size)
-        self._entries: OrderedDict = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict = OrderedDict()   # key -> (expiry, value, bytes)
         self._lock = threading.Lock()
 
     def get(self, key):
@@ -59,6 +85,7 @@ class _Cache:
                 return None
             if entry[0] <= time.monotonic():
                 del self._entries[key]
+                self.bytes -= entry[2]
                 return None
             self._entries.move_to_end(key)
             return entry[1]
@@ -66,11 +93,18 @@ class _Cache:
     def put(self, key, ttl: float, value) -> None:
         if ttl <= 0:
             return
+        size = entry_bytes(key, value)
+        if size > self.max_bytes:
+            return          # would push out everything else
         with self._lock:
-            self._entries[key] = (time.monotonic() + ttl, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[2]
+            self._entries[key] = (time.monotonic() + ttl, value, size)
+            self.bytes += size
+            while len(self._entries) > self.size or self.bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self.bytes -= evicted[2]
 
 
 class _CountingNameserver(dns.nameserver.Do53Nameserver):
@@ -87,10 +121,12 @@ class _CountingNameserver(dns.nameserver.Do53Nameserver):
 
 class Resolver:
     def __init__(self, nameservers=(), timeout: float = 2.0, cache_size: int = 10000,
-                 failure_ttl: float = FAILURE_TTL):
+                 failure_ttl: float = FAILURE_TTL, cache_bytes: int = 16 << 20,
+                 metrics: Metrics | None = None):
+        self.metrics = metrics   # the daemon's counters; None: not counted (tools, tests)
         self.timeout = timeout
         self.failure_ttl = failure_ttl
-        self._cache = _Cache(cache_size)
+        self._cache = _Cache(cache_size, cache_bytes)
         self._lock = threading.Lock()
         self.lookups = 0          # queries sent to a server: the cache could not answer
         self._resolver = dns.resolver.Resolver(configure=not nameservers)
@@ -107,10 +143,13 @@ class Resolver:
     def _count_lookup(self) -> None:
         with self._lock:
             self.lookups += 1
+        if self.metrics is not None:
+            self.metrics.dns_queries.inc()
 
     @classmethod
-    def from_config(cls, dns_section) -> Resolver:
-        return cls(dns_section.nameservers, dns_section.timeout, dns_section.cache_size)
+    def from_config(cls, dns_section, metrics: Metrics | None = None) -> Resolver:
+        return cls(dns_section.nameservers, dns_section.timeout, dns_section.cache_size,
+                   cache_bytes=dns_section.cache_bytes, metrics=metrics)
 
     def budget(self, seconds: float) -> Budget:
         return Budget(self, time.monotonic() + seconds)
@@ -121,9 +160,7 @@ class Resolver:
         A cached answer (or failure) is returned even once the budget is spent:
         it costs no waiting."""
         key = (_cache_name(name), rdtype)
-        cached = self._cache.get(key)
-        if cached is None:      # NXDOMAIN covers every type of the name
-            cached = self._cache.get((key[0], _NXDOMAIN))
+        cached = self._cached(key)
         if cached is not None:
             if isinstance(cached, str):
                 raise DnsTempError(cached)
@@ -135,7 +172,8 @@ class Resolver:
         if deadline is not None:
             lifetime = min(lifetime, deadline - time.monotonic())
             if lifetime <= 0:
-                raise DnsTempError(f"{name}/{rdtype}: DNS time budget spent")
+                raise self._failure(key, f"{name}/{rdtype}: DNS time budget spent",
+                                    remember=False, timeout=True)
         try:
             answer = self._resolver.resolve(qname, rdtype, lifetime=lifetime,
                                             raise_on_no_answer=False, search=False)
@@ -149,13 +187,22 @@ class Resolver:
                                 "refused or unreachable)") from err
         except dns.exception.Timeout as err:
             raise self._failure(key, f"{name}/{rdtype}: timed out",
-                                remember=lifetime >= self.timeout) from err
+                                remember=lifetime >= self.timeout, timeout=True) from err
         except dns.exception.DNSException as err:
             raise self._failure(key, f"{name}/{rdtype}: {err}") from err
         rdatas = tuple(answer.rrset) if answer.rrset is not None else ()
         # expiration (wall clock) honours the TTL, or the SOA's negative TTL for NODATA
         self._cache.put(key, answer.expiration - time.time(), rdatas)
         return list(rdatas)
+
+    def _cached(self, key):
+        """The cache's answer for KEY (or for its whole name's NXDOMAIN), counted; or None."""
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache.get((key[0], _NXDOMAIN))
+        if cached is not None and self.metrics is not None:
+            self.metrics.dns_cache_hits.inc()
+        return cached
 
     def _remember_nxdomain(self, key, qname, err) -> None:
         # The negative TTL: min(SOA TTL, SOA minimum) from the authority section
@@ -168,7 +215,11 @@ class Resolver:
         where = key if chain.cnames else (key[0], _NXDOMAIN)
         self._cache.put(where, chain.minimum_ttl, ())
 
-    def _failure(self, key, text: str, remember: bool = True) -> DnsTempError:
+    def _failure(self, key, text: str, remember: bool = True, timeout: bool = False) -> DnsTempError:
+        if self.metrics is not None:
+            self.metrics.dns_failures.inc()
+            if timeout:
+                self.metrics.dns_timeouts.inc()
         if remember:
             self._cache.put(key, self.failure_ttl,
                             f"{text} (failure remembered up to {self.failure_ttl:g} s)")

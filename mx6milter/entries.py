@@ -182,6 +182,14 @@ def _utf8(text: str) -> bool:
 # --- expiry ---------------------------------------------------------------------------
 
 
+def duration_seconds(text: str) -> int:
+    """'90d', '12h', '2w', '30m', '45s' in seconds; raises EntryError otherwise."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise EntryError(f"{text!r}: expected a duration such as 24h, 7d or 2w")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
 def parse_expiry(text: str, now: float) -> int:
     """'never'/'0', Unix seconds, a duration ('90d', '12h', '2w') or an ISO date/time (UTC)."""
     text = text.strip()
@@ -190,8 +198,7 @@ def parse_expiry(text: str, now: float) -> int:
     if text.isdigit():
         epoch = int(text)
     elif _DURATION.fullmatch(text):
-        m = _DURATION.fullmatch(text)
-        epoch = int(now) + int(m.group(1)) * _UNITS[m.group(2)]
+        epoch = int(now) + duration_seconds(text)
     else:
         try:
             when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))

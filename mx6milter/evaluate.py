@@ -13,11 +13,15 @@ from .config import Config
 from .dns import Resolver
 from .evidence import whitelist
 from .evidence.arc import ArcResult, arc_finding, check_arc, render_arc_results
-from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate,
+from .evidence.auth import (AuthOutcome, Dmarc, auth_findings, authenticate, load_public_suffix_list,
                             authenticated_identities, render_auth_results)
 from .evidence.dnswl import Dnswl, Listing, render_dnswl_results
 from .evidence.greenlist import Greenlist
 from .evidence.learned import AddressbookLearner
+from .metrics import Metrics
+from .journal import Journal
+from . import membudget
+from .membudget import MemoryBudget
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
 from .policy import classify, decide, parse_client_ip
 from .store import Store, StoreUnavailable
@@ -35,16 +39,25 @@ class Outcome:
 
 
 class Evaluator:
-    def __init__(self, config: Config, store: Store, resolver: Resolver, dmarc: Dmarc | None = None):
+    def __init__(self, config: Config, store: Store, resolver: Resolver, dmarc: Dmarc | None = None,
+                 metrics: Metrics | None = None, memory: MemoryBudget | None = None):
         self.config = config
+        self.metrics = metrics or Metrics()   # counted by the milter; served by the daemon
         self.store = store
         self.resolver = resolver
-        self.dmarc = dmarc or Dmarc()
+        # The bytes held for messages being judged or learnt; the daemon keeps one
+        # per process across reloads ([milter] changes need a restart anyway).
+        self.memory = memory or MemoryBudget(config.milter.max_buffered_bytes)
+        self.dmarc = dmarc or Dmarc(load_public_suffix_list(config.policy.psl_file,
+                                                            config.where("policy", "psl_file")))
         self.greenlist = Greenlist(config, store, resolver, self.dmarc)
         self.dnswl = Dnswl(config.dnswl)
         # outbound mail teaches addressbooks (the milter hands it over)
         self.learner = AddressbookLearner(store, config.addressbook) \
             if config.addressbook.learn else None
+        # What became of each decision (mx6ctl report, why); written off the reply path.
+        self.journal = Journal(store, config.report, on_recovered=self.metrics.recovered) \
+            if config.report.record else None
 
     def evaluate(self, session: Session, message: Message,
                  session_class: SessionClass | None = None) -> Outcome:
@@ -65,6 +78,13 @@ class Evaluator:
         if session_class is not SessionClass.IPV6:
             return Evidence(session_class, checks=(Finding("session", session_class.value),)), None, {}
         address = parse_client_ip(session.client_ip)
+        if message.over_budget:
+            # Not kept, so not judged: nothing else is gathered, it falls back.
+            memory = Finding("memory", "over-budget",
+                             f"max_buffered_bytes={self.config.milter.max_buffered_bytes}")
+            return Evidence(SessionClass.IPV6, checks=(Finding("session", "ipv6", str(address)),
+                                                       memory),
+                            failures=(membudget.REASON,)), None, {}
         budget = self.resolver.budget(self.config.dns.budget)
         from_values = [value for name, value in message.headers if name.lower() == "from"]
         auth = authenticate(budget, self.dmarc, str(address), session.helo, session.mail_from,

@@ -8,15 +8,16 @@ import socket
 import Milter
 
 from .addresses import strip_brackets
-from .evidence.auth import claims_authserv_id
+from .evidence.auth import claimed_job_id, claims_authserv_id
 from .evaluate import Evaluator, Outcome
+from .logs import decision_fields, format_kv
+from .membudget import JUDGING_COPIES
 from .model import Action, MessageBuilder, Session, SessionClass
 
 log = logging.getLogger("mx6milter")
 
 # Sessions whose mail is outbound: [addressbook] learn learns from them.
 OUTBOUND = (SessionClass.AUTHENTICATED, SessionClass.TRUSTED)
-
 
 
 def safe_callback(method):
@@ -53,12 +54,18 @@ class Mx6Milter(Milter.Base):
         self.judged = False
         self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
         self.teaching = False      # an outbound message that teaches addressbooks
+        self.message: MessageBuilder | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
-        self.message = MessageBuilder(self.config.milter.max_message_size)
-        self.remove = []           # (name, occurrence index) to delete at eom
+        """A new, empty message; the old one's bytes are given back to the memory budget."""
+        if self.message is not None:
+            self.message.release()
+        self.message = MessageBuilder(self.config.milter.max_message_size,
+                                      self.evaluator.memory.reservation())
+        self.remove = []           # (name, occurrence index, job id) to delete at eom
         self.seen = {}             # header name (lower) -> occurrences so far
+        self.ids = {}              # first Message-ID and From, for the journal's fingerprint
 
     def _macro(self, *names: str) -> str:
         for name in names:
@@ -119,16 +126,30 @@ class Mx6Milter(Milter.Base):
         text_value = value.decode("utf-8", "surrogateescape")
         lower = name.lower()
         self.seen[lower] = index = self.seen.get(lower, 0) + 1
-        if lower == self.config.policy.verdict_header.lower() or (
-                lower == "authentication-results"
-                and claims_authserv_id(text_value, self.config.policy.authserv_id)):
-            self.remove.append((name, index))
+        if lower in ("message-id", "from") and index == 1:
+            self.ids[lower] = text_value
+        if lower == self.config.policy.verdict_header.lower():
+            self.remove.append((name, index, None))
+        elif lower == "authentication-results":
+            self._mark_auth_results(name, index, text_value)
         if self.judged or self.learning:
             self.message.add_header(name, value)
         return Milter.CONTINUE
 
+    def _mark_auth_results(self, name: str, index: int, value: str) -> None:
+        """Mark an Authentication-Results claiming our authserv-id for removal. One in
+        the form "AUTHSERV_ID/JOBID" (OpenDKIM's and OpenDMARC's AuthservIDWithJobID)
+        stays if JOBID is this message's queue id, known at eom: a milter before us
+        in this transaction wrote it (evidence.auth.claimed_job_id)."""
+        ours = self.config.policy.authserv_id
+        job = claimed_job_id(value, ours)
+        if job is not None or claims_authserv_id(value, ours):
+            self.remove.append((name, index, job))
+
     @safe_callback
     def eoh(self):
+        if self.session_class is SessionClass.IPV4:
+            self.evaluator.metrics.ipv4_messages.inc()
         if self.teaching:      # headers through: the message is being sent
             why_not = self.evaluator.learner.submit_message(self.session.mail_from,
                                                             self.session.recipients)
@@ -138,6 +159,12 @@ class Mx6Milter(Milter.Base):
         if self.learning and not self.evaluator.greenlist.recorder.wants(
                 [value for name, value in self.message.headers if name.lower() == "from"]):
             self.learning = False     # its domain is counted enough today: skip the body
+        journal = self.evaluator.journal
+        if journal is not None and self.session_class is SessionClass.IPV4:
+            # Queued, never waited for: did an IPv6 fallback leave this message's fingerprint?
+            journal.ipv4(self.session, self.ids.get("message-id", ""), self.ids.get("from", ""))
+        if not self.judged and not self.learning:
+            self.message.release()    # nothing kept: its bytes back to the memory budget now
         if not self.judged and not self.learning and not self.remove:
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
@@ -150,26 +177,49 @@ class Mx6Milter(Milter.Base):
 
     @safe_callback
     def eom(self):
-        self.session.queue_id = self._macro("i") or self.session.queue_id
+        self.session.queue_id = queue_id = self._macro("i") or self.session.queue_id
         # Reverse order: Postfix renumbers the remaining headers after each delete.
-        for name, index in reversed(self.remove):
-            self.chgheader(name, index, "")
-        if not self.judged:
-            if self.learning:
-                self._learn()
-            return Milter.ACCEPT
-        outcome = self.evaluator.evaluate(self.session, self.message.build(), self.session_class)
-        log.info(format_decision_log(self.session, outcome))
+        for name, index, job in reversed(self.remove):
+            if not job or job != queue_id:      # a job id is local only if it is this queue id
+                self.chgheader(name, index, "")
+        ids = self.ids                          # _reset_message forgets them
+        try:
+            if not self.judged:
+                if self.learning:
+                    self._learn()
+                return Milter.ACCEPT
+            outcome = self.evaluator.evaluate(self.session, self.message.build(JUDGING_COPIES),
+                                              self.session_class)
+        finally:
+            self._reset_message()     # nothing keeps the message after its end
+        fields = decision_fields(self.session, outcome)
+        log.info("%s", format_kv(fields), extra={"decision": fields})
+        self.evaluator.metrics.decision(outcome.decision, outcome.evidence.checks,
+                                        outcome.elapsed_ms / 1000)
+        if self.evaluator.journal is not None:
+            self.evaluator.journal.decision(self.session, outcome, ids.get("message-id", ""),
+                                            ids.get("from", ""))
         return self._apply(outcome)
 
     def _learn(self) -> None:
         """Queue an IPv4 message for the history; its verdict is accept whatever happens here."""
+        # Building holds the parts and the joined bytes (2); the queue then holds one copy.
+        message = self.message.build(2, keep=1)
+        if message.over_budget:
+            log.debug("IPv4 history: memory budget spent, message not learnt")
+            return
+        reservation = self.message.detach()   # now the recorder's to release
+        queued = False
         try:
-            self.evaluator.greenlist.recorder.submit(self.session.client_ip, self.session.helo,
-                                                     self.session.mail_from, self.message.build())
+            queued = self.evaluator.greenlist.recorder.submit(
+                self.session.client_ip, self.session.helo, self.session.mail_from, message,
+                reservation)
         except Exception:
             log.exception("IPv4 history: message not queued (queue id %s); accepted anyway",
                           self.session.queue_id or "-")
+        finally:
+            if not queued and reservation is not None:
+                reservation.release()
 
     def _apply(self, outcome: Outcome):
         decision = outcome.decision
@@ -190,30 +240,6 @@ class Mx6Milter(Milter.Base):
         return Milter.CONTINUE
 
     def close(self):
+        if self.message is not None:
+            self.message.release()
         return Milter.CONTINUE
-
-
-def format_decision_log(session: Session, outcome: Outcome) -> str:
-    """One line per decision, key=value, for grep and log shippers."""
-    decision = outcome.decision
-    reply = decision.reply or decision.would_reply
-    parts = [
-        f"queue_id={session.queue_id or '-'}",
-        f"client=[{session.client_ip or '-'}]",
-        f"helo={_log_value(session.helo)}",
-        f"from=<{_log_value(session.mail_from, empty='')}>",
-        f"rcpts={len(session.recipients)}",
-        "checks=" + ",".join(_log_value(str(f)) for f in outcome.evidence.checks),
-        f"verdict={decision.tier.value}",
-        f"action={decision.action.value}",
-        "reasons=" + ",".join(_log_value(r) for r in decision.reasons),
-    ]
-    if reply:
-        parts.append(f"reply={reply.code}/{reply.status}")
-    parts.append(f"ms={outcome.elapsed_ms:.1f}")
-    return " ".join(parts)
-
-
-def _log_value(text: str, empty: str = "-") -> str:
-    text = "".join(ch if "!" <= ch <= "~" else "_" for ch in text)[:200]
-    return text or empty

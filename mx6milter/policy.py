@@ -3,11 +3,20 @@ from __future__ import annotations
 
 import ipaddress
 
+from . import membudget
 from .config import PolicySection
-from .model import Action, Decision, Evidence, Session, SessionClass, Tier
+from .model import Action, Decision, Evidence, Reply, Session, SessionClass, Tier
 from .reply import build_reply
 
 JUDGED = (SessionClass.IPV6,)
+
+# Failures of ours, not of the sender's evidence: the message could not even be
+# judged (not kept: [milter] max_buffered_bytes spent). A temporary failure in
+# every enforcing mode, never mx6's 5xx, so that the sender retries (later, or
+# over IPv4 at once); the reply says so rather than blaming the sender.
+LOCAL_FAILURES = (membudget.REASON,)
+LOCAL_FAILURE_REPLY = Reply("451", "4.3.1", (
+    "Too busy to check this message over IPv6 now; please try again later or over IPv4",))
 
 
 def _header_value(tier: Tier, evidence: Evidence, policy: PolicySection, note: str = "") -> str:
@@ -74,6 +83,8 @@ def decide(policy: PolicySection, evidence: Evidence) -> Decision:
                         header=_header_value(Tier.GREENLISTED, evidence, policy))
     reasons = evidence.failures or (fallback_reason(evidence),)
     reply = fallback_reply(policy, evidence)
+    if any(reason in LOCAL_FAILURES for reason in reasons):
+        reply = LOCAL_FAILURE_REPLY
     if policy.mode == "report":
         note = "action=fallback-reported; reply=" + reply.code + " " + reply.status
         return Decision(Tier.NONE, Action.ACCEPT, reasons=reasons, would_reply=reply,

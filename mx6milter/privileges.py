@@ -13,7 +13,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from .config import ConfigError, MilterSection
+from .config import Config, ConfigError
 
 log = logging.getLogger("mx6milter")
 
@@ -27,40 +27,46 @@ class Identity:
     socket_gid: int | None
 
 
-def _user(value: str) -> pwd.struct_passwd:
+def _user(config: Config) -> pwd.struct_passwd:
+    value = config.milter.user
     try:
         return pwd.getpwuid(int(value)) if value.isdigit() else pwd.getpwnam(value)
     except (KeyError, OverflowError):
-        raise ConfigError(f"[milter] user = {value!r}: no such user") from None
+        raise ConfigError(f"{config.where('milter', 'user')}[milter] user = {value!r}: "
+                          "no such user") from None
 
 
-def _group(key: str, value: str) -> int:
+def _group(config: Config, key: str) -> int:
+    value = getattr(config.milter, key)
     try:
         return grp.getgrgid(int(value)).gr_gid if value.isdigit() else grp.getgrnam(value).gr_gid
     except (KeyError, OverflowError):
-        raise ConfigError(f"[milter] {key} = {value!r}: no such group") from None
+        raise ConfigError(f"{config.where('milter', key)}[milter] {key} = {value!r}: "
+                          "no such group") from None
 
 
-def check_names(section: MilterSection) -> None:
-    """Raise ConfigError if user, group or socket_group names no account (--check-config)."""
-    if section.user:
-        _user(section.user)
+def check_names(config: Config) -> None:
+    """Raise ConfigError, naming file and line, if [milter] user, group or socket_group
+    names no account (--check-config)."""
+    if config.milter.user:
+        _user(config)
     for key in ("group", "socket_group"):
-        if getattr(section, key):
-            _group(key, getattr(section, key))
+        if getattr(config.milter, key):
+            _group(config, key)
 
 
-def resolve_identity(section: MilterSection) -> Identity:
+def resolve_identity(config: Config) -> Identity:
     """Look the names up now, so a typo stops the start instead of a later switch."""
+    section = config.milter
     uid = gid = name = None
     if section.user:
-        entry = _user(section.user)
+        entry = _user(config)
         uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
     if section.group:
-        gid = _group("group", section.group)
+        gid = _group(config, "group")
         if uid is None:
             uid = os.getuid()   # a group alone: keep the user, change the group
-    socket_gid = _group("socket_group", section.socket_group) if section.socket_group else gid
+    socket_gid = _group(config, "socket_group") if section.socket_group else gid
     if uid is not None and os.geteuid() != 0 and (uid, gid) != (os.getuid(), os.getgid()):
         raise ConfigError(f"[milter] user/group: switching to uid {uid} gid {gid} needs root; "
                           f"started as uid {os.getuid()}")

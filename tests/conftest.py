@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration", "e2e")
@@ -25,7 +26,7 @@ from mx6milter.store import Store  # noqa: E402
 
 from dkimkeys import DkimKeys  # noqa: E402  (tests/support, above)
 from dnsserver import DnsServer  # noqa: E402
-from servers import RedisServer  # noqa: E402
+from servers import RedisClusterSet, RedisServer, SentinelSet  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,6 +55,36 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def sentinel_set():
+    """A primary, a replica and three sentinels, shared; a test that kills a node starts its own."""
+    servers = SentinelSet().start()
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A 3-primary Redis Cluster, shared; flushed by ``cluster_redis``."""
+    cluster = RedisClusterSet().start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def cluster_redis(redis_cluster):
+    """The [redis] lines of a config for the (flushed) shared Cluster."""
+    redis_cluster.client().flushall()
+    return f"[redis]\ncluster = {redis_cluster.seeds}\n"
+
+
+@pytest.fixture
+def sentinel_redis(sentinel_set):
+    """The [redis] lines of a config for the (flushed) shared Sentinel set."""
+    redis.Redis(port=sentinel_set.current_primary_port()).flushall()
+    return f"[redis]\nsentinels = {sentinel_set.sentinels}\nservice_name = {sentinel_set.service}\n"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 
@@ -12,11 +14,54 @@ from ..store import Store
 
 DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 COMMAND_TIMEOUT = 120.0   # bulk writes and scans; the milter keeps [redis] timeout
-KIND_NAMES = {"ip": "ip", "domain": "domain", "addressbook": "ab"}
 
 
 class UsageError(Exception):
     """Bad input from the operator: exit code 2 with the message."""
+
+
+class VerbParser(argparse.ArgumentParser):
+    """The parser of one verb: ``sub.add_parser(NAME, ..., examples=[...])``.
+
+    ``--help`` ends with the examples, one command line each (the unit test
+    test_ctl_cli_units walks every verb and holds it to one or two, and to a
+    help text for every argument).
+    """
+
+    def __init__(self, *args, examples=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.examples = tuple(examples)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.examples:
+            text += "\nexamples:\n" + "".join(f"  {line}\n" for line in self.examples)
+        return text
+
+
+class _Kept(logging.Handler):
+    def __init__(self, records: list):
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def captured_log():
+    """The library's log records (logger ``mx6milter``) of the block, kept in a list rather
+    than printed by logging's last-resort handler, so the verb reports them in its words."""
+    records: list = []
+    logger = logging.getLogger("mx6milter")
+    handler, propagate = _Kept(records), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def load(args) -> Config:
@@ -32,10 +77,12 @@ def address_ids(config: Config, store: Store) -> AddressIds:
                       store.addressbook_secret is not None)
 
 
-def public_suffix_test():
-    """is_public(domain), from the Public Suffix List the milter's DMARC code uses."""
-    from publicsuffixlist import PublicSuffixList
-    return PublicSuffixList().is_public
+def public_suffix_test(args):
+    """is_public(domain), from the Public Suffix List the milter's DMARC code uses
+    ([policy] psl_file of the configuration)."""
+    from ..evidence.auth import load_public_suffix_list
+    config = load(args)
+    return load_public_suffix_list(config.policy.psl_file, config.where("policy", "psl_file")).is_public
 
 
 def source_name(text: str) -> str:

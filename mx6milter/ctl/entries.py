@@ -9,6 +9,7 @@ from ..entries import REQUIREMENTS, LineParser, format_expiry, value_expiry, val
 from ..store import KINDS
 from ..prefixes import field_to_network
 
+ACTION_HELP = "add entries, remove them, or list them (with source and expiry)"
 SOURCE_HELP = "source of the entries (add: default local; remove, list: default every source)"
 
 
@@ -40,7 +41,7 @@ def cmd_ip(args) -> int:
 
 
 def cmd_domain(args) -> int:
-    parser = LineParser("domain", now(), is_public=public_suffix_test(),
+    parser = LineParser("domain", now(), is_public=public_suffix_test(args),
                         default_requirement=args.require)
     return edit_entries(args, "domain", args.domains, "DOMAIN",
                         lambda text, expires: parser.entry(text, expires=expires),
@@ -79,8 +80,10 @@ def edit_entries(args, kind: str, texts: list, metavar: str, make_entry, show) -
 
 def register_ip(sub) -> None:
     p = sub.add_parser("ip", help="the IPv6 address and prefix whitelist",
-                       description="Add, remove or list whitelisted IPv6 addresses and prefixes.")
-    p.add_argument("action", choices=("add", "remove", "list"))
+                       description="Add, remove or list whitelisted IPv6 addresses and prefixes.",
+                       examples=("mx6ctl ip add 2001:db8:25::/48 --expires 90d",
+                                 "mx6ctl ip list --source local"))
+    p.add_argument("action", choices=("add", "remove", "list"), help=ACTION_HELP)
     p.add_argument("prefixes", nargs="*", metavar="PREFIX",
                    help="IPv6 address or prefix, e.g. 2001:db8::25 or 2001:db8:1::/48")
     add_source_option(p, SOURCE_HELP)
@@ -91,8 +94,10 @@ def register_ip(sub) -> None:
 def register_domain(sub) -> None:
     p = sub.add_parser("domain", help="the whitelist of authenticated domains",
                        description="Add, remove or list whitelisted domains. An entry covers the "
-                                   "domain and its subdomains, once they authenticate as required.")
-    p.add_argument("action", choices=("add", "remove", "list"))
+                                   "domain and its subdomains, once they authenticate as required.",
+                       examples=("mx6ctl domain add partner.example",
+                                 "mx6ctl domain add lists.example.org --require dkim"))
+    p.add_argument("action", choices=("add", "remove", "list"), help=ACTION_HELP)
     p.add_argument("domains", nargs="*", metavar="DOMAIN",
                    help="domain, e.g. partner.example (Unicode and a trailing dot are normalised)")
     p.add_argument("--require", choices=REQUIREMENTS, default="dmarc",
@@ -162,8 +167,10 @@ def register_addressbook(sub) -> None:
     p = sub.add_parser("addressbook", help="recipients' addressbooks",
                        description="Add, remove or list the senders a recipient knows. A "
                                    "message is whitelisted when its From address is in the "
-                                   "addressbook of every recipient and its domain authenticated.")
-    p.add_argument("action", choices=("add", "remove", "list"))
+                                   "addressbook of every recipient and its domain authenticated.",
+                       examples=("mx6ctl addressbook add alice@example.org bob@partner.example",
+                                 "mx6ctl addressbook remove alice@example.org --all"))
+    p.add_argument("action", choices=("add", "remove", "list"), help=ACTION_HELP)
     p.add_argument("recipient", nargs="?", metavar="RECIPIENT",
                    help="the local recipient (list: optional, default every recipient)")
     p.add_argument("senders", nargs="*", metavar="SENDER",
@@ -211,6 +218,7 @@ def cmd_stats(args) -> int:
 def register_stats(sub) -> None:
     p = sub.add_parser("stats", help="number of entries per kind and source",
                        description="Count the entries of each kind and source, and show the "
-                                   "memory Redis uses.")
+                                   "memory Redis uses.",
+                       examples=("mx6ctl stats", "mx6ctl stats --json"))
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=cmd_stats)

@@ -8,15 +8,19 @@ with CRLF line ends for DKIM, the body cut at [milter] max_message_size).
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shlex
 import sys
 
+import shtab
+
 from ..addresses import strip_brackets
-from ..config import redact_url
-from .common import UsageError, load, read_message_file
+from .common import DEFAULT_CONFIG, UsageError, captured_log, load, read_message_file
 from ..model import Message, MessageBuilder, Session, SessionClass
 from ..policy import fallback_status, parse_client_ip
-from ..service import build_evaluator   # the daemon's own construction
+from ..service import build_evaluator, describe_redis   # the daemon's own construction
+from ..evidence.greenlist import SIGNALS
 from ..evidence.whitelist import addressbook_ids
 from ..store import StoreUnavailable
 
@@ -140,6 +144,41 @@ def explain(evaluator, session: Session, message: Message) -> dict:
     }
 
 
+def accepting_commands(result: dict, config_option: str = "", greenlist=None) -> list:
+    """For a judged message that fell back: the mx6ctl commands after which it would have
+    been accepted, as {"command", "tier"}. CONFIG_OPTION is "-c FILE" or empty; GREENLIST
+    the [greenlist] section (a greenlisted network is offered when it would suffice)."""
+    session = result["session"]
+    if not session["judged"] or result["tier"] != "none":
+        return []
+    ctl = "mx6ctl " + (config_option + " " if config_option else "")
+    client = shlex.quote(session["client_ip"])
+    out = [{"command": f"{ctl}ip add {client}", "tier": "whitelisted"}]
+    domains = result["authenticated_domains"]
+    seen = set()
+    for way in ("dmarc", "arc", "dkim", "spf"):  # the strongest requirement each domain meets
+        for domain in domains.get(way, ()):
+            if domain not in seen:
+                seen.add(domain)
+                require = "" if way in ("dmarc", "arc") else f" --require {way}"   # arc meets dmarc
+                out.append({"command": f"{ctl}domain add {shlex.quote(domain)}{require}",
+                            "tier": "whitelisted"})
+    sender = result["from_address"]
+    if sender and domains["dmarc"]:               # an addressbook needs the From domain aligned
+        known = {row["recipient"] for row in result["addressbook"] if row["knows_sender"]}
+        for rcpt in session["recipients"]:
+            if rcpt not in known:
+                out.append({"command": f"{ctl}addressbook add {shlex.quote(rcpt)} {shlex.quote(sender)}",
+                            "tier": "whitelisted (with the others of this kind)"
+                            if len(session["recipients"]) > 1 else "whitelisted"})
+    others = {c["kind"] for c in result["checks"] if c["result"] == "pass" and c["kind"] in SIGNALS}
+    if greenlist is not None and greenlist.networks and len(others - {"network"}) + 1 >= \
+            greenlist.min_signals:
+        out.append({"command": f"{ctl}green add {client}",
+                    "tier": "greenlisted (subject to content filtering)"})
+    return out
+
+
 def render_text(result: dict) -> str:
     out = []
     s = result["session"]
@@ -170,7 +209,11 @@ def render_text(result: dict) -> str:
         else:
             out.append("  addressbook   not looked up (see the addressbook check)")
         out.append("Failures        " + (", ".join(result["failures"]) or "none"))
-    out.append("Decision")
+    return "\n".join(out + _render_decision(result))
+
+
+def _render_decision(result: dict) -> list:
+    out = ["Decision"]
     out.append(f"  tier          {result['tier']}")
     out.append(f"  action        {result['action']}")
     out.append(f"  reasons       {', '.join(result['reasons'])}")
@@ -193,7 +236,10 @@ def render_text(result: dict) -> str:
     else:
         out.append("SMTP reply")
         out += ["  " + line for line in result["reply"]["smtp"].split("\r\n")]
-    return "\n".join(out)
+    if result["would_accept"]:
+        out.append("Would have been accepted after any one of")
+        out += [f"  {row['command']:<60} # {row['tier']}" for row in result["would_accept"]]
+    return out
 
 
 def cmd_explain(args) -> int:
@@ -205,14 +251,23 @@ def cmd_explain(args) -> int:
                       recipients=[strip_brackets(r) for r in args.rcpt],
                       auth_authen=args.auth_user, queue_id="explain")
     message = build_message(read_message_file(args.message), config.milter.max_message_size)
-    result = explain(build_evaluator(config), session, message)
+    with captured_log() as records:     # reported below in mx6ctl's words, once
+        result = explain(build_evaluator(config), session, message)
+    config_option = "" if args.config == DEFAULT_CONFIG else f"-c {shlex.quote(args.config)}"
+    result["would_accept"] = accepting_commands(result, config_option, config.greenlist)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(render_text(result))
-    if "redis-unavailable" in result["failures"]:
-        print(f"mx6ctl: Redis at {redact_url(config.redis.url)} did not answer; the milter would answer as "
-              "above until it does", file=sys.stderr)
+    redis_down = "redis-unavailable" in result["failures"]
+    for record in records:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING and not (redis_down and text.startswith("redis unavailable")):
+            print(f"mx6ctl: {record.levelname.lower()}: {text}", file=sys.stderr)
+    if redis_down:
+        print(f"mx6ctl: Redis at {describe_redis(config.redis)} did not answer (is it running? see "
+              f"[redis] url in {args.config}); the milter answers as above until it does",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -222,14 +277,21 @@ def register_explain(sub) -> None:
                        description="Run the milter's evidence gathering and decision on "
                                    "MESSAGE_FILE (- for standard input) as if it arrived with "
                                    "this envelope, and print every check, the tier, the verdict "
-                                   "and the exact SMTP reply.")
-    p.add_argument("--client-ip", required=True, metavar="IP")
-    p.add_argument("--helo", default="", metavar="NAME")
+                                   "and the exact SMTP reply; after a fallback, the mx6ctl "
+                                   "commands that would have accepted it. Exit 0, or 1 when "
+                                   "Redis did not answer.",
+                       examples=("mx6ctl explain --client-ip 2001:db8::25 --helo mx.partner.example "
+                                 "--mail-from bob@partner.example --rcpt alice@example.org msg.eml",))
+    p.add_argument("--client-ip", required=True, metavar="IP",
+                   help="the SMTP client's address, e.g. 2001:db8::25")
+    p.add_argument("--helo", default="", metavar="NAME", help="the client's HELO/EHLO name")
     p.add_argument("--mail-from", required=True, metavar="ADDR", help="envelope sender; '' for <>")
     p.add_argument("--rcpt", required=True, action="append", metavar="ADDR",
                    help="envelope recipient; repeat for several")
     p.add_argument("--auth-user", default="", metavar="NAME",
                    help="as if the client had authenticated (SMTP AUTH) as NAME")
     p.add_argument("--json", action="store_true", help="the explanation as JSON")
-    p.add_argument("message", metavar="MESSAGE_FILE")
+    p.add_argument("message", metavar="MESSAGE_FILE",
+                   help="the message as received (headers and body); - for standard input"
+                   ).complete = shtab.FILE  # type: ignore[attr-defined]
     p.set_defaults(func=cmd_explain)

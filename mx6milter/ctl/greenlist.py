@@ -18,21 +18,24 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 
 from .common import UsageError, add_expires_option, add_source_option, load, now, open_store, \
     public_suffix_test
-from .entries import edit_entries
+from .entries import ACTION_HELP, edit_entries
 from ..entries import (Entry, EntryError, format_expiry, parse_domain, parse_expiry,
-                      parse_ipv6_prefix, split_line)
+                      parse_ipv6_prefix, split_line, value_expiry)
 from ..evidence.greenlist import Greenlist
 from ..evidence.history import History
 from ..prefixes import field_to_network, ip_candidates, ip_field
 
-KINDS = {   # kind -> (what an entry is, help)
-    "green": ("PREFIX", "greenlisted IPv6 networks: accepted subject to content filtering"),
-    "asnlist": ("ASN", "the ASN greenlist: networks of these ASNs are greenlisted"),
+KINDS = {   # kind -> (what an entry is, help, an example entry)
+    "green": ("PREFIX", "greenlisted IPv6 networks: accepted subject to content filtering",
+              "2001:db8:70::/48"),
+    "asnlist": ("ASN", "the ASN greenlist: networks of these ASNs are greenlisted", "AS64500"),
     "mishandle4xx": ("PREFIX|DOMAIN", "known legitimate senders that mishandle 4xx replies, "
-                                      "by network or by (forward-confirmed) PTR domain"),
+                                      "by network or by (forward-confirmed) PTR domain",
+                     "mail.oldsender.example"),
 }
 MAX_ASN = 2 ** 32 - 1
 _ASN = re.compile(r"(?:AS)?(\d{1,10})", re.IGNORECASE)
@@ -126,12 +129,21 @@ class AsnTable:
         return Entry("", ip_field(network), ",".join(map(str, asns)) + f" {self.expires}")
 
 
+def export_line(kind: str, field: str, value: str) -> str:
+    """The line ``import KIND`` reads back as this entry (``export``)."""
+    if kind == "asn":       # the table's own format; import asn gives every line one expiry
+        network = field_to_network(field)
+        return f"{network.network_address}\t{network.prefixlen}\t{value.split()[0].replace(',', '_')}"
+    expires = value_expiry(value)
+    return show_field(kind, field) + (f" expires={format_expiry(expires)}" if expires else "")
+
+
 # --- add, remove, list ---------------------------------------------------------------------
 
 
 def cmd_entries(args) -> int:
     kind = args.command
-    parser = GreenLineParser(kind, now(), is_public=public_suffix_test() if kind == "mishandle4xx"
+    parser = GreenLineParser(kind, now(), is_public=public_suffix_test(args) if kind == "mishandle4xx"
                              else None)
     return edit_entries(args, kind, args.entries, KINDS[kind][0], parser.entry,
                         lambda hit: show_field(kind, hit.field))
@@ -141,12 +153,20 @@ def cmd_entries(args) -> int:
 
 
 def cmd_asn(args) -> int:
-    store = open_store(load(args))
+    """Exit 0, or 1 when the table is empty (every answer would be a miss)."""
+    addresses = []
     for text in args.addresses:
         try:
-            address = ipaddress.IPv6Address(text.strip())
+            addresses.append(ipaddress.IPv6Address(text.strip()))
         except ValueError:
             raise UsageError(f"{text!r}: not an IPv6 address") from None
+    store = open_store(load(args))
+    if not any(entries for _keys, entries in store.stats("asn").values()):
+        print("mx6ctl: the prefix-to-ASN table is empty; load one with: mx6ctl import asn FILE "
+              "(prefix<TAB>length<TAB>asn lines, e.g. CAIDA's routeviews-rv6-pfx2as)",
+              file=sys.stderr)
+        return 1
+    for address in addresses:
         hits = store.lookup({"asn": [("", f) for f in ip_candidates(address)]})["asn"]
         print(f"{address}\t{Greenlist.asn_finding(hits)}")
     return 0
@@ -156,6 +176,10 @@ def cmd_history(args) -> int:
     config = load(args)
     history = History(open_store(config), config.greenlist)
     section = config.greenlist
+    if not section.history:
+        print(f"mx6ctl: note: history is off ([greenlist] history = no in {args.config}): "
+              "nothing is recorded now, and the milter does not use what is shown",
+              file=sys.stderr)
     for domain in args.domains:
         entry = history.read(domain.strip().rstrip(".").lower())
         if entry is None:
@@ -167,8 +191,7 @@ def cmd_history(args) -> int:
               f"\tfirst={format_expiry(entry.first_day * 86400)[:10]}"
               f"\tlast={format_expiry(entry.last_day * 86400)[:10]}"
               f"\texpires={format_expiry(entry.expires)}"
-              f"\t{'qualifies' if qualifies else 'below threshold'}"
-              + ("" if section.history else " (history is off in [greenlist])"))
+              f"\t{'qualifies' if qualifies else 'below threshold'}")
     return 0
 
 
@@ -176,21 +199,27 @@ def cmd_history(args) -> int:
 
 
 def register(sub) -> None:
-    for kind, (metavar, text) in KINDS.items():
-        p = sub.add_parser(kind, help=text, description=text[:1].upper() + text[1:] + ".")
-        p.add_argument("action", choices=("add", "remove", "list"))
-        p.add_argument("entries", nargs="*", metavar=metavar)
+    for kind, (metavar, text, example) in KINDS.items():
+        p = sub.add_parser(kind, help=text, description=text[:1].upper() + text[1:] + ".",
+                           examples=(f"mx6ctl {kind} add {example}", f"mx6ctl {kind} list"))
+        p.add_argument("action", choices=("add", "remove", "list"), help=ACTION_HELP)
+        p.add_argument("entries", nargs="*", metavar=metavar,
+                       help=f"{metavar} entries to add or remove (list: none)")
         add_source_option(p, "source of the entries (add: default local; remove, list: every source)")
         add_expires_option(p)
         p.set_defaults(func=cmd_entries)
     p = sub.add_parser("asn", help="what the prefix-to-ASN table says about an address",
                        description="Look addresses up in the prefix-to-ASN table (longest prefix) "
-                                   "and the ASN greenlist. Load the table with: import asn FILE.")
-    p.add_argument("action", choices=("lookup",))
-    p.add_argument("addresses", nargs="+", metavar="ADDRESS")
+                                   "and the ASN greenlist. Load the table with: import asn FILE. "
+                                   "Exit 0, or 1 when the table is empty.",
+                       examples=("mx6ctl asn lookup 2001:db8:71::1",))
+    p.add_argument("action", choices=("lookup",), help="look the addresses up")
+    p.add_argument("addresses", nargs="+", metavar="ADDRESS", help="IPv6 addresses")
     p.set_defaults(func=cmd_asn)
     p = sub.add_parser("history", help="a From domain's IPv4 history (greenlist)",
-                       description="Show what the milter learnt about From domains over IPv4.")
-    p.add_argument("action", choices=("show",))
-    p.add_argument("domains", nargs="+", metavar="DOMAIN")
+                       description="Show what the milter learnt about From domains over IPv4 "
+                                   "([greenlist] history); says so when history is off.",
+                       examples=("mx6ctl history show partner.example",))
+    p.add_argument("action", choices=("show",), help="show the history")
+    p.add_argument("domains", nargs="+", metavar="DOMAIN", help="From domains")
     p.set_defaults(func=cmd_history)

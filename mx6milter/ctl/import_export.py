@@ -1,29 +1,33 @@
 """mx6ctl import and export: whole lists in and out of Redis.
 
 ``import`` reads one entry a line (see entries.py), or for addressbooks CSV
-(``recipient,sender[,expires]``) or vCard (one recipient's contacts). Bad
-lines are reported with their numbers and skipped, or with ``--strict`` the
-whole file is refused before anything is written. ``--replace`` makes the
+(``recipient,sender[,expires]``, ``,`` or ``;`` separated) or vCard (one
+recipient's contacts). Bad lines are reported with their numbers and skipped
+(exit 2 unless ``--allow-rejects``), or with ``--strict`` the whole file is
+refused before anything is written. ``--replace`` makes the
 file the whole source, swapped in atomically by the store. ``export`` writes
-what ``import`` reads. IMPORT_KINDS lists every kind ``import`` loads, the
-greenlist's (ctl_greenlist's parsers) included.
+what ``import`` reads, for every kind in IMPORT_KINDS (the greenlist's, with
+ctl/greenlist's parsers and export_line, included).
 """
 from __future__ import annotations
 
 import collections
 import csv
+import io
 import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from collections.abc import Callable
 
+import shtab
+from tqdm import tqdm
+
 from .. import vcard
-from .common import (KIND_NAMES, UsageError, add_expires_option, add_source_option,
-                         address_ids, load, now, open_store, parse_expires, public_suffix_test)
-from .greenlist import AsnTable, GreenLineParser
+from .common import (UsageError, add_expires_option, add_source_option,
+                         address_ids, load, note, now, open_store, parse_expires, public_suffix_test)
+from .greenlist import AsnTable, GreenLineParser, export_line
 from ..entries import (DEFAULT_REQUIREMENT, REQUIREMENTS, Entry, EntryError, LineParser,
                       format_expiry, format_line, parse_expiry, value_expiry)
 from ..store import EmptyReplace
@@ -133,16 +137,30 @@ def parse_lines(numbered, parser: LineParser):
             yield number, entry, None
 
 
+def csv_delimiter(first_row: str) -> str:
+    """',' or ';' (how spreadsheets write CSV where the decimal mark is a comma): the one
+    that splits the file's first row into 2 or 3 cells; ',' if neither does."""
+    for delimiter in (",", ";"):
+        try:
+            if len(next(csv.reader([first_row], delimiter=delimiter), [])) in (2, 3):
+                return delimiter
+        except csv.Error:
+            continue
+    return ","
+
+
 def parse_csv(numbered, parser: LineParser):
     header_seen = False
+    delimiter = None
     for number, text in numbered:
         if text is None:
             yield number, None, NOT_UTF8
             continue
         if not text.strip() or text.lstrip().startswith("#"):
             continue
+        delimiter = delimiter or csv_delimiter(text)
         try:
-            row = [cell.strip() for cell in next(csv.reader([text]))]
+            row = [cell.strip() for cell in next(csv.reader([text], delimiter=delimiter))]
         except (csv.Error, StopIteration) as err:
             yield number, None, f"not a CSV row: {err}"
             continue
@@ -189,62 +207,66 @@ def parse_vcard(numbered, parser: LineParser, recipient: str):
 
 
 class Progress:
-    """A progress bar on stderr, only on a terminal; at most ten redraws a second."""
+    """tqdm's progress bar over the bytes of the file, on stderr and only on a terminal.
 
-    WIDTH = 30
+    Lines written through ``write`` (the Reporter's) appear above the bar, which
+    tqdm clears and redraws around them, so the two never run into each other.
+    """
 
     def __init__(self, total: int, stream=None, enabled: bool | None = None, label: str = ""):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.total = total
-        self.label = label
-        self._last = 0.0
+        self.bar = tqdm(total=total or None, desc=label, unit="B", unit_scale=True, file=self.stream,
+                        disable=not self.enabled, mininterval=0.1, **_size(self.stream))
 
-    def update(self, done: int, count: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        clock = time.monotonic()
-        if not force and clock - self._last < 0.1:
-            return
-        self._last = clock
-        if self.total:
-            fraction = min(1.0, done / self.total)
-            filled = int(self.WIDTH * fraction)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self.stream.write(f"\r{self.label} [{bar}] {fraction * 100:3.0f}% {count} lines")
-        else:
-            self.stream.write(f"\r{self.label} {count} lines")
-        self.stream.flush()
+    def update(self, done: int) -> None:
+        if self.enabled and done > self.bar.n:
+            self.bar.update(done - self.bar.n)
 
-    def finish(self, done: int, count: int) -> None:
+    def write(self, line: str) -> None:
         if self.enabled:
-            self.update(done, count, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
+            self.bar.write(line, file=self.stream)
+        else:
+            self.stream.write(line + "\n")
+
+    def finish(self, done: int) -> None:
+        self.update(done)
+        self.bar.close()
+
+
+def _size(stream) -> dict:
+    """The terminal's size for tqdm, 80x24 where it says 0x0 (a pseudo-terminal nobody sized:
+    tqdm would draw nothing) or has none."""
+    try:
+        columns, lines = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        columns = lines = 0
+    return {"ncols": columns or 80, "nrows": lines or 24}
 
 
 class Reporter:
-    """Bad lines and notes on stderr as FILE:LINE: message, counted."""
+    """Bad lines and notes as FILE:LINE: message, counted; written by ``write`` (stderr, or
+    through the progress bar)."""
 
-    def __init__(self, path: str, quiet: bool = False, stream=None, skipping: bool = True):
+    def __init__(self, path: str, quiet: bool = False, write=None, skipping: bool = True):
         self.path = path
         self.quiet = quiet
-        self.stream = stream or sys.stderr
+        self.write = write or (lambda line: sys.stderr.write(line + "\n"))
         self.rejected = 0
         self.suffix = "; skipped" if skipping else ""
 
     def reject(self, number: int, message: str) -> None:
         self.rejected += 1
         if self.rejected <= MAX_SHOWN:
-            self.stream.write(f"{self.path}:{number}: {message}{self.suffix}\n")
+            self.write(f"{self.path}:{number}: {message}{self.suffix}")
 
     def note(self, number: int, message: str) -> None:
         if not self.quiet:
-            self.stream.write(f"{self.path}:{number}: note: {message}\n")
+            self.write(f"{self.path}:{number}: note: {message}")
 
     def finish(self) -> None:
         if self.rejected > MAX_SHOWN:
-            self.stream.write(f"{self.path}: {self.rejected - MAX_SHOWN} more bad lines not shown\n")
+            self.write(f"{self.path}: {self.rejected - MAX_SHOWN} more bad lines not shown")
 
 
 # --- import ---------------------------------------------------------------------------
@@ -269,7 +291,7 @@ class ImportKind:
 
 def _entry_lines(kind: str) -> Callable:
     def make(args, expires, ids):
-        return LineParser(kind, now(), ids, public_suffix_test() if kind == "domain" else None,
+        return LineParser(kind, now(), ids, public_suffix_test(args) if kind == "domain" else None,
                           default_expires=expires,
                           default_requirement=args.require or DEFAULT_REQUIREMENT)
     return make
@@ -277,7 +299,7 @@ def _entry_lines(kind: str) -> Callable:
 
 def _green_lines(kind: str) -> Callable:
     return lambda args, expires, ids: GreenLineParser(
-        kind, now(), expires, public_suffix_test() if kind == "mishandle4xx" else None)
+        kind, now(), expires, public_suffix_test(args) if kind == "mishandle4xx" else None)
 
 
 IMPORT_KINDS = {
@@ -334,7 +356,12 @@ def cmd_import(args) -> int:
                    removed=result.removed, rejected=rejected, written=True,
                    **spec.extra(parser))
     print(json.dumps(summary))
-    return 0
+    if not rejected:
+        return 0
+    print(f"mx6ctl: {args.file}: {rejected} bad {'line' if rejected == 1 else 'lines'} skipped, "
+          "the others loaded" + ("" if args.allow_rejects else
+                                 " (--allow-rejects: exit 0 all the same)"), file=sys.stderr)
+    return 0 if args.allow_rejects else 2
 
 
 def _vcard_recipient(args, fmt: str, ids):
@@ -379,16 +406,13 @@ def _store_entries(args, spec: ImportKind, store, source: Input, source_name: st
                    items: Callable) -> tuple:
     """Stream the good entries of ITEMS() into the store, showing progress; bad lines are
     reported and skipped. Return the store's result and the number of bad lines."""
-    reporter = Reporter(args.file, args.quiet)       # the first pass showed no notes
     progress = Progress(source.size, enabled=None if not args.quiet else False,
                         label=f"import {args.kind}")
-    lines_seen = 0
+    reporter = Reporter(args.file, args.quiet, progress.write)   # the first pass showed no notes
 
     def entries():
-        nonlocal lines_seen
         for number, entry, error in items():
-            lines_seen = number
-            progress.update(source.consumed, number)
+            progress.update(source.consumed)
             if error:
                 reporter.reject(number, error)
                 continue
@@ -403,7 +427,7 @@ def _store_entries(args, spec: ImportKind, store, source: Input, source_name: st
         raise UsageError(f"{args.file}: no valid {spec.entries}; refusing to replace source "
                          f"{source_name} with an empty list (--allow-empty to empty it)") from None
     finally:
-        progress.finish(source.consumed, lines_seen)
+        progress.finish(source.consumed)
         reporter.finish()
     return result, reporter.rejected
 
@@ -416,15 +440,22 @@ def register_import(sub) -> None:
                     "also as CSV (recipient,sender[,expires]) or a vCard file of one recipient's "
                     "contacts. Prints a JSON summary: added, present, repeated, removed, rejected. "
                     "Greenlist kinds: asn (prefix<TAB>length<TAB>asn lines, IPv6 only, always "
-                    "replaces its source), green, asnlist, mishandle4xx.")
-    p.add_argument("kind", choices=tuple(IMPORT_KINDS))
-    p.add_argument("file", metavar="FILE")
+                    "replaces its source), green, asnlist, mishandle4xx. Exit 0; 2 when bad "
+                    "lines were skipped (unless --allow-rejects) or, with --strict, refused.",
+        examples=("mx6ctl import ip --source feed --replace partner-networks.txt",
+                  "mx6ctl import addressbook --source carddav contacts.csv"))
+    p.add_argument("kind", choices=tuple(IMPORT_KINDS), help="what the file holds")
+    p.add_argument("file", metavar="FILE", help="the file to load; - for standard input"
+                   ).complete = shtab.FILE  # type: ignore[attr-defined]
     p.add_argument("--replace", action="store_true",
                    help="the file becomes the whole source, swapped in atomically")
     p.add_argument("--allow-empty", action="store_true",
                    help="with --replace, let a file without entries empty the source")
     p.add_argument("--strict", action="store_true",
-                   help="refuse the whole file if any line is bad (default: skip bad lines)")
+                   help="refuse the whole file if any line is bad (default: skip bad lines, "
+                        "load the good ones and exit 2)")
+    p.add_argument("--allow-rejects", action="store_true",
+                   help="exit 0 even when bad lines were skipped (they are still reported)")
     p.add_argument("--format", choices=("auto", "lines", "csv", "vcard"), default="auto",
                    help="addressbook file format (default: by extension .csv/.vcf, or content)")
     p.add_argument("--recipient", metavar="ADDRESS", help="vCard: whose contacts these are")
@@ -441,12 +472,11 @@ def register_import(sub) -> None:
 
 def cmd_export(args) -> int:
     config = load(args)
-    kind = KIND_NAMES[args.kind]
+    kind = IMPORT_KINDS[args.kind].store_kind
     if args.format == "csv" and kind != "ab":
         raise UsageError("--format csv is for addressbook exports")
     store = open_store(config)
     show = address_ids(config, store).show if kind == "ab" else (lambda s: s)
-    clock = now()
     if args.output:
         if os.path.isdir(args.output):
             raise UsageError(f"{args.output}: is a directory")
@@ -459,7 +489,7 @@ def cmd_export(args) -> int:
     else:
         handle = sys.stdout
     try:
-        written, expired = _write_export(handle, kind, args, store, show, clock)
+        written, expired = _write_export(handle, kind, args, store, show, now())
         if args.output:
             handle.close()
             try:
@@ -476,24 +506,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _export_line(kind: str, hit, show) -> str:
+    if kind in ("ip", "domain", "ab"):
+        return format_line(kind, hit.key, hit.field, hit.value, show)
+    return export_line(kind, hit.field, hit.value)
+
+
 def _write_export(handle, kind, args, store, show, clock) -> tuple:
-    sources = f"source {args.source}" if args.source else "every source"
-    handle.write(f"# mx6ctl export {args.kind}, {sources}, {format_expiry(int(clock))}\n")
-    if store.addressbook_secret is not None and kind == "ab":
-        handle.write("# privacy mode: keyed hashes, importable only with the same secret\n")
-    writer = csv.writer(handle, lineterminator="\n") if args.format == "csv" else None
-    if writer:
+    hashed = store.addressbook_secret is not None and kind == "ab"
+    if args.format == "csv":       # the header row first, as spreadsheets expect; no comments
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(CSV_HEADER)
+        if hashed:
+            note("privacy mode: keyed hashes, importable only with the same secret")
+    else:
+        sources = f"source {args.source}" if args.source else "every source"
+        handle.write(f"# mx6ctl export {args.kind}, {sources}, {format_expiry(int(clock))}\n")
+        if hashed:
+            handle.write("# privacy mode: keyed hashes, importable only with the same secret\n")
     written = expired = 0
     for hit in store.entries(kind, args.source):
         expires = value_expiry(hit.value)
         if expires and expires <= clock:
             expired += 1
             continue
-        if writer:
+        if args.format == "csv":
             writer.writerow((show(hit.key), show(hit.field), format_expiry(expires) if expires else ""))
         else:
-            handle.write(format_line(kind, hit.key, hit.field, hit.value, show) + "\n")
+            handle.write(_export_line(kind, hit, show) + "\n")
         written += 1
     return written, expired
 
@@ -501,8 +541,11 @@ def _write_export(handle, kind, args, store, show, clock) -> tuple:
 def register_export(sub) -> None:
     p = sub.add_parser("export", help="write entries in the format import reads",
                        description="Write the entries of a kind (one source or all) in the "
-                                   "format import reads; expired entries are left out.")
-    p.add_argument("kind", choices=tuple(KIND_NAMES))
+                                   "format import reads; expired entries are left out. "
+                                   "CSV starts with its header row.",
+                       examples=("mx6ctl export ip --source local -o ip-local.txt",
+                                 "mx6ctl export addressbook --format csv > addressbooks.csv"))
+    p.add_argument("kind", choices=tuple(IMPORT_KINDS), help="what to export: any kind import loads")
     p.add_argument("--format", choices=("lines", "csv"), default="lines",
                    help="addressbook: lines (default) or CSV")
     p.add_argument("-o", "--output", metavar="FILE",

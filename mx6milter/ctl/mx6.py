@@ -39,7 +39,7 @@ def _setup(args):
                 PolicySection().mx6_status)
     config = load_config(args.config)
     resolver = Resolver(config.dns.nameservers, args.dns_timeout or config.dns.timeout,
-                        config.dns.cache_size)
+                        config.dns.cache_size, cache_bytes=config.dns.cache_bytes)
     return resolver, config.policy.mx6_code, config.policy.mx6_status
 
 
@@ -86,8 +86,9 @@ def register_plan(sub) -> None:
     p = sub.add_parser("plan", help="what an MX6-aware sender would do for DOMAIN, step by step",
                        description="Resolve DOMAIN as an MX6-aware sender does and print the "
                                    "plan in the words of the MX6 proposal. Exit 0, or 75 after "
-                                   "a temporary DNS failure.")
-    p.add_argument("domain", metavar="DOMAIN")
+                                   "a temporary DNS failure.",
+                       examples=("mx6ctl plan with6.example", "mx6ctl plan --unaware only4.example"))
+    p.add_argument("domain", metavar="DOMAIN", help="the recipient domain")
     p.add_argument("--unaware", action="store_true",
                    help="the plan of a plain, MX6-unaware sender instead (MX, IPv6 and IPv4)")
     p.add_argument("--port", type=int, default=SMTP_PORT,
@@ -149,8 +150,9 @@ def register_send(sub) -> None:
         description="Deliver MESSAGE_FILE ('-' for standard input) by the plan of `mx6ctl plan`: "
                     "IPv6 first where the SRV record allows it, IPv4 after the fallback reply, "
                     "the next host after 4xx. Exit 0 when delivered to every recipient, 75 "
-                    "when something is deferred, 69 when something bounced, 2 on bad input.")
-    p.add_argument("message", metavar="MESSAGE_FILE")
+                    "when something is deferred, 69 when something bounced, 2 on bad input.",
+        examples=("mx6ctl send --from me@example.org --to you@with6.example message.eml",))
+    p.add_argument("message", metavar="MESSAGE_FILE", help="the message to send; - for standard input")
     p.add_argument("--from", dest="mail_from", required=True, metavar="ADDR",
                    help="envelope sender (MAIL FROM); '' for the null sender")
     p.add_argument("--to", dest="rcpt", action="append", required=True, metavar="ADDR",
@@ -193,7 +195,9 @@ def register_dns(sub) -> None:
     p = sub.add_parser("dns", help="the DNS records an MX6 receiver publishes",
                        description="Print zone-file records for DOMAIN as the MX6 proposal asks: "
                                    "the MX (IPv4 only), the _mx6._tcp SRV record, and the A and "
-                                   "AAAA records of the MX6 host.")
+                                   "AAAA records of the MX6 host.",
+                       examples=("mx6ctl dns --domain with6.example --mx6-host mx6.with6.example "
+                                 "--ipv4 192.0.2.25 --ipv6 2001:db8::25",))
     p.add_argument("--domain", required=True, help="the mail domain, e.g. with6.example")
     p.add_argument("--mx6-host", required=True, help="the SRV target, e.g. mx6.with6.example")
     p.add_argument("--ipv4", action="append", required=True, metavar="ADDR",
@@ -231,8 +235,9 @@ def register_check_domain(sub) -> None:
                        description="Look up DOMAIN's MX and _mx6._tcp SRV records and their "
                                    "addresses, and warn where they depart from the MX6 proposal. "
                                    "Exit 0 if they conform, 1 if they depart, 75 after a "
-                                   "temporary DNS failure.")
-    p.add_argument("domain", metavar="DOMAIN")
+                                   "temporary DNS failure.",
+                       examples=("mx6ctl check-domain with6.example",))
+    p.add_argument("domain", metavar="DOMAIN", help="the mail domain to audit")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_dns_options(p)
     p.set_defaults(func=cmd_check_domain)

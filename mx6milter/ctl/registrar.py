@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from .common import add_expires_option, add_source_option
-from .entries import edit_entries
+from .entries import ACTION_HELP, edit_entries
 from ..entries import Entry, EntryError
 
 _IANA_ID = re.compile(r"(?:iana:)?(\d{1,10})", re.IGNORECASE)
@@ -33,8 +33,9 @@ def register(sub) -> None:
             "the authenticated From domain's registrar (over RDAP) is listed")
     p = sub.add_parser("registrar", help="the stringent registrars (greenlist, RDAP)",
                        description=text[:1].upper() + text[1:] + ". See [rdap] in "
-                                   "mx6milter.conf(5).")
-    p.add_argument("action", choices=("add", "remove", "list"))
+                                   "mx6milter.conf(5).",
+                       examples=("mx6ctl registrar add 292", "mx6ctl registrar list"))
+    p.add_argument("action", choices=("add", "remove", "list"), help=ACTION_HELP)
     p.add_argument("ids", nargs="*", metavar="IANA_ID",
                    help="IANA Registrar ID, as in RDAP's publicIds (e.g. 292)")
     add_source_option(p, "source of the entries (add: default local; remove, list: every source)")

@@ -99,7 +99,9 @@ def register(sub) -> None:
         description="A Postfix socketmap service (transport_maps = socketmap:unix:PATH:mx6): "
                     "answers OK TRANSPORT for a domain with an SRV _mx6._tcp record (through the "
                     "resolver, cached for its TTL), NOTFOUND for others and for addresses, TEMP "
-                    "when the lookup failed (Postfix defers). Runs until killed.")
+                    "when the lookup failed (Postfix defers). Runs until killed.",
+        examples=["mx6ctl transport-map --listen inet:127.0.0.1:10026",
+                  "mx6ctl transport-map --listen unix:/run/mx6milter/transport.sock --nameserver ::1"])
     p.add_argument("--listen", required=True, metavar="unix:/PATH|inet:HOST:PORT",
                    help="where Postfix connects (the socketmap: table's address)")
     p.add_argument("--map-name", default="mx6", help="the NAME in socketmap:...:NAME (default mx6)")

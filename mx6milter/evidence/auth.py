@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import spf
 from publicsuffixlist import PublicSuffixList
 
 from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses, strip_brackets
+from ..config import ConfigError
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
 from .dmarc_record import is_dmarc_record, parse_record
@@ -431,11 +433,35 @@ def _decode(value) -> str:
 # --- DMARC -------------------------------------------------------------------------
 
 
-class Dmarc:
-    """DMARC evaluation; the Public Suffix List ships inside publicsuffixlist."""
+DEBIAN_PSL = "/usr/share/publicsuffix/public_suffix_list.dat"   # Debian's publicsuffix package
+MAX_PSL_BYTES = 16 << 20         # the list is about 250 KB; a larger file is not one
 
-    def __init__(self):
-        self.psl = PublicSuffixList()
+
+def load_public_suffix_list(path: str = "", where: str = "") -> PublicSuffixList:
+    """The Public Suffix List of ``[policy] psl_file``: PATH, or for "" Debian's copy
+    (kept current by apt) when the publicsuffix package is installed, else the copy
+    inside publicsuffixlist (as old as that package). A file that cannot be read, is
+    too large, or does not know ``co.uk`` is a ConfigError (WHERE: its "FILE:LINE: ")."""
+    chosen = path or (DEBIAN_PSL if os.path.exists(DEBIAN_PSL) else "")
+    if not chosen:
+        return PublicSuffixList()
+    try:
+        with open(chosen, "rb") as handle:
+            data = handle.read(MAX_PSL_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{where}[policy] psl_file = {chosen!r}: cannot read: "
+                          f"{err.strerror or err}") from None
+    psl = PublicSuffixList(data.splitlines()) if len(data) <= MAX_PSL_BYTES else None
+    if psl is None or psl.privatesuffix("www.example.co.uk") != "example.co.uk":
+        raise ConfigError(f"{where}[policy] psl_file = {chosen!r}: not a Public Suffix List")
+    return psl
+
+
+class Dmarc:
+    """DMARC evaluation, with organisational domains from PSL (load_public_suffix_list)."""
+
+    def __init__(self, psl: PublicSuffixList | None = None):
+        self.psl = psl or load_public_suffix_list()
 
     def org_domain(self, domain: str) -> str:
         return self.psl.privatesuffix(domain) or domain
@@ -704,6 +730,27 @@ def claims_authserv_id(value: str, authserv_id: str) -> bool:
         if any(_name_forms(candidate) & ours for candidate in candidates):
             return True
     return False
+
+
+# OpenDKIM's and OpenDMARC's AuthservIDWithJobID: "mx.example.org/QUEUEID".
+_JOB_ID = re.compile(r"/[^\s;()\"\\/]*")
+
+
+def claimed_job_id(value: str, authserv_id: str) -> str | None:
+    """The job id of an Authentication-Results that claims ``AUTHSERV_ID/JOBID``, the
+    form a milter earlier in the chain writes with AuthservIDWithJobID; None when the
+    header does not have that form.
+
+    Such a header is local only if JOBID is this message's queue id: no sender knows
+    it before the message is queued, and Postfix shows no milter its own Received
+    header, so position cannot tell a local header from a forged one. "" is
+    returned for a form no MTA writes (several or empty job ids): never a queue id.
+    """
+    head = value[:_MAX_ID_TEXT * 4].split(";", 1)[0]
+    jobs = [job[1:] for job in _JOB_ID.findall(head)]
+    if not jobs or not claims_authserv_id(_JOB_ID.sub("", head) + "; none", authserv_id):
+        return None
+    return jobs[0] if len(jobs) == 1 else ""
 
 
 def _id_words(text: str, comments: str) -> list:

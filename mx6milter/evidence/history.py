@@ -22,7 +22,10 @@ IPv4 message was accepted, off the milter's thread, and every failure is
 logged and forgotten. Memory is bounded twice: each domain's key expires
 ``history_expiry_days`` after its last IPv4 message, and the queue of
 messages waiting to be recorded holds at most ``history_queue_size`` bytes
-(messages beyond it are not recorded, and counted as dropped).
+(messages beyond it are not recorded, and counted as dropped); each queued
+message also holds its bytes in the process's memory budget ([milter]
+max_buffered_bytes) until it is recorded, and is dropped as well if the
+budget has no room for verifying it.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from ..addresses import domain_of
 from .auth import Dmarc, authenticate, single_from_address
 from .background import BackgroundQueue
+from ..membudget import JUDGING_COPIES, Reservation
 from ..model import Finding, Message
 from ..policy import parse_client_ip
 from ..store import StoreUnavailable
@@ -155,13 +159,27 @@ class HistoryRecorder(BackgroundQueue):
             self._counted.add(domain)
 
     def submit(self, client_ip: str, helo: str, mail_from: str,  # type: ignore[override]
-               message: Message) -> bool:
-        return super().submit((client_ip, helo, mail_from, message), len(message.raw))
+               message: Message, reservation: Reservation | None = None) -> bool:
+        """Queue MESSAGE; True if queued, and then its RESERVATION (its bytes in the
+        process's memory budget) is released here once it is handled. False: the
+        caller still owns it."""
+        return super().submit(((client_ip, helo, mail_from, message), reservation),
+                              len(message.raw))
 
     def handle(self, items: list) -> None:
-        for item in items:
-            if self.learn(*item):
-                self.recorded += 1
+        for item, reservation in items:
+            try:
+                # Verifying DKIM holds copies of the message: room for them, or not read.
+                if reservation is not None and \
+                        not reservation.ensure(JUDGING_COPIES * len(item[3].raw)):
+                    with self._cond:
+                        self.dropped += 1
+                    log.debug("IPv4 history: memory budget spent, message not recorded")
+                elif self.learn(*item):
+                    self.recorded += 1
+            finally:
+                if reservation is not None:
+                    reservation.release()
 
     def learn(self, client_ip: str, helo: str, mail_from: str, message: Message) -> str:
         """Authenticate one IPv4 message; record and return its From domain if aligned."""

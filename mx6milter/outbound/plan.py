@@ -15,9 +15,9 @@ DNS failure is kept as such in the plan and never read as "no record".
 from __future__ import annotations
 
 import ipaddress
-import random
 from dataclasses import dataclass
 
+import dns.rdataset
 
 from ..addresses import AddressError, domain_to_ascii
 from ..dns import DnsTempError
@@ -118,26 +118,15 @@ class _Recorder:
             return None
 
 
-def order_srv(records: list, rng: random.Random) -> list:
-    """RFC 2782: ascending priority; within one, a weighted random order.
-
-    Zero-weight records go first in the running sum, so they are chosen only
-    when the random number is 0 (rarely, as the RFC intends), or once the
-    weighted ones are used up.
-    """
-    ordered = []
-    for priority in sorted({r.priority for r in records}):
-        pool = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
-        while pool:
-            total = sum(r.weight for r in pool)
-            pick = rng.randint(0, total) if total else 0
-            running = 0
-            for index, record in enumerate(pool):
-                running += record.weight
-                if running >= pick:
-                    ordered.append(pool.pop(index))
-                    break
-    return ordered
+def processing_order(records: list) -> list:
+    """The order a client tries SRV or MX records in, by dnspython's
+    ``Rdataset.processing_order()``: SRV by RFC 2782 (ascending priority, a
+    weighted random order within one; a zero weight is rarely first, never
+    lost), MX by RFC 5321 5.1 (ascending preference, equal ones shuffled).
+    Identical records count once."""
+    if not records:
+        return []
+    return list(dns.rdataset.from_rdata_list(0, records).processing_order())
 
 
 def _target(rdata) -> str:
@@ -166,8 +155,7 @@ def _resolve_host(rec: _Recorder, name: str, port: int, preference: int, weight:
     return Host(name, port, preference, weight, ipv4, ipv6, tuple(rec.errors[errors_before:]))
 
 
-def resolve_mx(rec: _Recorder, domain: str, families: tuple, port: int,
-               rng: random.Random) -> tuple:
+def resolve_mx(rec: _Recorder, domain: str, families: tuple, port: int) -> tuple:
     """(route, hosts) from the MX records, the implicit MX or a null MX."""
     answer = rec.query(domain, "MX")
     if answer is None:
@@ -178,23 +166,18 @@ def resolve_mx(rec: _Recorder, domain: str, families: tuple, port: int,
     if any(_target(r) in ("", ".") for r in records):
         # RFC 7505: a null MX says the domain accepts no mail.
         return "null-mx", ()
-    shuffled = list(records)
-    rng.shuffle(shuffled)            # RFC 5321 5.1: randomise equal preferences
-    shuffled.sort(key=lambda r: r.preference)
     hosts = []
-    for record in shuffled[:MAX_HOSTS]:
+    for record in processing_order(records)[:MAX_HOSTS]:
         hosts.append(_resolve_host(rec, _target(record), port, record.preference, 0, families))
     return "mx", tuple(hosts)
 
 
-def resolve_plan(resolver, domain: str, aware: bool = True, mx_port: int = SMTP_PORT,
-                 rng: random.Random | None = None) -> Plan:
+def resolve_plan(resolver, domain: str, aware: bool = True, mx_port: int = SMTP_PORT) -> Plan:
     """The delivery plan for DOMAIN, of an MX6-aware sender or (aware=False) a plain one."""
     domain = normalize_domain(domain)
-    rng = rng or random.Random()
     rec = _Recorder(resolver)
     if not aware:
-        route, hosts = resolve_mx(rec, domain, (4, 6), mx_port, rng)
+        route, hosts = resolve_mx(rec, domain, (4, 6), mx_port)
         return Plan(domain, False, route, hosts, tuple(rec.lookups), tuple(rec.errors))
 
     srv = rec.query(SRV_PREFIX + domain, "SRV")
@@ -204,21 +187,20 @@ def resolve_plan(resolver, domain: str, aware: bool = True, mx_port: int = SMTP_
     records = [r for r in srv if hasattr(r, "target") and _target(r) not in ("", ".")]
     if not records:
         why = "dot" if srv else "nothing"
-        route, hosts = resolve_mx(rec, domain, (4,), mx_port, rng)
+        route, hosts = resolve_mx(rec, domain, (4,), mx_port)
         return Plan(domain, True, route, hosts, tuple(rec.lookups), tuple(rec.errors),
                     srv_absent=why, families=(4,))
     hosts = []
-    for record in order_srv(records, rng)[:MAX_HOSTS]:
+    for record in processing_order(records)[:MAX_HOSTS]:
         hosts.append(_resolve_host(rec, _target(record), int(record.port), record.priority,
                                    record.weight, (4, 6)))
     return Plan(domain, True, "srv", tuple(hosts), tuple(rec.lookups), tuple(rec.errors))
 
 
-def resolve_ipv4_fallback(resolver, domain: str, mx_port: int = SMTP_PORT,
-                          rng: random.Random | None = None) -> Plan:
+def resolve_ipv4_fallback(resolver, domain: str, mx_port: int = SMTP_PORT) -> Plan:
     """The MX route over IPv4, for when no IPv4 address of the SRV targets took the mail."""
     rec = _Recorder(resolver)
-    route, hosts = resolve_mx(rec, normalize_domain(domain), (4,), mx_port, rng or random.Random())
+    route, hosts = resolve_mx(rec, normalize_domain(domain), (4,), mx_port)
     return Plan(domain, True, route, hosts, tuple(rec.lookups), tuple(rec.errors),
                 srv_absent="fallback", families=(4,))
 

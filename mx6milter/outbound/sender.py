@@ -14,7 +14,6 @@ which the tests use as the MX6-unaware party.
 from __future__ import annotations
 
 import ipaddress
-import random
 import re
 import socket
 import time
@@ -284,12 +283,10 @@ def _record_outcome(done: dict, attempt: Attempt, outcome: _Try) -> None:
 
 
 class Sender:
-    def __init__(self, resolver, options: Options, transcript: Transcript | None = None,
-                 rng: random.Random | None = None):
+    def __init__(self, resolver, options: Options, transcript: Transcript | None = None):
         self.resolver = resolver
         self.options = options
         self.transcript = transcript or Transcript()
-        self.rng = rng or random.Random()
 
     def is_fallback(self, reply: ServerReply) -> bool:
         """The MX6 "fall back to IPv4" reply; a plain sender treats it as any 5xx."""
@@ -318,8 +315,7 @@ class Sender:
         return Result(results, plans, self.transcript)
 
     def _plan(self, domain: str) -> Plan:
-        plan = resolve_plan(self.resolver, domain, self.options.aware, self.options.mx_port,
-                                self.rng)
+        plan = resolve_plan(self.resolver, domain, self.options.aware, self.options.mx_port)
         self._log_plan(plan)
         return plan
 
@@ -359,8 +355,7 @@ class Sender:
         run(plan.attempts())
         if pending and plan.route == "srv":
             # No IPv4 address of the SRV targets took it: the MX hosts over IPv4.
-            fallback = resolve_ipv4_fallback(self.resolver, domain, self.options.mx_port,
-                                                 self.rng)
+            fallback = resolve_ipv4_fallback(self.resolver, domain, self.options.mx_port)
             self._log_plan(fallback)
             temporary = temporary or fallback.temporary
             run(fallback.attempts())

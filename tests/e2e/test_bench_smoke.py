@@ -52,5 +52,10 @@ def run_tiny(tmp_path):
     assert costs["ip"]["redis_round_trips"] >= 1 and costs["ipv4"]["redis_round_trips"] == 0
     assert costs["ip"]["dns_first"] > 0
     assert len(results["rss_points"]) > 2 and results["redis_memory"]["ip_bytes"] > 0
+    ab = results["metrics_ab"]
+    assert len(ab["rates"]["on"]) == len(ab["rates"]["off"]) == 3 and ab["ratio"] > 0
     report = (tmp_path / "report.rst").read_text()
     assert "Goals (each measured in this run)" in report and "MTA level" in report
+    assert "[metrics] on >= 0.95x off" in report
+    for picture in ("throughput.svg", "rss.svg"):     # drawn by bench.plot at the end
+        assert (tmp_path / picture).read_text().lstrip().startswith("<?xml"), picture

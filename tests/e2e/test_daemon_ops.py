@@ -85,6 +85,7 @@ def test_bad_user_or_group_stops_the_start_with_status_2(tmp_path, redis_url, ke
                                 text=True, timeout=60)
         assert result.returncode == 2
         assert message in result.stderr
+        assert result.stderr.startswith(f"mx6milter: {conf}:"), result.stderr   # file and line
     assert not (tmp_path / "m.sock").exists()
 
 

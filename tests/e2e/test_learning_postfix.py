@@ -79,7 +79,8 @@ def learnt(mta, user):
 
 def test_outbound_teaches_the_pair_and_the_reply_is_accepted(mta):
     before = send(mta, CORRESPONDENT, "friend@greenlist.example", ["alice@example.org"])
-    assert (before.code, before.lines[0]) == (451, FIRST_451)
+    # SPF authenticated the correspondent, but nothing knows it yet: 4.7.1, not 4.7.26
+    assert (before.code, before.lines[0]) == (451, FIRST_451.replace("4.7.26", "4.7.1", 1))
     out = send(mta, OUTBOUND, "alice@example.org", ["Friend@greenlist.example"])
     assert out.code == 250
     wait_for(lambda: "friend@greenlist.example" in learnt(mta, "alice@example.org"),

@@ -56,7 +56,7 @@ IP_FILE = """# partner feed
 def test_import_skips_bad_lines_with_their_numbers(ctl, redis_url):
     path = ctl.file("feed.txt", IP_FILE.encode() + b"\xff\xfe bad bytes\n")
     result = ctl("import", "ip", path, "--source", "feed")
-    assert result.rc == 0
+    assert result.rc == 2          # bad lines: said, counted, skipped, and the exit status says so
     assert summary(result) == {"kind": "ip", "source": "feed", "file": str(path), "format": "lines",
                                "replace": False, "added": 2, "present": 1, "repeated": 0,
                                "removed": 0, "rejected": 4, "written": True}
@@ -65,7 +65,11 @@ def test_import_skips_bad_lines_with_their_numbers(ctl, redis_url):
     assert errors[1].startswith(f"{path}:6: '2001:db8:3::1/48': host bits set")
     assert errors[2].startswith(f"{path}:7: unknown option colour=")
     assert errors[3] == f"{path}:9: not valid UTF-8; skipped"
+    assert errors[4:] == [f"mx6ctl: {path}: 4 bad lines skipped, the others loaded "
+                          "(--allow-rejects: exit 0 all the same)"]
     assert raw(redis_url).hlen("mx6:v1:ip:feed") == 2
+    again = ctl("import", "ip", path, "--source", "feed", "--allow-rejects")
+    assert again.rc == 0 and summary(again)["rejected"] == 4 and "4 bad lines" in again.err
     assert raw(redis_url).hget("mx6:v1:ip:feed", ip_field(ipaddress.IPv6Network("2001:db8:2::/48"))) \
         == "1893456000"
 
@@ -171,7 +175,7 @@ def test_addressbook_from_vcard(ctl, redis_url):
 
 def test_vcard_detected_by_content_and_read_from_stdin(ctl, redis_url):
     result = ctl.process("import", "addressbook", "-", "--recipient", "user@example.org",
-                         input=VCARDS.encode())
+                         "--allow-rejects", input=VCARDS.encode())
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["format"] == "vcard"
     assert raw(redis_url).hlen("mx6:v1:ab:local:user@example.org") == 2
@@ -453,8 +457,8 @@ def test_the_reader_does_catch_a_non_atomic_replace(ctl):
 # --- the progress bar on a terminal ----------------------------------------------------------
 
 
-def test_progress_bar_on_a_terminal_only(ctl):
-    path = ctl.file("feed.txt", "\n".join(prefixes(0, 3000)) + "\n")
+def import_on_a_terminal(ctl, path) -> tuple:
+    """(the finished process, what its standard error wrote to a pseudo-terminal)."""
     master, slave = pty.openpty()
     try:
         process = subprocess.run([sys.executable, "-m", "mx6milter.ctl", "-c", str(ctl.config),
@@ -475,8 +479,30 @@ def test_progress_bar_on_a_terminal_only(ctl):
         os.close(master)
         if slave is not None:
             os.close(slave)
+    return process, tty_text
+
+
+def test_progress_bar_on_a_terminal_only(ctl):
+    path = ctl.file("feed.txt", "\n".join(prefixes(0, 3000)) + "\n")
+    process, tty_text = import_on_a_terminal(ctl, path)
     assert process.returncode == 0
-    assert b"import ip [" in tty_text and b"100% 3000 lines" in tty_text
+    assert b"import ip:" in tty_text and b"100%|" in tty_text       # tqdm's bar
     assert json.loads(process.stdout)["added"] == 3000
     piped = ctl.process("import", "ip", path)
     assert piped.returncode == 0 and b"[" not in piped.stderr and piped.stderr == b""
+
+
+def test_bad_lines_stand_on_their_own_lines_above_the_bar(ctl):
+    lines = prefixes(0, 3000)
+    lines[999], lines[1999] = "bad-one", "bad-two"
+    path = ctl.file("feed.txt", "\n".join(lines) + "\n")
+    process, tty_text = import_on_a_terminal(ctl, path)
+    assert process.returncode == 2
+    screen = [row.split(b"\r")[-1] for row in tty_text.split(b"\r\n")]   # what stays visible
+    errors = [row.decode() for row in screen if str(path).encode() in row]
+    assert len(errors) == 3
+    for error, where in zip(errors, ("1000: 'bad-one'", "2000: 'bad-two'")):
+        assert error.startswith(f"{path}:{where}: not an IPv6 address") and error.endswith("; skipped")
+    assert errors[2].endswith("2 bad lines skipped, the others loaded (--allow-rejects: exit 0 all "
+                              "the same)")
+    assert any(row.startswith(b"import ip: 100%|") for row in screen)

@@ -296,14 +296,14 @@ def test_every_signal_in_one_redis_round_trip(evaluator_factory, redis_server):
 
 
 def test_signals_in_the_log_line(evaluator_factory):
-    from mx6milter.milter import format_decision_log
+    from mx6milter.logs import format_decision_log
     session = Session(client_ip="2001:db8:8::10", helo="mail.greenlist.example",
                       mail_from="sender@greenlist.example", recipients=["user@example.org"])
     outcome = evaluate(evaluator_factory(), "2001:db8:8::10")
     line = format_decision_log(session, outcome)
     assert "fcrdns=pass(mail.greenlist.example)" in line
-    assert ",network=miss," in line and ",asn=miss(no_ASN_for_the_client)," in line
-    assert " verdict=greenlisted action=accept reasons=fcrdns=pass(mail.greenlist.example) " in line
+    assert ",network=miss," in line and ",asn=miss(no ASN for the client)," in line
+    assert ' verdict=greenlisted action=accept reasons="fcrdns=pass(mail.greenlist.example)" ' in line
 
 
 def test_signals_in_mx6ctl_explain(tmp_path, redis_url, dns_server):

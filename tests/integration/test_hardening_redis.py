@@ -88,12 +88,17 @@ def test_explain_with_redis_down_does_not_show_the_password(tmp_path):
 
 # --- password_file, the README's ACL users, TLS ---------------------------------------------
 
+import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from mx6milter.config import load_config  # noqa: E402
+from mx6milter.evaluate import Outcome  # noqa: E402
 from mx6milter.evidence.history import History  # noqa: E402
+from mx6milter.journal import Journal  # noqa: E402
+from mx6milter.model import (Action, Decision, Evidence, Finding, Reply, Session,  # noqa: E402
+                             SessionClass, Tier)
 from mx6milter.service import build_evaluator  # noqa: E402
 
 from servers import free_port, wait_for  # noqa: E402
@@ -231,6 +236,18 @@ def check_milter_and_ctl_users(tmp_path: Path, server: SecuredRedis) -> None:
     assert [h.value for h in rdap] == ["292 0 public 0"]
     with pytest.raises(StoreUnavailable, match="permission"):   # but not a primed addressbook
         store.learn_addressbooks("local", {"a@example.org": ["b@example.net"]}, 2 ** 31, 86400, 10)
+    # The journal: a fallback recorded and recovered by the milter's user, read by mx6ctl's.
+    journal = Journal(store, config.report)
+    outcome = Outcome(Evidence(SessionClass.IPV6, checks=(Finding("ip", "miss"),)),
+                      Decision(Tier.NONE, Action.TEMPFAIL, ("no-positive-evidence",),
+                               Reply("451", "4.7.1", ("retry over IPv4",))), None, 1.0)
+    session = Session(client_ip="2001:db8:9::1", mail_from="a@example.net",
+                      recipients=["b@example.org"], queue_id="4ACL1")
+    journal.decision(session, outcome, "<1@example.net>", "a@example.net")
+    journal.ipv4(session, "<1@example.net>", "a@example.net")
+    assert journal.flush() and (journal.failed, journal.recovered) == (0, 1)
+    assert json.loads(ctl("report", "--json").out)["recovered_over_ipv4"]["count"] == 1
+    assert ctl("why", "4ACL1").rc == 0
 
 
 def test_milter_and_mx6ctl_work_with_the_readme_acl_users(tmp_path, secured):

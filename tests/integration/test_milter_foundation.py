@@ -154,3 +154,23 @@ def test_percent_and_crlf_in_reply_text_are_safe(evaluator_factory):
     assert result.reply[2] == "100%% sure; retry over IPv4 %%s"
     # the real Milter.Base.setreply check: raises on any undoubled '%'
     Milter.Base.setreply.__wrapped__ if hasattr(Milter.Base.setreply, "__wrapped__") else None
+
+
+def test_auth_results_with_this_queue_id_stay_other_job_ids_go(evaluator_factory):
+    # OpenDKIM/OpenDMARC before us with AuthservIDWithJobID write "ID/QUEUEID": this
+    # transaction's queue id is unknown to the sender, so that one is local and stays.
+    headers = (b"Authentication-Results: localhost/4ABCDEF; dkim=pass header.d=example.net\r\n"
+               b"Authentication-Results: localhost/4ABCDEE; dkim=pass header.d=bank.example\r\n"
+               b"Authentication-Results: localhost; spf=pass smtp.mailfrom=a@bank.example\r\n"
+               b'Authentication-Results: "localhost/4ABCDEF/4ABCDEF"; dmarc=pass\r\n'
+               b"Authentication-Results: localhost/; dmarc=pass\r\n"
+               b"Authentication-Results: other.example/4ABCDEE; dkim=pass\r\n")
+    for client in ("192.0.2.10", "2001:db8:77::1"):
+        result = run_milter(evaluator_factory(), headers + MESSAGE, client_ip=client,
+                            macros={"i": "4ABCDEF"})
+        assert result.changed == [("Authentication-Results", 5, ""), ("Authentication-Results", 4, ""),
+                                  ("Authentication-Results", 3, ""), ("Authentication-Results", 2, "")]
+    # Without a queue id (an MTA that gives none), no job id is ours.
+    result = run_milter(evaluator_factory(), headers + MESSAGE, client_ip="192.0.2.10",
+                        macros={"i": ""})
+    assert [index for _, index, _ in result.changed] == [5, 4, 3, 2, 1]

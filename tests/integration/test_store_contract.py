@@ -1,5 +1,6 @@
-"""The store's contract, against a real redis-server: every public Store method,
-and the one rule behind them all, that every key it writes is under the key prefix.
+"""The store's contract, against a real redis-server, a Sentinel-managed primary and
+a 3-primary Redis Cluster: every public Store method, and the one rule behind them
+all, that every key it writes is under the key prefix.
 
 Other modules reach Redis only through these methods (tests/unit/test_layers.py
 keeps redis imports inside store.py); a new kind of data adds its method here."""
@@ -16,15 +17,33 @@ from mx6milter.store import SCHEMA_VERSION, EmptyReplace, Store, StoreUnavailabl
 NOW = 1_800_000_000
 
 
-@pytest.fixture
-def store(redis_url):
-    config = parse_config(f"[redis]\nurl = {redis_url}\n")
-    return Store(Store.from_config(config.redis).client, "t:", clock=lambda: NOW)
+@pytest.fixture(params=["single", "sentinel", "cluster"])
+def backend(request):
+    """The [redis] section of each deployment shape, on flushed servers."""
+    if request.param == "single":
+        return f"[redis]\nurl = {request.getfixturevalue('redis_url')}\n"
+    return request.getfixturevalue(f"{request.param}_redis")
 
 
 @pytest.fixture
-def raw(redis_url):
-    return redis.Redis.from_url(redis_url, decode_responses=True)
+def store(backend):
+    section = parse_config(backend + "key_prefix = t:\n").redis
+    built = Store.from_config(section)
+    built.clock = lambda: NOW
+    return built
+
+
+@pytest.fixture
+def raw(store):
+    """A client of the same Redis, for looking behind the Store (the primary, or the Cluster)."""
+    return store.client
+
+
+def every_key(raw) -> list:
+    """KEYS * of the one Redis, or of every Cluster primary (a Cluster client asks one)."""
+    if isinstance(raw, redis.RedisCluster):
+        return raw.keys("*", target_nodes=raw.PRIMARIES)
+    return raw.keys("*")
 
 
 def field_of(prefix: str) -> str:
@@ -54,7 +73,19 @@ def test_writes_reads_and_removals_through_the_store(store, raw):
     assert store.remove("domain", None, [("", "example.com")]) == 1
     assert store.remove_keys("ab", "local", ["user@example.org"]) == 1
     assert store.lookup({"domain": [("", "example.com")]})["domain"] == []
-    assert all(key.startswith("t:") for key in raw.keys("*"))
+    assert all(key.removeprefix("{").startswith("t:") for key in every_key(raw))  # Cluster: {t:v1}
+
+
+def test_remove_source_drops_its_hashes_and_its_name(store, raw):
+    store.add("ab", "crm", [("a@example.org", "x@example.com", "0"), ("b@example.org", "y@example.com", "0")])
+    store.add("ab", "local", [("a@example.org", "z@example.com", "0")])
+    assert store.remove_source("ab", "crm") == (2, True)
+    assert store.sources("ab") == {"local"} and set(store.stats("ab")) == {"local"}
+    assert [h.source for h in store.lookup({"ab": [("a@example.org", "z@example.com")]})["ab"]] == ["local"]
+    assert store.remove_source("ab", "crm") == (0, False)
+    assert sorted(raw.keys("t:*ab:crm*")) == []
+    with pytest.raises(EntryError):
+        store.remove_source("ab", "bad:name")
 
 
 def test_replace_is_all_or_nothing_and_refuses_to_empty(store):
@@ -70,8 +101,10 @@ def test_history_schema_memory_and_source_names(store, raw):
     assert store.record_history("history", "ipv4", "example.com", 20000, NOW + 100, 3600) == 1
     assert store.record_history("history", "ipv4", "example.com", 20003, NOW + 100, 3600) == 2
     assert store.read_value("history", "ipv4", "example.com", "v") == f"2 20000 20003 {NOW + 100}"
-    assert 0 < raw.ttl("t:v1:history:ipv4:example.com") <= 3600
+    assert 0 < raw.ttl(store.key("history", "ipv4", "example.com")) <= 3600
+    assert store.read_schema() is None                      # reading writes nothing
     assert store.check_schema() == SCHEMA_VERSION and raw.get("t:schema") == str(SCHEMA_VERSION)
+    assert store.read_schema() == SCHEMA_VERSION
     assert store.used_memory() > 0
     for bad in ("sources", "a:b", "a~b", ""):
         with pytest.raises(EntryError):
@@ -86,11 +119,11 @@ def test_learnt_addressbooks_cap_ttl_and_script_reload(store, raw):
                                     NOW + 20, 3600, 3) == 0
     assert store.learn_addressbooks("learned", {"u@example.org": ["a@example.net", "d@example.net"]},
                                     NOW + 30, 3600, 3) == 1   # b, the oldest, evicted
-    assert raw.hgetall("t:v1:ab:learned:u@example.org") == {
+    assert raw.hgetall(store.key("ab", "learned", "u@example.org")) == {
         "a@example.net": str(NOW + 30), "c@example.net": str(NOW + 20), "d@example.net": str(NOW + 30)}
-    assert 0 < raw.ttl("t:v1:ab:learned:u@example.org") <= 3600
+    assert 0 < raw.ttl(store.key("ab", "learned", "u@example.org")) <= 3600
     assert store.sources("ab") == {"learned"}
-    assert all(key.startswith("t:") for key in raw.keys("*"))
+    assert all(key.removeprefix("{").startswith("t:") for key in every_key(raw))  # Cluster: {t:v1}
 
 
 def test_rdap_cache_and_the_registrar_lists_in_one_lookup(store, raw):
@@ -98,13 +131,13 @@ def test_rdap_cache_and_the_registrar_lists_in_one_lookup(store, raw):
     store.cache_rdap("ip", "20010db8/32", f"yes {NOW + 50}", 3600)
     store.cache_rdap("domain", "old.example", f"7 1000 public {NOW - 1}", 3600)   # expired value
     store.add("registrar", "local", [("", "292", "0")])
-    raw.hset("t:v1:rdap:domain:wrongtype.example", "v", "1")                   # skipped, logged
+    raw.hset(store.rdap_key("domain", "wrongtype.example"), "v", "1")                   # skipped, logged
     hits = store.lookup({"rdap": [("example.com", "domain"), ("old.example", "domain"),
                                   ("wrongtype.example", "domain"), ("", "20010db8/32"),
                                   ("", "20010db80001/48")]})["rdap"]
     assert sorted((h.source, h.key, h.field) for h in hits) == [
         ("domain", "example.com", "v"), ("ip", "", "20010db8/32"), ("local", "registrar", "292")]
-    assert 0 < raw.ttl("t:v1:rdap:ip:20010db8/32") <= 3600
+    assert 0 < raw.ttl(store.rdap_key("ip", "20010db8/32")) <= 3600
 
 
 def test_redis_down_is_store_unavailable_never_a_redis_error():
@@ -117,6 +150,6 @@ def test_redis_down_is_store_unavailable_never_a_redis_error():
                  lambda: down.learn_addressbooks("learned", {"u@x.example": ["a@y.example"]},
                                                  1, 60, 10),
                  lambda: down.cache_rdap("domain", "example.com", "- - notfound 1", 60),
-                 down.check_schema):
+                 down.check_schema, down.read_schema):
         with pytest.raises(StoreUnavailable):
             call()

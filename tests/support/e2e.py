@@ -44,8 +44,9 @@ class Ledger:
         return f"<e2e-{os.getpid()}-{next(self.counter)}@example.net>"
 
     def send(self, port: int, source: str, raw: bytes, rcpts=("user@example.org",),
-             mail_from="sender@example.net", msg_id: str | None = None) -> Reply:
-        reply = smtp_send(port, source, mail_from, list(rcpts), raw)
+             mail_from="sender@example.net", msg_id: str | None = None,
+             host: str | None = None) -> Reply:
+        reply = smtp_send(port, source, mail_from, list(rcpts), raw, host)
         if reply.code == 250:
             self.accepted[msg_id] = sorted(rcpts)
         else:
@@ -53,10 +54,10 @@ class Ledger:
         return reply
 
     def message(self, port: int, source: str, rcpts=("user@example.org",), headers=(),
-                body: bytes = b"Hello.\r\n") -> tuple:
+                body: bytes = b"Hello.\r\n", host: str | None = None) -> tuple:
         msg_id = self.new_id()
         raw = make_message(msg_id, headers, body)
-        return msg_id, raw, self.send(port, source, raw, rcpts, msg_id=msg_id)
+        return msg_id, raw, self.send(port, source, raw, rcpts, msg_id=msg_id, host=host)
 
     def check(self, mta) -> dict:
         """Nothing lost, nothing duplicated; returns message-id -> SinkMessage."""
@@ -75,9 +76,11 @@ class Ledger:
         return {msg_id: copies[0] for msg_id, copies in arrived.items()}
 
 
-def smtp_send(port: int, source: str, mail_from: str, rcpts: list, raw: bytes) -> Reply:
-    host = "127.0.0.1" if "." in source else "::1"
-    smtp = smtplib.SMTP(local_hostname="mail.example.net", timeout=120, source_address=(source, 0))
+def smtp_send(port: int, source: str, mail_from: str, rcpts: list, raw: bytes,
+              helo: str = "mail.example.net", host: str | None = None) -> Reply:
+    """One SMTP transaction from SOURCE to HOST (default: 127.0.0.1 or ::1, as SOURCE)."""
+    host = host or ("127.0.0.1" if "." in source else "::1")
+    smtp = smtplib.SMTP(local_hostname=helo, timeout=120, source_address=(source, 0))
     try:
         code, text = smtp.connect(host, port)
         if code != 220:

@@ -12,6 +12,7 @@ import Milter
 from Milter.testctx import TestCtx
 
 from mx6milter.milter import Mx6Milter
+from mx6milter.model import MessageBuilder, Session
 
 
 class RecordingCtx(TestCtx):
@@ -91,3 +92,16 @@ def run_milter(evaluator, raw: bytes, client_ip="2001:db8::1", helo="mail.exampl
             return Result(rc, ctx._reply, ctx.added, ctx.changed, stage="body")
     rc = ctx._eom()
     return Result(rc, ctx._reply, ctx.added, ctx.changed)
+
+
+def decide(evaluator, client_ip, raw, recipients, mail_from="bounce@example.com"):
+    """One message judged by Evaluator.evaluate as the milter would, without the milter:
+    headers as the MTA hands them over; returns the Outcome."""
+    builder = MessageBuilder(1 << 20)
+    headers, body = split_message(raw)
+    for name, value in headers:
+        builder.add_header(name, value)
+    builder.add_body(body)
+    session = Session(client_ip=client_ip, helo="mail.example.com", mail_from=mail_from,
+                      recipients=list(recipients))
+    return evaluator.evaluate(session, builder.build())

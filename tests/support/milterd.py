@@ -44,8 +44,10 @@ def milter_ini(socket_spec: str, redis_url: str, nameservers: str = "127.0.0.1:9
 
 class MilterDaemon:
     def __init__(self, directory: Path, socket_spec: str, redis_url: str,
-                 extra: str = "", nameservers: str = "127.0.0.1:9", wrapper: tuple = ()):
+                 extra: str = "", nameservers: str = "127.0.0.1:9", wrapper: tuple = (),
+                 executable: str = MX6MILTER):
         self.wrapper = list(wrapper)   # e.g. setpriv ... --, to start it with fewer rights
+        self.executable = executable   # another installation's mx6milter (the .deb's)
         self.dir = Path(directory)
         self.socket = socket_spec
         self.conf = self.dir / "mx6milter.conf"
@@ -69,7 +71,7 @@ class MilterDaemon:
         self.conf.chmod(0o644)
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([*self.wrapper, MX6MILTER, "-c", str(self.conf)],
+        self.process = subprocess.Popen([*self.wrapper, self.executable, "-c", str(self.conf)],
                                         stdout=log, stderr=log)
         log.close()
         wait_for(self._ready, timeout=30, what=f"mx6milter on {self.socket}")

@@ -1,6 +1,8 @@
 """Real servers the tests start: redis-server on a free port (more join later)."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -8,6 +10,7 @@ import tempfile
 import time
 
 import redis
+import redis.connection
 
 
 def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
@@ -64,3 +67,195 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CountingConnection(redis.Connection):
+    """Counts how often the client writes to Redis: one write per round trip."""
+    writes = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.writes += 1
+        return super().send_packed_command(command, check_health)
+
+
+def _redis_binary() -> str:
+    return shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_cluster_port() -> int:
+    """A free port a Cluster node can take: at most 55535, its bus (port + 10000) free too."""
+    for _ in range(200):
+        with socket.socket() as low, socket.socket() as bus:
+            low.bind(("127.0.0.1", 0))
+            port = low.getsockname()[1]
+            if port > 55535:
+                continue
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port at or below 55535 with a free bus port")
+
+
+class RedisNode(RedisServer):
+    """A redis-server with extra options (a replica's replicaof, a Cluster node's settings)."""
+
+    def __init__(self, *options: str, port: int | None = None, password: str | None = None):
+        super().__init__()
+        self.port = port or self.port
+        self.password = password
+        self.options = list(options)
+        if password:
+            self.options += ["--requirepass", password, "--masterauth", password]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           decode_responses=True)
+
+    def start(self) -> RedisNode:
+        self.process = subprocess.Popen(
+            [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", *self.options],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, what=f"redis-server on port {self.port}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no goodbye to replicas or sentinels."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class SentinelSet:
+    """A primary, a replica and three sentinels (down-after-milliseconds 1000: a
+    killed primary's replica is promoted in about 4 s here). ``sentinels`` is the
+    [redis] sentinels value, ``service`` the service_name."""
+
+    service = "mx6test"
+
+    def __init__(self, password: str | None = None, sentinel_password: str | None = None):
+        """PASSWORD: the data nodes' requirepass; SENTINEL_PASSWORD: the sentinels' own."""
+        self.password, self.sentinel_password = password, sentinel_password
+        self.primary = RedisNode(password=password)
+        self.replica = RedisNode("--replicaof", "127.0.0.1", str(self.primary.port),
+                                 password=password)
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinel_procs: list = []
+        self.dir = tempfile.mkdtemp(prefix="mx6-sentinel-")
+
+    @property
+    def sentinels(self) -> str:
+        return " ".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def start(self) -> SentinelSet:
+        self.primary.start()
+        self.replica.start()
+        wait_for(lambda: self.replica.client().info("replication").get("master_link_status") == "up",
+                 what="the replica to sync")
+        for index, port in enumerate(self.sentinel_ports):
+            conf = f"{self.dir}/sentinel{index}.conf"
+            with open(conf, "w") as handle:
+                handle.write(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                             f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
+                             f"sentinel down-after-milliseconds {self.service} 1000\n"
+                             f"sentinel failover-timeout {self.service} 10000\n"
+                             + (f"sentinel auth-pass {self.service} {self.password}\n"
+                                if self.password else "")
+                             + (f"requirepass {self.sentinel_password}\n"
+                                if self.sentinel_password else ""))
+            self.sentinel_procs.append(subprocess.Popen(
+                [_redis_binary(), conf, "--sentinel"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in self.sentinel_ports:
+            wait_for(lambda port=port: self._sentinel_sees_replica(port),
+                     what=f"sentinel on port {port} to see the replica")
+        return self
+
+    def _sentinel_sees_replica(self, port: int) -> bool:
+        try:
+            return bool(self._sentinel(port).sentinel_slaves(self.service))
+        except redis.exceptions.RedisError:
+            return False
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, password=self.sentinel_password,
+                           decode_responses=True)
+
+    def current_primary_port(self) -> int:
+        return int(self._sentinel(self.sentinel_ports[0])
+                   .sentinel_get_master_addr_by_name(self.service)[1])
+
+    def kill_primary(self) -> RedisNode:
+        """Kill the node that is primary now; returns it (start() brings it back as a replica)."""
+        node = self.primary if self.current_primary_port() == self.primary.port else self.replica
+        node.kill()
+        return node
+
+    def close(self) -> None:
+        for proc in self.sentinel_procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
+        self.primary.close()
+        self.replica.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterSet:
+    """Three Cluster primaries made one by ``redis-cli --cluster create``; ``seeds`` is
+    the [redis] cluster value."""
+
+    def __init__(self, size: int = 3):
+        self.nodes = []
+        for _ in range(size):
+            port = free_cluster_port()
+            self.nodes.append(RedisNode("--cluster-enabled", "yes", "--cluster-config-file",
+                                        f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
+                                        port=port))
+
+    @property
+    def seeds(self) -> str:
+        return " ".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> RedisClusterSet:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(["redis-cli", "--cluster", "create",
+                        *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        wait_for(self._ok, what="the cluster to be ok")
+        return self
+
+    def _ok(self) -> bool:
+        return all("cluster_state:ok" in node.client().execute_command("CLUSTER", "INFO")
+                   for node in self.nodes)
+
+    def client(self):
+        from redis.cluster import ClusterNode, RedisCluster
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes],
+                            decode_responses=True)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+@contextlib.contextmanager
+def count_round_trips():
+    """Count what redis-py sends, per server port: one send is one round trip (a pipeline
+    sends all its commands at once, a Cluster pipeline once per node). Yields a Counter."""
+    sent: collections.Counter = collections.Counter()
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(connection, command, check_health=True):
+        sent[connection.port] += 1
+        return original(connection, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting
+    try:
+        yield sent
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original

@@ -1,12 +1,16 @@
 """Configuration parsing, errors that name the line, and docs that match the code."""
+import dataclasses
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mx6milter.config import ConfigError, describe_keys, load_config, parse_config
+from mx6milter.config import (RESTART_SECTIONS, ConfigError, MetricsSection, describe_keys, load_config,
+                              parse_config, parse_listen)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,17 +81,96 @@ def test_check_config_exit_codes(tmp_path):
     assert "Traceback" not in fail.stderr
 
 
+# The shipped file sets these differently from the built-in defaults, on purpose.
+SHIPPED = {("metrics", "listen"): "127.0.0.1:9169"}   # metrics on, on loopback only
+
+
 def test_contrib_config_lists_every_key_with_its_default():
     text = (ROOT / "contrib" / "mx6milter.conf").read_text()
     config = parse_config(text)
-    assert config == parse_config("", config.path)   # the shipped file changes nothing
+    assert config.metrics.listen == SHIPPED[("metrics", "listen")]
+    # apart from SHIPPED, the shipped file changes nothing
+    assert dataclasses.replace(config, metrics=MetricsSection()) == parse_config("", config.path)
     for section, key, default in describe_keys():
-        assert re.search(rf"^{key} = ?{re.escape(default)}$", text, re.MULTILINE), (section, key)
+        value = SHIPPED.get((section, key), default)
+        assert re.search(rf"^{key} = ?{re.escape(value)}$", text, re.MULTILINE), (section, key)
+
+
+def man_heading(section: str, key: str, default: str) -> str:
+    """A key's heading in mx6milter.conf(5): the default, or (empty) in italics; the keys
+    of RESTART_SECTIONS marked (restart)."""
+    shown = default.replace("-", "\\-") if default else "\\fI(empty)\\fR"
+    restart = (" (restart)" if shown.endswith("\\fR") else " \\fR(restart)") \
+        if section in RESTART_SECTIONS else ""
+    return f".B {key} = {shown}{restart}"
 
 
 def test_man_page_documents_every_key_with_its_default():
     page = (ROOT / "man" / "mx6milter.conf.5").read_text()
     for section, key, default in describe_keys():
         assert f".SH [{section}]" in page, section
-        rendered = f"{key} = {default}".replace("-", "\\-").rstrip()
-        assert re.search(rf"^\.(TP|TQ)\n\.B {re.escape(rendered)}$", page, re.MULTILINE), (section, key)
+        heading = man_heading(section, key, default)
+        assert re.search(rf"^\.(TP|TQ)\n{re.escape(heading)}$", page, re.MULTILINE), heading
+    assert page.count("(restart)") == 1 + sum(s in RESTART_SECTIONS for s, _, _ in describe_keys())
+
+
+def check_config(tmp_path, text: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "c.conf"
+    path.write_text(text)
+    return subprocess.run([sys.executable, "-m", "mx6milter.cli", "-c", str(path),
+                           "--check-config"], capture_output=True, text=True)
+
+
+def test_check_config_reads_the_secret_files(tmp_path):
+    missing = tmp_path / "no-such-secret"
+    result = check_config(tmp_path, f"[addressbook]\nsecret_file = {missing}\n"
+                                    "[policy]\nauthserv_id = mx.example.org\n")
+    assert result.returncode == 2
+    assert f"[addressbook] secret_file: cannot read {missing}" in result.stderr
+    short = tmp_path / "short"
+    short.write_bytes(b"x" * 8)
+    short.chmod(0o600)
+    result = check_config(tmp_path, f"[redis]\npassword_file = {missing}\n"
+                                    "[policy]\nauthserv_id = mx.example.org\n")
+    assert result.returncode == 2 and "[redis] password_file: cannot read" in result.stderr
+    result = check_config(tmp_path, f"[addressbook]\nsecret_file = {short}\n")
+    assert result.returncode == 2 and "holds fewer than 16 bytes" in result.stderr
+    good = tmp_path / "good"
+    good.write_bytes(b"x" * 32)
+    good.chmod(0o600)
+    result = check_config(tmp_path, f"[addressbook]\nsecret_file = {good}\n"
+                                    "[policy]\nauthserv_id = mx.example.org\n")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_check_config_warns_about_the_default_authserv_id(tmp_path):
+    result = check_config(tmp_path, "[policy]\nmode = report\n")
+    assert result.returncode == 0 and ": OK (mode report" in result.stdout
+    assert "warning:" in result.stderr and "[policy] authserv_id is left at its default " \
+        "('localhost')" in result.stderr
+    assert check_config(tmp_path, "[policy]\nauthserv_id = mx.example.org\n").stderr == ""
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("127.0.0.1:9169", ("127.0.0.1", 9169)), ("[::1]:9169", ("::1", 9169)),
+    ("[2001:db8::1]:1", ("2001:db8::1", 1)), ("0.0.0.0:65535", ("0.0.0.0", 65535))])
+def test_metrics_listen(value, expected):
+    assert parse_listen(value) == expected
+    assert parse_config(f"[metrics]\nlisten = {value}\n").metrics.listen == value
+
+
+@pytest.mark.parametrize("value", ["localhost:9169", "[::1]", "::1:9169", "127.0.0.1:0",
+                                   "127.0.0.1:65536", "300.1.1.1:80", "[fe80::1%lo]:80",
+                                   "127.0.0.1:80 junk", "127.0.0.1", "1.2.3.4:\u0661\u0662"])
+def test_bad_metrics_listen_names_the_key(value):
+    with pytest.raises(ConfigError, match=r"c.conf:2: \[metrics\] listen"):
+        parse_config(f"[metrics]\nlisten = {value}\n", "c.conf")
+
+
+@given(st.text(max_size=60))
+def test_parse_listen_takes_anything(text):
+    try:
+        host, port = parse_listen(text)
+    except ValueError:
+        return
+    assert 0 < port < 65536 and text.endswith(f":{port}") and host in text

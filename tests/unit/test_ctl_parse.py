@@ -5,7 +5,7 @@ import pytest
 
 from mx6milter.addresses import normalise_address
 from mx6milter.ctl.explain import build_message, split_message
-from mx6milter.ctl.import_export import Progress
+from mx6milter.ctl.import_export import Progress, Reporter
 from mx6milter.entries import (AddressIds, EntryError, LineParser, check_source, format_expiry,
                                format_line, parse_domain, parse_expiry, parse_ipv6_prefix)
 from mx6milter.evidence.whitelist import AUTHENTICATED_WAYS
@@ -270,15 +270,28 @@ def test_build_message_crlf_raw_and_truncation():
 
 def test_progress_draws_only_when_enabled():
     stream = io.StringIO()
-    Progress(1000, stream, enabled=False).finish(1000, 10)
-    assert stream.getvalue() == ""
+    quiet = Progress(1000, stream, enabled=False)
+    quiet.update(500)
+    quiet.write("f.txt:1: bad; skipped")
+    quiet.finish(1000)
+    assert stream.getvalue() == "f.txt:1: bad; skipped\n"    # the lines, no bar
+    assert Progress(10, io.StringIO()).enabled is False      # not a terminal
+
+
+def test_progress_bar_never_runs_into_the_error_lines():
+    """tqdm clears the bar before each reported line and redraws it after: on screen (the
+    text after the last CR of each line) every error line stands alone."""
+    stream = io.StringIO()
     bar = Progress(1000, stream, enabled=True, label="import ip")
-    bar.update(500, 5, force=True)
-    bar.finish(1000, 10)
-    text = stream.getvalue()
-    assert "\rimport ip [" + "#" * 15 + "-" * 15 + "]  50% 5 lines" in text
-    assert text.endswith("100% 10 lines\n")
-    assert Progress(10, io.StringIO()).enabled is False   # not a terminal
+    reporter = Reporter("f.txt", write=bar.write)
+    for done in range(100, 1001, 100):
+        bar.update(done)
+        reporter.reject(done // 100, "expected PREFIX")
+    bar.finish(1000)
+    screen = [line.split("\r")[-1] for line in stream.getvalue().split("\n")]
+    errors = [f"f.txt:{n}: expected PREFIX; skipped" for n in range(1, 11)]
+    assert [line for line in screen if "f.txt" in line] == errors
+    assert "import ip: 100%" in screen[-2] and screen[-1] == ""
 
 
 def test_explain_and_the_milter_build_the_same_message():

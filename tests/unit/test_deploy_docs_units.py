@@ -47,7 +47,7 @@ def test_readme_sections_follow_quick_start():
     text = (ROOT / "README.rst").read_text()
     titles = re.findall(r"^(\S.*)\n=+\n", text, re.MULTILINE)
     at = titles.index("Quick start")
-    assert titles[at + 1:at + 3] == ["Deploying with Postfix", "Deploying with Sendmail"]
+    assert titles[at + 1:at + 4] == ["Installing", "Deploying with Postfix", "Deploying with Sendmail"]
 
 
 def test_postfix_milter_config_matches_main_cf_and_master_cf():

@@ -3,11 +3,11 @@
 Every module is parsed with ``ast``; every import counts, at the top or inside a
 function. Layers, from the bottom:
 
-  core       model config policy reply addresses entries prefixes vcard: pure
-  edges      dns store: the one resolver; Redis (store owns every key)
+  core       model config policy reply addresses entries prefixes vcard membudget: pure
+  edges      dns store metrics: the one resolver; Redis (store owns every key); Prometheus
   evidence   evidence/*: one source a module, returning its findings
   evaluate   evaluate: gathers evidence in one visible order, then decides
-  service    service: wiring (config -> store, resolver, evaluator), no pymilter
+  service    service logs: wiring (config -> store, resolver, evaluator), no pymilter; log records
   adapter    milter daemon privileges cli: the pymilter adapter, the process, entry points
   ctl        ctl/*: mx6ctl, one module per verb group
   outbound   outbound/*: the MX6 sending side
@@ -29,11 +29,11 @@ LAYERS = {
     "mx6milter": "core",                       # __init__: the version
     "mx6milter.model": "core", "mx6milter.config": "core", "mx6milter.policy": "core",
     "mx6milter.reply": "core", "mx6milter.addresses": "core", "mx6milter.entries": "core",
-    "mx6milter.prefixes": "core", "mx6milter.vcard": "core",
-    "mx6milter.dns": "edges", "mx6milter.store": "edges",
+    "mx6milter.prefixes": "core", "mx6milter.vcard": "core", "mx6milter.membudget": "core",
+    "mx6milter.dns": "edges", "mx6milter.store": "edges", "mx6milter.metrics": "edges",
     "mx6milter.evidence": "evidence",
-    "mx6milter.evaluate": "evaluate",
-    "mx6milter.service": "service",
+    "mx6milter.evaluate": "evaluate", "mx6milter.journal": "evaluate",
+    "mx6milter.service": "service", "mx6milter.logs": "service",
     "mx6milter.milter": "adapter", "mx6milter.daemon": "adapter",
     "mx6milter.privileges": "adapter", "mx6milter.cli": "adapter",
     "mx6milter.ctl": "ctl",
