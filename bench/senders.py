@@ -403,7 +403,10 @@ class OpenSmtpdSender:
 
     Its spool is compiled in (/var/spool/smtpd): it runs under ``unshare -m``
     with a private directory mounted on /var/spool. Its retry schedule is its
-    own (not configurable); ``--retry`` does not change it.
+    own (not configurable); ``--retry`` does not change it. It drops an MX
+    whose address is a loopback one, so it never sees R4 (127.0.16.25): its
+    cells measure that, not its fallback, until the IPv4 side moves to a
+    non-loopback interface of the namespace.
     """
     name = "opensmtpd"
 
