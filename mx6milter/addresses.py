@@ -118,4 +118,4 @@ def strip_brackets(address: str) -> str:
 def domain_suffixes(domain: str) -> list:
     """'a.b.example.org' -> ['a.b.example.org', 'b.example.org', 'example.org']."""
     labels = domain.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels) - 1)] if len(labels) > 1 else []
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]

@@ -54,10 +54,13 @@ RDATA_OVERHEAD = 100
 
 def entry_bytes(key, value) -> int:
     """An estimate of what a cache entry holds: a TXT answer (up to 64 KB in one
-    message) counts its strings, other records a fixed amount, a failure its text."""
+    message) counts its strings, other records a fixed amount, a failure its text, a
+    result derived from answers (``Resolver.remember``) its text form."""
     size = ENTRY_OVERHEAD + len(str(key[0]))
     if isinstance(value, str):
         return size + len(value)
+    if not isinstance(value, tuple):
+        return size + len(str(value))
     for rdata in value:
         strings = getattr(rdata, "strings", None)
         size += RDATA_OVERHEAD + (sum(len(s) for s in strings) if strings else 0)
@@ -79,6 +82,11 @@ class _Cache:
 
     def get(self, key):
         """The value (a tuple of rdatas, or a str for a failure), or None."""
+        entry = self.entry(key)
+        return None if entry is None else entry[1]
+
+    def entry(self, key):
+        """(monotonic expiry, value), or None."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -88,7 +96,7 @@ class _Cache:
                 self.bytes -= entry[2]
                 return None
             self._entries.move_to_end(key)
-            return entry[1]
+            return entry
 
     def put(self, key, ttl: float, value) -> None:
         if ttl <= 0:
@@ -194,6 +202,22 @@ class Resolver:
         # expiration (wall clock) honours the TTL, or the SOA's negative TTL for NODATA
         self._cache.put(key, answer.expiration - time.time(), rdatas)
         return list(rdatas)
+
+    def expiry(self, name: str, rdtype: str) -> float:
+        """When the cached answer for NAME/TYPE (or its name's NXDOMAIN) expires, as
+        time.monotonic(); 0 when none is cached, or the cached one is a failure."""
+        key = (_cache_name(name), rdtype)
+        entry = self._cache.entry(key) or self._cache.entry((key[0], _NXDOMAIN))
+        return 0.0 if entry is None or isinstance(entry[1], str) else entry[0]
+
+    def remember(self, key: tuple, expiry: float, value) -> None:
+        """Keep a result derived from DNS answers (KEY starts with its kind, e.g.
+        "spf") in the same bounded cache, until EXPIRY (time.monotonic())."""
+        self._cache.put(key, expiry - time.monotonic(), value)
+
+    def recall(self, key: tuple):
+        """What remember() kept under KEY, None once it expired or was evicted."""
+        return self._cache.get(key)
 
     def _cached(self, key):
         """The cache's answer for KEY (or for its whole name's NXDOMAIN), counted; or None."""

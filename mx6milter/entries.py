@@ -28,7 +28,7 @@ DEFAULT_REQUIREMENT = "dmarc"      # the From domain authenticated in alignment
 MIN_PREFIX_LENGTH = 16      # shorter prefixes cover whole registries: surely a typo
 MAX_LINE = 4096
 HASHED = re.compile(r"hmac:([0-9a-f]{32})")
-_DURATION = re.compile(r"\+?(\d+)([smhdw])")
+_DURATION = re.compile(r"\+?([0-9]+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _COMMENT = re.compile(r"(?:^|(?<=\s))#")
 
@@ -72,7 +72,7 @@ def parse_ipv6_prefix(text: str) -> ipaddress.IPv6Network:
         if loose is not None and loose.version == 6:
             raise EntryError(f"{text!r}: host bits set after the prefix length; "
                              f"the prefix is {loose}") from None
-        if loose is None or loose.version == 6:
+        if loose is None:
             raise EntryError(f"{text!r}: not an IPv6 address or prefix ({err})") from None
         network = loose
     if network.version != 6:
@@ -95,7 +95,7 @@ def _fast_prefix(text: str):
         value = int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
     except (OSError, ValueError):
         return None
-    if length and not (length.isascii() and length.isdigit() and len(length) <= 3):
+    if _slash and not (length.isascii() and length.isdigit() and len(length) <= 3):
         return None
     bits = int(length) if length else 128
     if not MIN_PREFIX_LENGTH <= bits <= 128 or value & ((1 << (128 - bits)) - 1) \
@@ -160,7 +160,7 @@ class AddressIds:
                 raise EntryError(f"{text!r}: a hashed address, but no [addressbook] secret_file "
                                  "is configured")
             return hashed.group(1)
-        if not text.isprintable() or not _utf8(text):
+        if not text.isprintable():   # undecodable bytes arrive as lone surrogates: not printable
             raise EntryError(f"{text!r}: control characters or bytes that are not UTF-8")
         try:
             return self.store_id(normalise_address(text, self.fold))
@@ -169,14 +169,6 @@ class AddressIds:
 
     def show(self, stored: str) -> str:
         return f"hmac:{stored}" if self.private else stored
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 # --- expiry ---------------------------------------------------------------------------
@@ -195,13 +187,13 @@ def parse_expiry(text: str, now: float) -> int:
     text = text.strip()
     if text in ("", "0", "never"):
         return 0
-    if text.isdigit():
+    if text.isascii() and text.isdigit():     # not "²", a digit int() cannot read
         epoch = int(text)
     elif _DURATION.fullmatch(text):
         epoch = int(now) + duration_seconds(text)
     else:
         try:
-            when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            when = datetime.datetime.fromisoformat(text)   # reads a trailing Z as UTC
         except ValueError:
             raise EntryError(f"expires={text!r}: expected never, Unix seconds, a duration such as "
                              "90d or 12h, or a date such as 2027-01-31") from None
@@ -242,10 +234,10 @@ def value_requirement(value: str) -> str:
 
 
 def value_expiry(value: str) -> int:
-    """Unix seconds, 0 for never; -1 if unreadable: long expired, so it never counts
-    (the milter ignores it, mx6ctl shows it as expired)."""
+    """Unix seconds, 0 for never; -1 if unreadable (empty too): long expired, so it
+    never counts (the milter ignores it, mx6ctl shows it as expired)."""
     try:
-        return int(value.rsplit(" ", 1)[-1] or 0)
+        return int(value.rsplit(" ", 1)[-1])
     except ValueError:
         return -1
 

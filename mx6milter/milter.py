@@ -35,11 +35,19 @@ def safe_callback(method):
         except Exception:
             log.exception("BUG in %s callback (queue id %s)", method.__name__,
                           self.session.queue_id or "-")
-            if self.judged:
+            self.faulted = True
+            if self.judged and not self._protocol & NO_REPLY.get(method.__name__, 0):
                 self.setreply("451", "4.3.0", "Temporary local problem; please try again")
                 return Milter.TEMPFAIL
-            return Milter.CONTINUE
+            return Milter.CONTINUE      # with no reply due: eom tempfails a judged message
     return wrapper
+
+
+# The callbacks whose answer is always CONTINUE (but for a fault): with protocol v6
+# the MTA is told not to wait for it (SMFIP_NR_*, pymilter's @noreply), one round
+# trip less per recipient, header and body chunk. connect, envfrom, data and eoh
+# keep their answers (eoh may skip the body; data's answer avoids Nagle's stall).
+NO_REPLY = {"envrcpt": Milter.P_NR_RCPT, "header": Milter.P_NR_HDR, "body": Milter.P_NR_BODY}
 
 
 @Milter.header_leading_space
@@ -54,6 +62,7 @@ class Mx6Milter(Milter.Base):
         self.judged = False
         self.learning = False      # an IPv4 message read for the greenlist's IPv4 history
         self.teaching = False      # an outbound message that teaches addressbooks
+        self._protocol = 0         # the negotiated SMFIP_* bits: set by negotiate(), none before
         self.message: MessageBuilder | None = None
         self._reset_message()
 
@@ -61,6 +70,7 @@ class Mx6Milter(Milter.Base):
         """A new, empty message; the old one's bytes are given back to the memory budget."""
         if self.message is not None:
             self.message.release()
+        self.faulted = False       # a callback of this transaction failed (safe_callback)
         self.message = MessageBuilder(self.config.milter.max_message_size,
                                       self.evaluator.memory.reservation())
         self.remove = []           # (name, occurrence index, job id) to delete at eom
@@ -108,6 +118,7 @@ class Mx6Milter(Milter.Base):
         self.teaching = session_class in OUTBOUND and self.evaluator.learner is not None
         return Milter.CONTINUE
 
+    @Milter.noreply
     @safe_callback
     def envrcpt(self, rcpt, *params):
         self.session.recipients.append(strip_brackets(rcpt))
@@ -120,6 +131,7 @@ class Mx6Milter(Milter.Base):
         # (bench/RESULTS.rst).
         return Milter.CONTINUE
 
+    @Milter.noreply
     @Milter.decode("bytes")        # raw bytes: DKIM needs them exactly as sent
     @safe_callback
     def header(self, name, value):
@@ -169,6 +181,7 @@ class Mx6Milter(Milter.Base):
             return Milter.ACCEPT      # nothing to judge, learn or strip: skip the body
         return Milter.CONTINUE
 
+    @Milter.noreply
     @safe_callback
     def body(self, chunk):
         if self.judged or self.learning:
@@ -184,6 +197,9 @@ class Mx6Milter(Milter.Base):
                 self.chgheader(name, index, "")
         ids = self.ids                          # _reset_message forgets them
         try:
+            if self.judged and self.faulted:    # in a callback the MTA expected no answer from
+                self.setreply("451", "4.3.0", "Temporary local problem; please try again")
+                return Milter.TEMPFAIL
             if not self.judged:
                 if self.learning:
                     self._learn()

@@ -97,10 +97,10 @@ def parse_client_ip(text: str | None):
     """An ipaddress object from what the MTA gave, or None (local, unknown, garbage)."""
     if not text:
         return None
-    text = text.strip()
+    text = text.strip().strip("[]")               # brackets, as in [IPv6:2001:db8::1]
     if text.lower().startswith("ipv6:"):          # Sendmail's {client_addr} form
         text = text[5:]
-    text = text.strip("[]").split("%", 1)[0]      # brackets, IPv6 zone id
+    text = text.split("%", 1)[0]                  # an IPv6 zone id
     try:
         return ipaddress.ip_address(text)
     except ValueError:

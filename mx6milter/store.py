@@ -4,6 +4,8 @@ Schema version 1, every key under ``<key_prefix>v1:`` but the marker
 ``<key_prefix>schema`` (``Store.check_schema``)::
 
     <p>KIND:sources            set of source names that hold entries of KIND
+    <p>KIND:#lengths           set of the prefix lengths written to KIND (ip, green, asn,
+                               mishandle4xx), and "tracked" once it covers every entry
     <p>KIND:SOURCE             hash FIELD -> VALUE          (ip, domain)
     <p>ab:SOURCE:RECIPIENT     hash SENDER -> VALUE         (addressbook)
     <p>history:ipv4:DOMAIN     hash "v" -> "COUNT FIRST_DAY LAST_DAY EXPIRES", with a TTL
@@ -61,7 +63,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -81,6 +85,9 @@ log = logging.getLogger("mx6milter")
 
 SCHEMA_VERSION = 1
 KINDS = ("ip", "domain", "ab", "green", "asn", "asnlist", "mishandle4xx", "history", "registrar")
+PREFIX_KINDS = ("ip", "green", "asn", "mishandle4xx")     # fields are IPv6 prefixes (some or all)
+ADDRESS_QUERY = "#address"      # the key suffix of address_query's pair (no real suffix has "#")
+_PREFIX_FIELD = re.compile(r"[0-9a-f]{0,32}/([0-9]{1,3})")
 STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by themselves
 REPLICA_WAIT_MS = 5000  # Sentinel: how long a replace waits for a replica's copy
 SOURCES_TTL = 5.0       # Cluster: how long the source names read are reused
@@ -88,10 +95,38 @@ SOURCES_TTL = 5.0       # Cluster: how long the source names read are reused
 # The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
 # (see _pack): redis-py's per-argument packing of ~260 arguments per kind
 # was half the CPU time of a decision. unpack_pairs() unpacks them, and only
-# for a kind that has sources at all.
+# for a kind that has sources at all. ARGV[3], when not empty, is an IPv6
+# address as 32 hex digits (address_query): its prefixes are looked up too,
+# longest first, computed here for the lengths in ARGV[1]..':#lengths' (every
+# length from 128 to 0 while that set lacks the member "tracked").
 _UNPACK_LUA = """
+local function address_pairs(Q, hex)
+  local lengths, seen = {}, {}
+  local members = redis.pcall('SMEMBERS', ARGV[1] .. ':#lengths')
+  if members.err then members = {} end
+  for _, m in ipairs(members) do seen[m] = true end
+  if seen['tracked'] then
+    for _, m in ipairs(members) do
+      local n = tonumber(m)
+      if n and n >= 0 and n <= 128 and n % 1 == 0 then lengths[#lengths + 1] = n end
+    end
+    table.sort(lengths, function(a, b) return a > b end)
+  else
+    for n = 128, 0, -1 do lengths[#lengths + 1] = n end
+  end
+  for _, n in ipairs(lengths) do
+    local text, rest = string.sub(hex, 1, math.floor((n + 3) / 4)), n % 4
+    if rest ~= 0 then
+      local digit = tonumber(string.sub(text, -1), 16)
+      digit = digit - digit % (2 ^ (4 - rest))
+      text = string.sub(text, 1, -2) .. string.format('%x', digit)
+    end
+    Q[#Q + 1] = ''; Q[#Q + 1] = text .. '/' .. n
+  end
+end
 local function unpack_pairs()
   local Q, packed, pos = {}, ARGV[2] or '', 1
+  if ARGV[3] and ARGV[3] ~= '' then address_pairs(Q, ARGV[3]) end
   while pos <= #packed do
     local colon = string.find(packed, ':', pos, true)
     local n = tonumber(string.sub(packed, pos, colon - 1))
@@ -182,13 +217,17 @@ return {out, BAD}
 _ASN_SHA = hashlib.sha1(_ASN_LUA.encode()).hexdigest()
 
 # Bulk writes, one batch per call. ARGV = live base ("<p>KIND:SOURCE"), staging
-# base ("" = write to the live keys), staging TTL, then (suffix, field, value)
-# triples. Returns {added, present, repeated}: new to the live list, already
-# in it, or seen earlier in this same load (staging only).
+# base ("" = write to the live keys), staging TTL, the kind's prefix lengths set
+# ("<p>KIND:#lengths", "" for a kind of no prefixes), then (suffix, field, value)
+# triples. The length of every field written as a prefix ("HEX/LEN") joins that
+# set, staged or not (a length too many costs a lookup one HGET, a length
+# missing would lose a hit). Returns
+# {added, present, repeated}: new to the live list, already in it, or seen
+# earlier in this same load (staging only).
 _LOAD_LUA = """
-local live, staging, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local live, staging, ttl, lengths = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local added, present, repeated = 0, 0, 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local suffix, field = ARGV[i], ARGV[i + 1]
   local lkey = live
   if suffix ~= '' then lkey = live .. ':' .. suffix end
@@ -205,6 +244,8 @@ for i = 4, #ARGV, 3 do
     added = added + 1
   end
   local fresh = staging ~= '' and redis.call('EXISTS', target) == 0
+  local length = lengths ~= '' and string.match(field, '^%x*/(%d+)$')
+  if length then redis.call('SADD', lengths, length) end
   redis.call('HSET', target, field, ARGV[i + 2])
   if fresh then redis.call('EXPIRE', target, ttl) end
 end
@@ -519,7 +560,9 @@ class Store:
             key = self.base if kind == "rdap" else self.kind_key(kind)
             sha = {"rdap": _RDAP_SHA, "asn": _ASN_SHA}.get(kind, _LOOKUP_SHA)
             declared = self._script_keys(kind, queries[kind]) if self.cluster else []
-            _evalsha(pipe, sha, declared, key, _pack(queries[kind]))
+            address = next((f for s, f in queries[kind] if s == ADDRESS_QUERY), "")
+            pairs = [(s, f) for s, f in queries[kind] if s != ADDRESS_QUERY]
+            _evalsha(pipe, sha, declared, key, _pack(pairs), address)
         gets = []
         if len(scripted) < len(kinds):
             gets = [(src, suffix, field) for src in self._cluster_sources()["ab"]
@@ -566,7 +609,10 @@ class Store:
             keys = [self.rdap_key("domain", s) if f == "domain" else self.rdap_key("ip", f)
                     for s, f in pairs]
             return keys + self._source_hashes("registrar", sources, [""])
-        keys = self._source_hashes(kind, sources, sorted({suffix for suffix, _ in pairs}))
+        suffixes = {"" if suffix == ADDRESS_QUERY else suffix for suffix, _ in pairs}
+        keys = self._source_hashes(kind, sources, sorted(suffixes))
+        if kind in PREFIX_KINDS:
+            keys.append(self._lengths_key(kind))
         if kind == "asn":
             keys += self._source_hashes("asnlist", sources, [""])
         return keys
@@ -814,6 +860,8 @@ class Store:
         staging = f"{self.key(kind, source)}~{secrets.token_hex(6)}" if replace else ""
         suffixes = set()
         result = LoadResult()
+        if kind in PREFIX_KINDS:
+            self._track_lengths(kind)
         if not replace:
             self.client.sadd(self.kind_key(kind) + ":sources", source)
         try:
@@ -838,10 +886,32 @@ class Store:
             raise
         return result
 
+    def _lengths_key(self, kind: str) -> str:
+        return self.kind_key(kind) + ":#lengths"
+
+    def _track_lengths(self, kind: str) -> None:
+        """Make sure KIND's set of prefix lengths covers every entry, before a write.
+
+        Written by every load (_LOAD_LUA) once it holds the member "tracked"; until
+        then a lookup tries every length. A kind without sources starts tracked; one
+        filled by an older version has its fields read once, here."""
+        key = self._lengths_key(kind)
+        if self.client.sismember(key, "tracked"):
+            return
+        lengths = set()
+        for src in self.sources(kind):
+            for hash_key in self._source_keys(kind, src):
+                for field, _ in self.client.hscan_iter(hash_key, count=1000):
+                    match = _PREFIX_FIELD.fullmatch(field)
+                    if match:
+                        lengths.add(match.group(1))
+        self.client.sadd(key, "tracked", *lengths)
+
     def _load_batches(self, kind, source, staging, entries, suffixes, result, batch, window):
         """Pipelined script calls of up to BATCH entries; on a Cluster one call covers
         one addressbook (one slot), so a new recipient starts a new call."""
         live = self.key(kind, source)
+        lengths = self._lengths_key(kind) if kind in PREFIX_KINDS else ""
         split = self.cluster and kind == "ab"
         pipe = _pipeline(self.client)
         args: list = []
@@ -849,25 +919,26 @@ class Store:
         for suffix, field, value in entries:
             suffix = self._tagged(kind, suffix)
             if split and args and args[-3] != suffix:
-                self._load_call(pipe, live, staging, args)
+                self._load_call(pipe, live, staging, lengths, args)
                 args, queued = [], queued + 1
             if staging:
                 suffixes.add(suffix)
             args += (suffix, field, value)
             if len(args) >= 3 * batch:
-                self._load_call(pipe, live, staging, args)
+                self._load_call(pipe, live, staging, lengths, args)
                 args, queued = [], queued + 1
             if queued >= window:
                 self._count(pipe.execute(), result)
                 queued = 0
         if args:
-            self._load_call(pipe, live, staging, args)
+            self._load_call(pipe, live, staging, lengths, args)
         self._count(pipe.execute(), result)
 
     @staticmethod
-    def _load_call(pipe, live: str, staging: str, args: list) -> None:
+    def _load_call(pipe, live: str, staging: str, lengths: str, args: list) -> None:
         # The key declared is one the call writes: a Cluster routes the call by it.
-        _evalsha(pipe, _LOAD_SHA, [_join(live, args[0])], live, staging, STAGING_TTL, *args)
+        _evalsha(pipe, _LOAD_SHA, [_join(live, args[0])], live, staging, STAGING_TTL, lengths,
+                 *args)
 
     @staticmethod
     def _count(replies, result: LoadResult) -> None:
@@ -1037,6 +1108,13 @@ class Store:
             return int(found)
         except (TypeError, ValueError):
             return 0
+
+def address_query(address: ipaddress.IPv6Address) -> tuple:
+    """The lookup pair for every prefix in a kind's sources that holds ADDRESS (one
+    such pair a kind, with or without other pairs): the prefixes are computed in
+    Redis, for the lengths in use only, and answered like the pairs ("", PREFIX)."""
+    return (ADDRESS_QUERY, f"{int(address):032x}")
+
 
 def _join(base: str, suffix: str) -> str:
     return f"{base}:{suffix}" if suffix else base

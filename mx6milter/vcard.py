@@ -38,8 +38,9 @@ def unfold(lines):
 
 
 def _is_quoted_printable(line: str) -> bool:
-    head = line.split(":", 1)[0].upper()
-    return "QUOTED-PRINTABLE" in head
+    """Whether the line's parameters (not its value) declare quoted-printable."""
+    match = _PROPERTY.fullmatch(line)
+    return match is not None and "QUOTED-PRINTABLE" in match.group(2).upper()
 
 
 def _decode_value(params: str, value: str) -> str:
@@ -85,8 +86,7 @@ def emails(lines):
                 continue
             depth -= 1
             if depth == 0:
-                yield from pending
-                pending = []
+                yield from pending     # the next BEGIN:VCARD starts a new list
             continue
         if depth == 0:
             yield "error", number, "outside BEGIN:VCARD ... END:VCARD"

@@ -236,7 +236,7 @@ def _render_decision(result: dict) -> list:
     else:
         out.append("SMTP reply")
         out += ["  " + line for line in result["reply"]["smtp"].split("\r\n")]
-    if result["would_accept"]:
+    if result.get("would_accept"):      # added by cmd_explain, which knows the config file
         out.append("Would have been accepted after any one of")
         out += [f"  {row['command']:<60} # {row['tier']}" for row in result["would_accept"]]
     return out

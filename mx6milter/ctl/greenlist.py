@@ -27,7 +27,8 @@ from ..entries import (Entry, EntryError, format_expiry, parse_domain, parse_exp
                       parse_ipv6_prefix, split_line, value_expiry)
 from ..evidence.greenlist import Greenlist
 from ..evidence.history import History
-from ..prefixes import field_to_network, ip_candidates, ip_field
+from ..prefixes import field_to_network, ip_field
+from ..store import address_query
 
 KINDS = {   # kind -> (what an entry is, help, an example entry)
     "green": ("PREFIX", "greenlisted IPv6 networks: accepted subject to content filtering",
@@ -38,7 +39,7 @@ KINDS = {   # kind -> (what an entry is, help, an example entry)
                      "mail.oldsender.example"),
 }
 MAX_ASN = 2 ** 32 - 1
-_ASN = re.compile(r"(?:AS)?(\d{1,10})", re.IGNORECASE)
+_ASN = re.compile(r"(?:AS)?([0-9]{1,10})", re.IGNORECASE)
 _ORIGIN_SPLIT = re.compile(r"[_,]")
 
 
@@ -110,7 +111,7 @@ class AsnTable:
         if len(parts) != 3:
             raise EntryError(f"expected PREFIX<TAB>LENGTH<TAB>ASN, got {len(parts)} fields")
         prefix, length, origins = parts
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):     # "²" is a digit int() cannot read
             raise EntryError(f"{length!r}: not a prefix length")
         try:
             network = ipaddress.ip_network(f"{prefix}/{int(length)}", strict=True)
@@ -167,7 +168,7 @@ def cmd_asn(args) -> int:
               file=sys.stderr)
         return 1
     for address in addresses:
-        hits = store.lookup({"asn": [("", f) for f in ip_candidates(address)]})["asn"]
+        hits = store.lookup({"asn": [address_query(address)]})["asn"]
         print(f"{address}\t{Greenlist.asn_finding(hits)}")
     return 0
 

@@ -25,7 +25,10 @@ from ..addresses import AddressError, domain_of, domain_to_ascii, from_addresses
 from ..config import ConfigError
 from ..dns import Budget, DnsTempError
 from ..model import Finding, Findings
+from . import dkimcrypto
 from .dmarc_record import is_dmarc_record, parse_record
+
+dkimcrypto.install()        # dkimpy's integer conversions in C, parsed keys kept (dkimcrypto.py)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ def _spf_lookup(name, qtype, strict=True, timeout=None):
     budget: Budget | None = getattr(_spf_context, "budget", None)
     if budget is None:
         raise spf.TempError("DNS lookup outside an mx6milter SPF check")
+    _spf_context.used.append((name, qtype))
     try:
         rdatas = budget.query(name, qtype)
     except DnsTempError as err:
@@ -165,7 +169,12 @@ def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str,
         if not domain:
             return SpfResult("none", "", scope, identity, "HELO is not a domain name")
         sender = ""
-    _spf_context.budget = budget
+    # A repeat sender: the result is kept for as long as every DNS answer it used.
+    key = ("spf", client_ip, mail_from, helo, last_resort)
+    kept = budget.resolver.recall(key)
+    if kept is not None:
+        return kept
+    _spf_context.budget, _spf_context.used = budget, []
     guess = ""
     try:
         query = spf.query(i=client_ip, s=sender, h=helo or domain if sender else domain,
@@ -178,7 +187,11 @@ def check_spf(budget: Budget, client_ip: str, helo: str, mail_from: str,
         result, explanation = "permerror", f"SPF evaluation failed: {err}"
     finally:
         _spf_context.budget = None
-    return SpfResult(result.lower(), domain, scope, identity, explanation, guess.lower())
+    outcome = SpfResult(result.lower(), domain, scope, identity, explanation, guess.lower())
+    if outcome.result != "temperror" and _spf_context.used:
+        resolver = budget.resolver
+        resolver.remember(key, min(resolver.expiry(n, t) for n, t in _spf_context.used), outcome)
+    return outcome
 
 
 def _spf_sender(mail_from: str) -> tuple:

@@ -39,7 +39,8 @@ from ..dns import DnsTempError, reverse_nibbles
 from .history import History, HistoryRecorder
 from .rdap_fetch import RdapFetcher, RdapSignals
 from ..model import Finding, Findings
-from ..prefixes import field_to_network, ip_candidates
+from ..prefixes import field_to_network
+from ..store import address_query
 
 SIGNALS = ("fcrdns", "baseline", "network", "asn", "mishandle4xx", "history", "registrar", "rdap")
 MAX_PTR_NAMES = 5        # a hostile reverse zone may list hundreds
@@ -141,7 +142,7 @@ class Greenlist:
         fcrdns, names = None, ()
         if section.fcrdns or section.mishandle4xx or section.baseline:
             fcrdns, names = check_fcrdns(budget, address, helo)
-        prefixes = [("", f) for f in ip_candidates(address)] \
+        prefixes = [address_query(address)] \
             if section.networks or section.asn or section.mishandle4xx else []
         queries = {}
         if section.networks:

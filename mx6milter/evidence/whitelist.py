@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from ..addresses import AddressError, domain_suffixes, normalise_address
 from ..entries import REQUIREMENTS, value_requirement
 from ..model import Finding, Findings
-from ..prefixes import field_to_network, ip_candidates
+from ..prefixes import field_to_network
+from ..store import address_query
 from .auth import AuthOutcome
 
 AUTHENTICATED_WAYS = REQUIREMENTS[:3]     # what "any" accepts: dmarc, dkim, spf
@@ -76,7 +77,7 @@ def prepare(store, address, session, auth: AuthOutcome, identities: dict,
         else:
             recipients = tuple(sorted({rid for _, rid in ids}))
     queries = {
-        "ip": [("", f) for f in ip_candidates(address)],
+        "ip": [address_query(address)],
         "domain": [("", d) for d in sorted({s for ways in identities.values()
                                              for dom in ways for s in domain_suffixes(dom)})],
         "ab": [(r, sender) for r in recipients] if sender else [],

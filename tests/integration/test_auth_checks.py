@@ -56,6 +56,31 @@ def test_spf_temperror_when_the_dns_server_does_not_answer(dead_budget):
     assert spf.result == "temperror"
 
 
+def test_a_repeat_sender_gets_the_kept_spf_result(budget):
+    first = check_spf(budget, "2001:db8:10::99", "mail.example.com", "bounce@example.com")
+    assert first.result == "pass"
+    assert check_spf(budget, "2001:db8:10::99", "mail.example.com", "bounce@example.com") is first
+    other_client = check_spf(budget, "2001:db8:99::1", "mail.example.com", "bounce@example.com")
+    assert other_client.result == "fail"
+    other_helo = check_spf(budget, "2001:db8:10::99", "other.example.com", "bounce@example.com")
+    assert other_helo == first and other_helo is not first
+    other_sender = check_spf(budget, "2001:db8:10::99", "mail.example.com", "bounce2@example.com")
+    assert other_sender.identity == "bounce2@example.com"
+
+
+def test_an_spf_result_is_kept_no_longer_than_its_shortest_dns_answer(budget):
+    first = check_spf(budget, "2001:db8:10::99", "mail.example.com", "x@shortlived.example.com")
+    assert first.result == "pass"            # through the include of a TTL 0 record
+    again = check_spf(budget, "2001:db8:10::99", "mail.example.com", "x@shortlived.example.com")
+    assert again == first and again is not first
+
+
+def test_an_spf_temperror_is_never_kept(dead_budget):
+    first = check_spf(dead_budget, "2001:db8:10::99", "mail.example.com", "bounce@example.com")
+    again = check_spf(dead_budget, "2001:db8:10::99", "mail.example.com", "bounce@example.com")
+    assert first.result == again.result == "temperror" and again is not first
+
+
 def test_null_sender_checks_the_helo_name(budget):
     spf = check_spf(budget, "2001:db8:10::25", "mail.example.com", "")
     assert (spf.result, spf.scope, spf.domain, spf.identity) == \

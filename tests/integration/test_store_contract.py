@@ -12,7 +12,7 @@ import redis
 from mx6milter.config import parse_config
 from mx6milter.entries import EntryError
 from mx6milter.prefixes import ip_candidates, ip_field
-from mx6milter.store import SCHEMA_VERSION, EmptyReplace, Store, StoreUnavailable
+from mx6milter.store import SCHEMA_VERSION, EmptyReplace, Store, StoreUnavailable, address_query
 
 NOW = 1_800_000_000
 
@@ -153,3 +153,83 @@ def test_redis_down_is_store_unavailable_never_a_redis_error():
                  down.check_schema, down.read_schema):
         with pytest.raises(StoreUnavailable):
             call()
+
+
+# --- IP-keyed kinds: the prefixes of an address computed in Redis, for the lengths in use ---
+
+ADDRESS = ipaddress.IPv6Address("2001:db8:abcd:1234:5678:9abc:def0:1234")
+LENGTHS = (0, 1, 3, 15, 16, 17, 31, 47, 48, 50, 63, 64, 65, 99, 126, 127, 128)
+
+
+def prefixes_of(address, lengths) -> list:
+    return [ip_field(ipaddress.IPv6Network((int(address), n), strict=False)) for n in lengths]
+
+
+def hgets(raw) -> int:
+    return int(raw.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("kind", ["ip", "green", "asn", "mishandle4xx"])
+def test_address_query_finds_what_every_candidate_finds(store, kind):
+    other = ipaddress.IPv6Address("2001:db8:abcd:1234:5678:9abc:def0:1235")   # differs at /128
+    far = ipaddress.IPv6Address("3fff::1")
+    entries = [("", f, "0") for f in prefixes_of(ADDRESS, LENGTHS)]
+    entries += [("", f, "0") for f in prefixes_of(far, (20, 56, 128))]
+    store.add(kind, "feed", entries)
+    for address in (ADDRESS, other, far, ipaddress.IPv6Address("::")):
+        fields = [("", f) for f in ip_candidates(address)]
+        expected = [h.field for h in store.lookup({kind: fields})[kind]]
+        got = [h.field for h in store.lookup({kind: [address_query(address)]})[kind]]
+        assert got == expected                     # the same hits, longest first
+    assert len(store.lookup({kind: [address_query(ADDRESS)]})[kind]) == len(LENGTHS)
+
+
+def test_address_query_probes_only_the_lengths_in_use(store, raw):
+    store.add("ip", "a", [("", field_of("2001:db8::/32"), "0"),
+                          ("", field_of("2001:db9::/48"), "0")])
+    store.add("ip", "b", [("", field_of("2001:db8:abcd::/48"), "0")])
+    assert raw.smembers(store.kind_key("ip") + ":#lengths") == {"tracked", "32", "48"}
+    raw.config_resetstat()
+    hits = store.lookup({"ip": [address_query(ADDRESS)]})["ip"]
+    assert sorted((h.source, h.field) for h in hits) == [("a", "20010db8/32"), ("b", "20010db8abcd/48")]
+    assert hgets(raw) == 4                         # 2 sources x 2 lengths, not 2 x 129
+    # With other pairs in the same kind (mishandle4xx: prefixes and PTR domains).
+    store.add("mishandle4xx", "local", [("", "mail.example.com", "0"),
+                                        ("", field_of("2001:db8:abcd::/48"), "0")])
+    hits = store.lookup({"mishandle4xx": [address_query(ADDRESS), ("", "mail.example.com")]})
+    assert [h.field for h in hits["mishandle4xx"]] == ["20010db8abcd/48", "mail.example.com"]
+
+
+def test_a_replace_and_a_staged_load_track_their_lengths(store, raw):
+    store.add("green", "feed", [("", field_of("2001:db8::/32"), "0")])
+    store.replace_source("green", "feed", [("", field_of("2001:db8:abcd:1234::/64"), "0")])
+    hits = store.lookup({"green": [address_query(ADDRESS)]})["green"]
+    assert [h.field for h in hits] == ["20010db8abcd1234/64"]
+    assert {"tracked", "64"} <= raw.smembers(store.kind_key("green") + ":#lengths")
+
+
+def test_entries_written_before_the_lengths_were_tracked_are_found(store, raw):
+    """A Redis filled by an older version: no "#lengths" set. Lookups try every length;
+    the first write reads the kind's fields once and tracks them from then on."""
+    raw.sadd(store.kind_key("ip") + ":sources", "old")
+    raw.hset(store.kind_key("ip") + ":old",
+             mapping={field_of("2001:db8:abcd::/48"): "0", field_of("2001:db8::/29"): "0"})
+    raw.config_resetstat()
+    assert len(store.lookup({"ip": [address_query(ADDRESS)]})["ip"]) == 2
+    assert hgets(raw) == 129
+    store.add("ip", "new", [("", field_of("2001:db8:abcd:1234::/64"), "0")])
+    assert raw.smembers(store.kind_key("ip") + ":#lengths") == {"tracked", "29", "48", "64"}
+    raw.config_resetstat()
+    hits = store.lookup({"ip": [address_query(ADDRESS)]})["ip"]
+    assert sorted((h.source, h.field) for h in hits) == [
+        ("new", "20010db8abcd1234/64"), ("old", "20010db8/29"), ("old", "20010db8abcd/48")]
+    assert hgets(raw) == 6                         # 2 sources x 3 lengths
+
+
+def test_a_hostile_lengths_set_costs_no_more_than_every_length(store, raw):
+    store.add("ip", "feed", [("", field_of("2001:db8:abcd::/48"), "0")])
+    raw.sadd(store.kind_key("ip") + ":#lengths", "-1", "129", "4.5", "x", "1e3", "0x10")
+    assert [h.field for h in store.lookup({"ip": [address_query(ADDRESS)]})["ip"]] == ["20010db8abcd/48"]
+    raw.delete(store.kind_key("ip") + ":#lengths")
+    raw.set(store.kind_key("ip") + ":#lengths", "not a set")   # wrong type: every length
+    assert [h.field for h in store.lookup({"ip": [address_query(ADDRESS)]})["ip"]] == ["20010db8abcd/48"]

@@ -46,7 +46,7 @@ class Ledger:
     def send(self, port: int, source: str, raw: bytes, rcpts=("user@example.org",),
              mail_from="sender@example.net", msg_id: str | None = None,
              host: str | None = None) -> Reply:
-        reply = smtp_send(port, source, mail_from, list(rcpts), raw, host)
+        reply = smtp_send(port, source, mail_from, list(rcpts), raw, host=host)
         if reply.code == 250:
             self.accepted[msg_id] = sorted(rcpts)
         else:

@@ -60,10 +60,15 @@ def to_crlf(raw: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", raw)
 
 
+GOES_ON = (Milter.CONTINUE, Milter.NOREPLY)   # NOREPLY: a callback negotiated without answer
+
+
 def run_milter(evaluator, raw: bytes, client_ip="2001:db8::1", helo="mail.example.net",
-               mail_from="sender@example.net", rcpts=("user@example.org",), macros=None) -> Result:
-    """One connection with one message; returns the milter's answer and its edits."""
-    Milter.factory = lambda: Mx6Milter(evaluator)
+               mail_from="sender@example.net", rcpts=("user@example.org",), macros=None,
+               milter_class=Mx6Milter) -> Result:
+    """One connection with one message; returns the milter's answer and its edits.
+    TestCtx negotiates every protocol option: the no-reply callbacks answer NOREPLY."""
+    Milter.factory = lambda: milter_class(evaluator)
     ctx = RecordingCtx()
     defaults = {"i": "4ABCDEF", "j": "mx.example.org", "{daemon_name}": "smtpd"}
     for name, value in {**defaults, **(macros or {})}.items():
@@ -77,18 +82,18 @@ def run_milter(evaluator, raw: bytes, client_ip="2001:db8::1", helo="mail.exampl
     steps += [lambda r=r: ctx._envrcpt(f"<{r}>") for r in rcpts]
     for step in steps:
         rc = step()
-        if rc != Milter.CONTINUE:
+        if rc not in GOES_ON:
             return Result(rc, ctx._reply, stage="envelope")
     for name, value in headers:
         rc = ctx._priv.header_bytes(name, value)
-        if rc != Milter.CONTINUE:
+        if rc not in GOES_ON:
             return Result(rc, ctx._reply, ctx.added, ctx.changed, stage="header")
     rc = ctx._eoh()
     if rc != Milter.CONTINUE:
         return Result(rc, ctx._reply, ctx.added, ctx.changed, stage="eoh")
     for start in range(0, len(body), 65536):
         rc = ctx._priv.body(body[start:start + 65536])
-        if rc != Milter.CONTINUE:
+        if rc not in GOES_ON:
             return Result(rc, ctx._reply, ctx.added, ctx.changed, stage="body")
     rc = ctx._eom()
     return Result(rc, ctx._reply, ctx.added, ctx.changed)

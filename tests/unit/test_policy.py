@@ -5,7 +5,7 @@ import pytest
 
 from mx6milter.config import PolicySection
 from mx6milter.model import Action, Evidence, Finding, Session, SessionClass, Tier
-from mx6milter.policy import classify, decide, parse_client_ip
+from mx6milter.policy import classify, decide, fallback_status, parse_client_ip
 
 IP_HIT = Finding("ip", "pass", "2001:db8:6::/48 source=local")
 DOMAIN_HIT = Finding("domain", "pass", "example.net via=dmarc source=local")
@@ -112,4 +112,69 @@ def test_classify(client_ip, auth, expected):
 
 def test_parse_client_ip_rejects_garbage():
     assert parse_client_ip("999.1.1.1") is None
+    assert parse_client_ip("X::1") is None and parse_client_ip("::1X") is None
+    assert parse_client_ip("fe80::1%a%b") == ipaddress.ip_address("fe80::1")
     assert parse_client_ip("2001:db8::1") == ipaddress.ip_address("2001:db8::1")
+
+
+# --- what each decision carries, pinned (mutation testing found these unchecked) --------------
+
+NET = Finding("network", "pass", "2001:db8::/32")
+
+
+def test_reasons_name_the_class_or_the_findings_that_counted():
+    policy = PolicySection()
+    assert decide(policy, Evidence(V4)).reasons == ("ipv4",)
+    assert decide(policy, Evidence(TRUST)).reasons == ("trusted",)
+    whitelisted = decide(policy, Evidence(V6, whitelist=(IP_HIT, DOMAIN_HIT), greenlist=(FCRDNS,)))
+    assert whitelisted.reasons == (str(IP_HIT), str(DOMAIN_HIT))
+    greenlisted = decide(policy, Evidence(V6, greenlist=(FCRDNS, NET)))
+    assert greenlisted.reasons == (str(FCRDNS), str(NET))
+    reported = decide(PolicySection(mode="report"), Evidence(V6, failures=("dns-unavailable",)))
+    assert reported.reasons == ("dns-unavailable",)
+
+
+def test_greenlisted_header_lists_the_greenlist_findings_and_every_failure():
+    decision = decide(PolicySection(authserv_id="mx.example.org"),
+                      Evidence(V6, whitelist=(), greenlist=(FCRDNS, NET),
+                               failures=("dns-unavailable", "redis-unavailable")))
+    assert decision.header == (
+        "greenlisted; subject-to-content-filtering; "
+        "evidence=fcrdns=pass(mail.example.net),network=pass(2001:db8::/32); "
+        "failures=dns-unavailable,redis-unavailable; mode=defensive; by=mx.example.org")
+
+
+def test_report_mode_header_in_full():
+    decision = decide(PolicySection(mode="report", authserv_id="mx.example.org"), Evidence(V6))
+    assert decision.header == ("none; action=fallback-reported; reply=451 4.7.26; mode=report; "
+                               "by=mx.example.org")
+    assert decision.reply is None and decision.reasons == ("not-authenticated",)
+
+
+@pytest.mark.parametrize("mode, failures, authenticated, reason, key, status", [
+    ("defensive", ("redis-unavailable", "dns-unavailable"), True, "redis-unavailable",
+     "defensive_status_redis", "4.3.0"),
+    ("defensive", ("dns-unavailable",), True, "dns-unavailable", "defensive_status_dns", "4.4.3"),
+    ("defensive", ("other",), False, "not-authenticated", "defensive_status_unauthenticated", "4.7.26"),
+    ("defensive", (), True, "no-positive-evidence", "defensive_status", "4.7.1"),
+    ("mx6", ("dns-unavailable",), False, "dns-unavailable", "mx6_status", "5.5.7"),
+    ("report", (), False, "not-authenticated", "defensive_status_unauthenticated", "4.7.26"),
+])
+def test_fallback_status_by_reason(mode, failures, authenticated, reason, key, status):
+    evidence = Evidence(V6, failures=failures, authenticated=authenticated)
+    assert fallback_status(PolicySection(mode=mode), evidence) == (reason, key, status)
+    assert decide(PolicySection(mode=mode), evidence).reasons == (failures or (reason,))
+
+
+@pytest.mark.parametrize("text", ["IPv6:2001:db8:7::99", "ipv6:2001:db8:7::99", "[IPv6:2001:db8:7::99]",
+                                  " 2001:db8:7::99 ", "[2001:db8:7::99]", "2001:db8:7::99%lo"])
+def test_sendmail_forms_of_the_client_address(text):
+    assert parse_client_ip(text) == ipaddress.ip_address("2001:db8:7::99")
+
+
+@pytest.mark.parametrize("mode", ["defensive", "mx6"])
+def test_a_message_not_kept_for_want_of_memory_is_a_451_in_every_enforcing_mode(mode):
+    from mx6milter import membudget
+    decision = decide(PolicySection(mode=mode), Evidence(V6, failures=(membudget.REASON,)))
+    assert decision.action is Action.TEMPFAIL and decision.reasons == (membudget.REASON,)
+    assert (decision.reply.code, decision.reply.status) == ("451", "4.3.1")

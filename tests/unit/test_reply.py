@@ -44,3 +44,84 @@ def test_every_line_passes_pymilters_own_percent_check():
 def test_as_smtp_is_what_the_client_sees():
     reply = Reply("451", "4.7.1", ("first 100%%", "second"))
     assert reply.as_smtp() == "451-4.7.1 first 100%\r\n451 4.7.1 second"
+
+
+# --- properties over any input, and the limits as libmilter states them ------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+LIBMILTER_MAX_LINES = 32       # smfi_setmlreply: at most 32 lines (libmilter/smfi.c)
+SMTP_MAX_REPLY_LINE = 512      # RFC 5321 4.5.3.1.5, CRLF included
+hostile = st.lists(st.one_of(st.sampled_from(["%", "%%", "\r\n", "\n", "\t", "\x00", "~", "\u00e9",
+                                              "-", " ", "x" * 300, "a-b-c"]),
+                             st.text(max_size=40)), max_size=60).map("".join)
+printable = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=3000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sentence=hostile, auth=hostile, url=hostile)
+def test_any_reply_is_a_valid_libmilter_multiline_reply(sentence, auth, url):
+    reply = build_reply("451", "4.7.1", sentence, auth_results=auth, registration_url=url)
+    assert 1 <= len(reply.lines) <= LIBMILTER_MAX_LINES
+    for line in reply.lines:
+        assert not UNDOUBLED_PERCENT.search(line), line
+        assert all(" " <= ch <= "~" for ch in line), line
+        assert len(f"451-4.7.1 {line}\r\n".encode("ascii")) <= SMTP_MAX_REPLY_LINE
+    for smtp_line in reply.as_smtp().split("\r\n"):
+        assert re.fullmatch(r"451[- ]4\.7\.1 [ -~]*", smtp_line), smtp_line
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(printable, min_size=1, max_size=40))
+def test_short_enough_text_survives_wrapping_and_doubling(words):
+    sentence = " ".join(words)
+    reply = build_reply("451", "4.7.1", sentence)
+    if reply.lines[-1] == "(further lines omitted)":
+        assert len(reply.lines) == LIBMILTER_MAX_LINES
+        return
+    rebuilt = "".join(line.replace("%%", "%") for line in reply.lines)
+    assert rebuilt.replace(" ", "") == sentence.replace(" ", "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_sanitize_line_is_one_printable_line_and_only_doubles_percent(text):
+    line = sanitize_line(text)
+    assert all(" " <= ch <= "~" for ch in line) and not UNDOUBLED_PERCENT.search(line)
+    assert line.count("%") == 2 * text.count("%")
+    assert len(line) == len(re.sub(r"[\r\n\t]+", " ", text)) + text.count("%")
+
+
+def test_exactly_32_lines_are_kept_and_33_are_cut_to_32():
+    sentence = " ".join(["w" * 240] * 32)
+    reply = build_reply("451", "4.7.1", sentence)
+    assert reply.lines == ("w" * 240,) * 32
+    reply = build_reply("451", "4.7.1", sentence + " end")
+    assert len(reply.lines) == 32
+    assert reply.lines[:31] == ("w" * 240,) * 31 and reply.lines[31] == "(further lines omitted)"
+
+
+def test_lines_are_240_characters_words_broken_only_when_longer():
+    assert build_reply("451", "4.7.1", "y" * 240).lines == ("y" * 240,)
+    assert build_reply("451", "4.7.1", "y" * 241).lines == ("y" * 240, "y")
+    assert build_reply("451", "4.7.1", "a " * 120 + "b").lines == ("a " * 119 + "a", "b")
+
+
+def test_hyphens_are_not_break_points_in_urls():
+    url = "https://example.org/" + "long-" * 60
+    lines = build_reply("451", "4.7.1", "s", registration_url=url).lines
+    assert lines[1] == ("To be accepted over IPv6: " + url)[:240]
+    assert "".join(lines[1:]) == "To be accepted over IPv6: " + url.rstrip()
+
+
+def test_tilde_in_the_registration_url_is_kept():
+    lines = build_reply("451", "4.7.1", "s", registration_url="https://example.org/~postmaster").lines
+    assert lines == ("s", "To be accepted over IPv6: https://example.org/~postmaster")
+    assert sanitize_line("~\x7f") == "~?"
+
+
+def test_empty_parts_are_left_out_and_an_empty_sentence_is_one_empty_line():
+    assert build_reply("451", "4.7.1", "").lines == ("",)
+    assert build_reply("451", "4.7.1", "only").lines == ("only",)
+    assert build_reply("451", "4.7.1", "s", auth_results="a; spf=none").lines == \
+        ("s", "Authentication-Results: a; spf=none")
