@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES="python3 python3-venv python3-dev gcc libmilter-dev redis-server redis-tools publicsuffix man-db \
 postfix bind9 bind9-utils miltertest opendkim opendkim-tools opendmarc swaks \
 iproute2 procps util-linux openssl rspamd m4 liblockfile1 libwrap0 libio-socket-inet6-perl systemd \
-prometheus dh-virtualenv debhelper dpkg-dev"
+libcrypt1 libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libnsl2 libpcre2-8-0 \
+libevent-2.1-7 libpam0g libssl3 zlib1g prometheus dh-virtualenv debhelper dpkg-dev"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -46,3 +47,6 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ setup.py -nt "$stamp" ];
 fi
 # A real Sendmail for the tests, unpacked beside Postfix (see that script).
 scripts/install-sendmail.sh
+# Exim and OpenSMTPD for the sender matrix (bench/senders.py), unpacked the same
+# way; the libraries they link against are among SYSTEM_PACKAGES (their Depends).
+scripts/install-senders.sh

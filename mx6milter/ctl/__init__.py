@@ -27,6 +27,7 @@ from .journal import register as register_journal
 from .mx6 import register as register_mx6
 from .sources import register as register_source
 from .registrar import register as register_registrar
+from .transport_map import register as register_transport_map
 from ..entries import EntryError, parse_ipv6_prefix  # noqa: F401  (kept importable from here)
 
 REGISTRARS = [
@@ -43,6 +44,7 @@ REGISTRARS = [
     register_registrar,    # registrar (the greenlist's registrar signal, RDAP)
     register_check,        # check: Redis, DNS, the milter socket (a monitoring plugin)
     register_journal,      # report, why
+    register_transport_map,  # transport-map (Postfix socketmap: mx6: for MX6 domains)
 ]
 
 

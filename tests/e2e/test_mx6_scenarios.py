@@ -17,9 +17,13 @@ Each test asserts the lookups the DNS server received, the connections made, and
 listener the message finally arrived at.
 """
 import json
+import os
 import shutil
+import smtplib
 import socket
+import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from mx6milter.prefixes import ip_field
 from dnsserver import DnsServer, ZONE_TEMPLATES
 from milterd import MX6CTL, MilterDaemon
 from postfix import DEFAULT_LISTENERS, PrivatePostfix
+from servers import free_port, wait_for
 
 SENDER_V4 = "127.0.7.10"
 SENDER_V6 = "2001:db8:67::10"
@@ -232,7 +237,8 @@ def world(receivers, world_dns, redis_server):
 def received_by(message):
     """The Received header the receiving Postfix added (the sink's own comes first)."""
     headers = message.header("Received")
-    postfix = [h for h in headers if "(Postfix)" in h]
+    # Not the sending Postfix's own hop (the MX6-aware Postfix's tests).
+    postfix = [h for h in headers if "(Postfix)" in h and "by mail.sender.example" not in h]
     assert len(postfix) == 1, headers
     return " ".join(postfix[0].split())
 
@@ -339,3 +345,145 @@ def test_plain_sender_meets_4xx_over_ipv6_and_delivers_over_ipv4(world):
     message = only_arrival(world.arrivals(), "defensive")
     assert f"[{SENDER_V4}]" in received_by(message)
     assert "by mx.defensive.example" in received_by(message)
+
+
+# --- a stock Postfix made MX6-aware: mx6ctl transport-map and the pipe(8) service -------------
+#
+# contrib/postfix/mx6-aware.cf's pieces: transport_maps asks `mx6ctl transport-map`, which
+# answers "mx6:" for a domain publishing SRV _mx6._tcp; the mx6 service pipes the message
+# to `mx6ctl send`. Other domains go to Postfix's own smtp client; this world's BIND is not
+# on port 53, so here that client's route is a fixed next hop standing in for the MX lookup.
+
+
+def _contrib_aware_master_cf(**values) -> str:
+    """The pipe(8) service of contrib/postfix/mx6-aware.cf, with this world's values filled in."""
+    text = (Path(__file__).resolve().parents[2] / "contrib" / "postfix" / "mx6-aware.cf").read_text()
+    service = text.split("# --- master.cf", 1)[1].split("# --- main.cf", 1)[0]
+    lines = [line for line in service.splitlines()[1:] if line and not line.startswith("#")]
+    for name, value in values.items():
+        assert sum(line.count(name) for line in lines) == 1, name
+        lines = [line.replace(name, value) for line in lines]
+    return "\n".join(lines) + "\n"
+
+
+def _interpreter_hidden_from(user: str):
+    """The directory that keeps USER from the venv's interpreter (/root for a pyenv in /root), or None."""
+    check = subprocess.run(["su", "-s", "/bin/sh", user, "-c", f"{sys.executable} -c pass"],
+                           capture_output=True)
+    if check.returncode == 0:
+        return None
+    path = Path(os.path.realpath(sys.executable))
+    for parent in reversed(path.parents):
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return parent, path.relative_to(parent).parts[0]
+    return None
+
+
+class AwarePostfix(PrivatePostfix):
+    """A private Postfix whose mx6 transport runs `mx6ctl send` as the user nobody."""
+
+    def __init__(self, map_port, nameserver):
+        super().__init__(main_cf=f"""\
+myhostname = mail.sender.example
+relay_domains =
+transport_maps = socketmap:inet:127.0.0.1:{map_port}:mx6
+mx6_destination_recipient_limit = 1
+default_transport = smtp:[{ONLY4_V4}]:25
+smtp_bind_address = {SENDER_V4}
+""")
+        self.pipe = _contrib_aware_master_cf(**{
+            "/usr/local/bin/mx6ctl": MX6CTL, "mail.example.org": "mail.sender.example",
+            "--source-ipv4 192.0.2.25": f"--source-ipv4 {SENDER_V4} --nameserver {nameserver}",
+            "--source-ipv6 2001:db8::25": f"--source-ipv6 {SENDER_V6} --timeout 20"})
+        self.hidden = _interpreter_hidden_from("nobody")
+
+    def master_cf(self) -> str:
+        return super().master_cf() + self.pipe
+
+    def postfix(self, *args, check=True):
+        if args != ("start",) or self.hidden is None:
+            return super().postfix(*args, check=check)
+        # This machine's interpreter lives under a directory nobody may not enter (a pyenv in
+        # /root): Postfix, and so the pipe, runs in a mount namespace where that directory is
+        # a world-readable tmpfs holding only the interpreter's tree.
+        parent, child = self.hidden
+        keep = self.dir / "interpreter"
+        keep.mkdir(exist_ok=True)
+        script = (f"set -e; mount --bind {parent / child} {keep}; "
+                  f"mount -t tmpfs -o mode=755 tmpfs {parent}; mkdir {parent / child}; "
+                  f"mount --bind {keep} {parent / child}; exec postfix -c {self.config_dir} start")
+        result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                capture_output=True, text=True)
+        if check and result.returncode:
+            raise RuntimeError(f"postfix start: {result.stdout}{result.stderr}")
+        return result
+
+
+@pytest.fixture(scope="module")
+def aware_postfix(receivers, world_dns):
+    map_port = free_port()
+    service = subprocess.Popen(
+        [MX6CTL, "transport-map", "--listen", f"inet:127.0.0.1:{map_port}",
+         "--nameserver", f"127.0.0.1:{world_dns.port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    postfix = AwarePostfix(map_port, f"127.0.0.1:{world_dns.port}")
+    try:
+        wait_for(lambda: _answers(map_port), timeout=20, what="mx6ctl transport-map")
+        postfix.start()
+        yield postfix
+    finally:
+        postfix.close()
+        service.terminate()
+        service.wait(timeout=10)
+
+
+def _answers(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _send_through(postfix, rcpt):
+    start = len(postfix.log())
+    with smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as client:
+        client.sendmail("s@sender.example", [rcpt], MESSAGE)
+    postfix.wait_until_idle(timeout=90)
+    log = postfix.log()[start:]
+    assert "status=bounced" not in log and "status=deferred" not in log, log
+    return log
+
+
+def test_aware_postfix_both_aware_receiver_unwilling_delivers_over_ipv4_without_bounce(
+        world, aware_postfix, receivers):
+    """The proposal's "both aware, receiver unwilling", with a stock Postfix as the sender:
+    the pipe's mx6ctl send meets the 550 after DATA over IPv6 and delivers over IPv4."""
+    receiver_log = len(receivers["with6"].postfix.log())
+    log = _send_through(aware_postfix, "u@with6.example")
+    assert "relay=mx6" in log and "status=sent" in log, log
+    assert ("_mx6._tcp.with6.example", "SRV") in world.lookups()
+    message = only_arrival(world.arrivals(), "with6")          # once, over IPv4
+    assert f"[{SENDER_V4}]" in received_by(message) and "by mx.with6.example" in received_by(message)
+    # The IPv6 attempt was refused by the milter with the MX6 fallback status, after the data.
+    refused = [line for line in receivers["with6"].postfix.log()[receiver_log:].splitlines()
+               if "milter-reject: END-OF-MESSAGE" in line]
+    assert len(refused) == 1 and ": 5.5.7 Fall back to IPv4" in refused[0], refused
+
+
+def test_aware_postfix_both_aware_receiver_willing_delivers_over_ipv6(world, aware_postfix):
+    world.store.add("ip", "local", [("", ip_field(parse_ipv6_prefix(SENDER_V6)), "0")])
+    log = _send_through(aware_postfix, "u@with6.example")
+    assert "relay=mx6" in log and "status=sent" in log, log
+    message = only_arrival(world.arrivals(), "with6")
+    assert f"[IPv6:{SENDER_V6}]" in received_by(message)
+    assert "by mx6.with6.example" in received_by(message)
+
+
+def test_aware_postfix_receiver_unaware_goes_to_postfix_own_smtp(world, aware_postfix):
+    """No SRV _mx6._tcp.only4.example: the map says NOTFOUND and Postfix's smtp client delivers."""
+    log = _send_through(aware_postfix, "u@only4.example")
+    assert "relay=mx6" not in log and f"relay={ONLY4_V4}[{ONLY4_V4}]:25" in log, log
+    assert ("_mx6._tcp.only4.example", "SRV") in world.lookups()
+    message = only_arrival(world.arrivals(), "only4")
+    assert f"[{SENDER_V4}]" in received_by(message)

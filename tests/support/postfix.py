@@ -232,8 +232,27 @@ class PrivatePostfix:
     # --- configuration
 
     def main_cf(self) -> str:
+        """The defaults below with main_cf's lines, each key once (the last value wins).
+
+        An overridden key makes every Postfix program log a warning through
+        postlogd as it starts; a few of them fill postlogd's datagram queue
+        (net.unix.max_dgram_qlen, 10 by default) while postlogd itself is
+        logging into it, and the instance hangs.
+        """
+        settings: dict = {}
+        key = ""
+        for line in self._main_cf_lines().splitlines():
+            if line.startswith((" ", "\t")) and key and line.strip():
+                settings[key] += "\n" + line          # a continuation line
+            elif "=" in line and not line.startswith("#"):
+                key = line.partition("=")[0].strip()
+                settings.pop(key, None)
+                settings[key] = line
+        return "# Written by tests/support/postfix.py: a private instance on loopback.\n" + \
+            "\n".join(settings.values()) + "\n"
+
+    def _main_cf_lines(self) -> str:
         return f"""\
-# Written by tests/support/postfix.py: a private instance on loopback.
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}
