@@ -8,6 +8,7 @@ import ipaddress
 
 import pytest
 import redis
+import redis.cluster
 
 from mx6milter.config import parse_config
 from mx6milter.entries import EntryError
@@ -165,7 +166,19 @@ def prefixes_of(address, lengths) -> list:
     return [ip_field(ipaddress.IPv6Network((int(address), n), strict=False)) for n in lengths]
 
 
+def reset_stats(raw) -> None:
+    if isinstance(raw, redis.cluster.RedisCluster):
+        raw.config_resetstat(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    else:
+        raw.config_resetstat()
+
+
 def hgets(raw) -> int:
+    """HGET calls run server-side; on a Cluster summed over every primary (the keys'
+    slot may be on any of them, and a bare INFO asks one node)."""
+    if isinstance(raw, redis.cluster.RedisCluster):
+        per_node = raw.info("commandstats", target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        return sum(int(info.get("cmdstat_hget", {}).get("calls", 0)) for info in per_node.values())
     return int(raw.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
 
 
@@ -189,7 +202,7 @@ def test_address_query_probes_only_the_lengths_in_use(store, raw):
                           ("", field_of("2001:db9::/48"), "0")])
     store.add("ip", "b", [("", field_of("2001:db8:abcd::/48"), "0")])
     assert raw.smembers(store.kind_key("ip") + ":#lengths") == {"tracked", "32", "48"}
-    raw.config_resetstat()
+    reset_stats(raw)
     hits = store.lookup({"ip": [address_query(ADDRESS)]})["ip"]
     assert sorted((h.source, h.field) for h in hits) == [("a", "20010db8/32"), ("b", "20010db8abcd/48")]
     assert hgets(raw) == 4                         # 2 sources x 2 lengths, not 2 x 129
@@ -214,12 +227,12 @@ def test_entries_written_before_the_lengths_were_tracked_are_found(store, raw):
     raw.sadd(store.kind_key("ip") + ":sources", "old")
     raw.hset(store.kind_key("ip") + ":old",
              mapping={field_of("2001:db8:abcd::/48"): "0", field_of("2001:db8::/29"): "0"})
-    raw.config_resetstat()
+    reset_stats(raw)
     assert len(store.lookup({"ip": [address_query(ADDRESS)]})["ip"]) == 2
     assert hgets(raw) == 129
     store.add("ip", "new", [("", field_of("2001:db8:abcd:1234::/64"), "0")])
     assert raw.smembers(store.kind_key("ip") + ":#lengths") == {"tracked", "29", "48", "64"}
-    raw.config_resetstat()
+    reset_stats(raw)
     hits = store.lookup({"ip": [address_query(ADDRESS)]})["ip"]
     assert sorted((h.source, h.field) for h in hits) == [
         ("new", "20010db8abcd1234/64"), ("old", "20010db8/29"), ("old", "20010db8abcd/48")]
