@@ -68,7 +68,7 @@ SENDMAIL_CF_DIR = SENDMAIL_PREFIX / "usr" / "share" / "sendmail" / "cf"
 
 S4, S6 = "127.0.16.10", "2001:db8:16::10"           # the sending host
 R6A, R6B, R6M = "2001:db8:16::25", "2001:db8:16::26", "2001:db8:16::27"
-R4 = "127.0.16.25"
+R4 = "192.0.2.25"         # TEST-NET-1 on lo: OpenSMTPD ignores MX hosts on 127/8
 LISTENERS = {R6A: ("r6a", "defensive"), R6B: ("r6b", "defensive"), R6M: ("r6m", "mx6"),
              R4: ("r4", None)}
 
@@ -404,9 +404,8 @@ class OpenSmtpdSender:
     Its spool is compiled in (/var/spool/smtpd): it runs under ``unshare -m``
     with a private directory mounted on /var/spool. Its retry schedule is its
     own (not configurable); ``--retry`` does not change it. It drops an MX
-    whose address is a loopback one, so it never sees R4 (127.0.16.25): its
-    cells measure that, not its fallback, until the IPv4 side moves to a
-    non-loopback interface of the namespace.
+    whose address is a loopback one: hence R4 is 192.0.2.25 (on lo, but not
+    in 127/8).
     """
     name = "opensmtpd"
 
@@ -708,6 +707,7 @@ def set_up_loopback() -> None:
     subprocess.run(["sysctl", "-qw", "net.unix.max_dgram_qlen=512"], check=True)
     for address in (S6, R6A, R6B, R6M):
         _ip("-6", "addr", "add", f"{address}/128", "dev", "lo", "nodad")
+    _ip("addr", "add", f"{R4}/32", "dev", "lo")
 
 
 def run_matrix(args) -> dict:
