@@ -109,7 +109,9 @@ def profile(evaluator, work: dict, count: int) -> None:
         session, msg = list(work.values())[i % len(work)]
         evaluator.evaluate(session, msg)
     profiler.disable()
-    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    stats = pstats.Stats(profiler, stream=sys.stderr)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(45)
 
 
 def main(argv=None) -> int:
