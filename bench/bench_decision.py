@@ -13,8 +13,9 @@ later issues switched on: ``[dnswl] zones``, ``[arc] trusted_sealers``, the
 its lookups would leave the machine.) The first decision of each kind warms the
 resolver's cache; then the kinds take turns, seven rounds of COUNT decisions each,
 so a busy neighbour slows all of them alike. Prints the median process CPU per
-decision, per kind, and the Redis commands run server-side per decision (INFO
-commandstats before and after one round), as JSON.
+decision, per kind, the Redis server's CPU per decision (INFO cpu), and the Redis
+commands run server-side per decision (INFO commandstats before and after one
+decision), as JSON.
 """
 from __future__ import annotations
 
@@ -90,14 +91,23 @@ def measure(evaluator, work: dict, count: int, redis_client) -> dict:
         evaluator.evaluate(session, msg)
         commands[name] = commands_run(redis_client) - before
     rounds: dict = {name: [] for name in work}
+    server: dict = {name: [] for name in work}
     for _ in range(7):
         for name, (session, msg) in work.items():
-            started = time.process_time()
+            started, server_started = time.process_time(), server_cpu(redis_client)
             for _ in range(count):
                 evaluator.evaluate(session, msg)
             rounds[name].append((time.process_time() - started) * 1000 / count)
+            server[name].append((server_cpu(redis_client) - server_started) * 1000 / count)
     return {name: {"tier": tiers[name], "warm_cpu_ms": round(statistics.median(rounds[name]), 3),
+                   "redis_server_cpu_ms": round(statistics.median(server[name]), 3),
                    "redis_commands": commands[name]} for name in work}
+
+
+def server_cpu(client) -> float:
+    """Seconds of CPU the Redis server has used (its own count, INFO cpu)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def profile(evaluator, work: dict, count: int) -> None:

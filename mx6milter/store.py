@@ -39,8 +39,8 @@ One source per hash lets ``load(replace=True)`` swap a whole feed: it is
 loaded under staging keys (``<p>KIND:SOURCE~TOKEN...``, which no lookup
 reads), then one Lua script drops the old keys and renames the staging keys
 into place, so the milter never sees a half-loaded or empty list. The lookup
-runs server-side in a Lua script (one EVALSHA per kind, all of them in one
-pipeline), so a decision costs one round trip however many sources exist.
+runs server-side in one Lua script (one EVALSHA for every kind of the
+decision), so a decision costs one round trip however many sources exist.
 A key of the wrong type is skipped by the lookup and reported, never fatal.
 
 On a Redis Cluster ([redis] cluster) the same schema carries hash tags, so
@@ -92,21 +92,47 @@ STAGING_TTL = 86400     # staging keys of an interrupted replace vanish by thems
 REPLICA_WAIT_MS = 5000  # Sentinel: how long a replace waits for a replica's copy
 SOURCES_TTL = 5.0       # Cluster: how long the source names read are reused
 
-# The (key suffix, field) pairs travel packed in ARGV[2] as "LEN:BYTES" items
-# (see _pack): redis-py's per-argument packing of ~260 arguments per kind
-# was half the CPU time of a decision. unpack_pairs() unpacks them, and only
-# for a kind that has sources at all. ARGV[3], when not empty, is an IPv6
-# address as 32 hex digits (address_query): its prefixes are looked up too,
-# longest first, computed here for the lengths in ARGV[1]..':#lengths' (every
-# length from 128 to 0 while that set lacks the member "tracked").
-_UNPACK_LUA = """
-local function address_pairs(Q, hex)
+# One script answers every kind of a decision (one EVALSHA, however many kinds).
+# Its one argument is packed (see _pack: each string as "LEN:BYTES", because
+# redis-py's per-argument packing was once half the CPU time of a decision): per
+# kind the four strings WHAT, BASE, ADDRESS, PAIRS. WHAT names the lookup: "L" a
+# whitelist or greenlist kind, "A" the ASN table with the ASN lists chained to it,
+# "R" the RDAP cache with the registrar lists. BASE is "<p>KIND" ("<p>" for "R").
+# ADDRESS, when not empty, is an IPv6 address as 32 hex digits (address_query):
+# its prefixes are looked up, longest first, computed here for the lengths in
+# BASE:#lengths (every length from 128 to 0 while that set lacks the member
+# "tracked"). PAIRS packs the (key suffix, field) pairs, unpacked only for a kind
+# that has sources at all. Returns one {flat (source, suffix, field, value)
+# quadruples of every hit, BAD} per kind.
+#
+# A key of the wrong type (a source named "sources" let in by an older version, a
+# key written by hand) must not fail the whole lookup, and with it all IPv6 mail:
+# redis.pcall turns its WRONGTYPE into a value; the source is skipped and its key
+# returned in BAD, which the Store logs once.
+_DECISION_LUA = """
+local BAD = {}
+local function members(key)
+  local m = redis.pcall('SMEMBERS', key)
+  if m.err then BAD[#BAD + 1] = key; return {} end
+  return m
+end
+local function hget(key, field)
+  local v = redis.pcall('HGET', key, field)
+  if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil, true end
+  return v, false
+end
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil end
+  return v
+end
+local function address_pairs(Q, base, hex)
   local lengths, seen = {}, {}
-  local members = redis.pcall('SMEMBERS', ARGV[1] .. ':#lengths')
-  if members.err then members = {} end
-  for _, m in ipairs(members) do seen[m] = true end
+  local found = redis.pcall('SMEMBERS', base .. ':#lengths')
+  if found.err then found = {} end
+  for _, m in ipairs(found) do seen[m] = true end
   if seen['tracked'] then
-    for _, m in ipairs(members) do
+    for _, m in ipairs(found) do
       local n = tonumber(m)
       if n and n >= 0 and n <= 128 and n % 1 == 0 then lengths[#lengths + 1] = n end
     end
@@ -124,86 +150,69 @@ local function address_pairs(Q, hex)
     Q[#Q + 1] = ''; Q[#Q + 1] = text .. '/' .. n
   end
 end
-local function unpack_pairs()
-  local Q, packed, pos = {}, ARGV[2] or '', 1
-  if ARGV[3] and ARGV[3] ~= '' then address_pairs(Q, ARGV[3]) end
+local function unpack(packed)
+  local items, pos = {}, 1
   while pos <= #packed do
     local colon = string.find(packed, ':', pos, true)
     local n = tonumber(string.sub(packed, pos, colon - 1))
-    Q[#Q + 1] = string.sub(packed, colon + 1, colon + n)
+    items[#items + 1] = string.sub(packed, colon + 1, colon + n)
     pos = colon + n + 1
   end
+  return items
+end
+local function unpack_pairs(base, packed, hex)
+  local Q = {}
+  if hex ~= '' then address_pairs(Q, base, hex) end
+  for _, text in ipairs(unpack(packed)) do Q[#Q + 1] = text end
   return Q
 end
-"""
 
-# A key of the wrong type (a source named "sources" let in by an older version,
-# a key written by hand) must not fail the whole lookup, and with it all IPv6
-# mail: redis.pcall turns its WRONGTYPE into a value; the source is skipped and
-# its key returned in BAD, which the Store logs once.
-_SAFE_LUA = """
-local BAD = {}
-local function members(key)
-  local m = redis.pcall('SMEMBERS', key)
-  if m.err then BAD[#BAD + 1] = key; return {} end
-  return m
-end
-local function hget(key, field)
-  local v = redis.pcall('HGET', key, field)
-  if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil, true end
-  return v, false
-end
-"""
-
-# ARGV[1] = "<p>KIND", ARGV[2] = packed (key suffix, field) pairs; returns
-# {flat (source, suffix, field, value) quadruples for every hit in every source, BAD}.
-_LOOKUP_LUA = _UNPACK_LUA + _SAFE_LUA + """
-local base = ARGV[1]
-local sources = members(base .. ':sources')
-local out = {}
-if #sources == 0 then return {out, BAD} end
-local Q = unpack_pairs()
-for _, src in ipairs(sources) do
-  for i = 1, #Q, 2 do
-    local key = base .. ':' .. src
-    if Q[i] ~= '' then key = key .. ':' .. Q[i] end
-    local v, bad = hget(key, Q[i + 1])
-    if bad and Q[i] == '' then break end
-    if v then
-      out[#out + 1] = src; out[#out + 1] = Q[i]
-      out[#out + 1] = Q[i + 1]; out[#out + 1] = v
+local function lookup(base, packed, hex)
+  local out = {}
+  local sources = members(base .. ':sources')
+  if #sources == 0 then return out end
+  local Q = unpack_pairs(base, packed, hex)
+  for _, src in ipairs(sources) do
+    for i = 1, #Q, 2 do
+      local key = base .. ':' .. src
+      if Q[i] ~= '' then key = key .. ':' .. Q[i] end
+      local v, bad = hget(key, Q[i + 1])
+      if bad and Q[i] == '' then break end
+      if v then
+        out[#out + 1] = src; out[#out + 1] = Q[i]
+        out[#out + 1] = Q[i + 1]; out[#out + 1] = v
+      end
     end
   end
+  return out
 end
-return {out, BAD}
-"""
-_LOOKUP_SHA = hashlib.sha1(_LOOKUP_LUA.encode()).hexdigest()
 
-# The lookup of kind "asn", chained so it stays in the same round trip: the
-# prefix-to-ASN hits as above, then for each origin ASN in them the ASN
-# greenlist's hits ("<p>asnlist:SOURCE" FIELD ASN) with key suffix "list".
-_ASN_LUA = _UNPACK_LUA + _SAFE_LUA + """
-local base = ARGV[1]
-local lists = members(base .. 'list:sources')
-local out, seen, badlist = {}, {}, {}
-local sources = members(base .. ':sources')
-if #sources == 0 then return {out, BAD} end
-local Q = unpack_pairs()
-for _, src in ipairs(sources) do
-  for i = 1, #Q, 2 do
-    local v, bad = hget(base .. ':' .. src, Q[i + 1])
-    if bad then break end
-    if v then
-      out[#out + 1] = src; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
-      for asn in string.gmatch(string.match(v, '^%S+') or '', '%d+') do
-        if not seen[asn] then
-          seen[asn] = true
-          for _, list in ipairs(lists) do
-            if not badlist[list] then
-              local w, wbad = hget(base .. 'list:' .. list, asn)
-              if wbad then badlist[list] = true end
-              if w then
-                out[#out + 1] = list; out[#out + 1] = 'list'; out[#out + 1] = asn; out[#out + 1] = w
+-- The prefix-to-ASN hits as above, then for each origin ASN in them the ASN
+-- greenlist's hits ("<p>asnlist:SOURCE" FIELD ASN) with key suffix "list"; the
+-- lists' names are read only once an ASN is found.
+local function asn(base, packed, hex)
+  local out, seen, badlist, lists = {}, {}, {}, nil
+  local sources = members(base .. ':sources')
+  if #sources == 0 then return out end
+  local Q = unpack_pairs(base, packed, hex)
+  for _, src in ipairs(sources) do
+    for i = 1, #Q, 2 do
+      local v, bad = hget(base .. ':' .. src, Q[i + 1])
+      if bad then break end
+      if v then
+        out[#out + 1] = src; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
+        for number in string.gmatch(string.match(v, '^%S+') or '', '%d+') do
+          if not seen[number] then
+            seen[number] = true
+            lists = lists or members(base .. 'list:sources')
+            for _, list in ipairs(lists) do
+              if not badlist[list] then
+                local w, wbad = hget(base .. 'list:' .. list, number)
+                if wbad then badlist[list] = true end
+                if w then
+                  out[#out + 1] = list; out[#out + 1] = 'list'; out[#out + 1] = number
+                  out[#out + 1] = w
+                end
               end
             end
           end
@@ -211,10 +220,52 @@ for _, src in ipairs(sources) do
       end
     end
   end
+  return out
 end
-return {out, BAD}
+
+-- The RDAP cache: (DOMAIN, "domain") reads <p>rdap:domain:DOMAIN and, for the IANA
+-- Registrar ID its value starts with, every registrar list (key suffix "registrar");
+-- ("", FIELD) reads <p>rdap:ip:FIELD.
+local function rdap(base, packed, hex)
+  local out = {}
+  local Q = unpack_pairs(base, packed, hex)
+  for i = 1, #Q, 2 do
+    if Q[i + 1] == 'domain' then
+      local v = get(base .. 'rdap:domain:' .. Q[i])
+      if v then
+        out[#out + 1] = 'domain'; out[#out + 1] = Q[i]; out[#out + 1] = 'v'; out[#out + 1] = v
+        local id = string.match(v, '^(%d+) ')
+        if id then
+          for _, src in ipairs(members(base .. 'registrar:sources')) do
+            local w = hget(base .. 'registrar:' .. src, id)
+            if w then
+              out[#out + 1] = src; out[#out + 1] = 'registrar'; out[#out + 1] = id
+              out[#out + 1] = w
+            end
+          end
+        end
+      end
+    else
+      local v = get(base .. 'rdap:ip:' .. Q[i + 1])
+      if v then
+        out[#out + 1] = 'ip'; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
+      end
+    end
+  end
+  return out
+end
+
+local RUN = {L = lookup, A = asn, R = rdap}
+local replies, groups = {}, unpack(ARGV[1])
+for g = 1, #groups, 4 do
+  BAD = {}
+  local out = RUN[groups[g]](groups[g + 1], groups[g + 3], groups[g + 2])
+  replies[#replies + 1] = {out, BAD}
+end
+return replies
 """
-_ASN_SHA = hashlib.sha1(_ASN_LUA.encode()).hexdigest()
+_DECISION_SHA = hashlib.sha1(_DECISION_LUA.encode()).hexdigest()
+_LOOKUP_KIND = {"asn": "A", "rdap": "R"}     # every other kind: "L"
 
 # Bulk writes, one batch per call. ARGV = live base ("<p>KIND:SOURCE"), staging
 # base ("" = write to the live keys), staging TTL, the kind's prefix lengths set
@@ -303,44 +354,6 @@ return count
 """
 
 
-# The RDAP cache (kind "rdap"), chained like _ASN_LUA so it stays in the decision's
-# round trip. ARGV[1] = "<p>", ARGV[2] = packed pairs: (DOMAIN, "domain") reads
-# <p>rdap:domain:DOMAIN and, for the IANA Registrar ID its value starts with,
-# every registrar list (key suffix "registrar"); ("", FIELD) reads <p>rdap:ip:FIELD.
-_RDAP_LUA = _UNPACK_LUA + _SAFE_LUA + """
-local base = ARGV[1]
-local out = {}
-local function get(key)
-  local v = redis.pcall('GET', key)
-  if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil end
-  return v
-end
-local Q = unpack_pairs()
-for i = 1, #Q, 2 do
-  if Q[i + 1] == 'domain' then
-    local v = get(base .. 'rdap:domain:' .. Q[i])
-    if v then
-      out[#out + 1] = 'domain'; out[#out + 1] = Q[i]; out[#out + 1] = 'v'; out[#out + 1] = v
-      local id = string.match(v, '^(%d+) ')
-      if id then
-        for _, src in ipairs(members(base .. 'registrar:sources')) do
-          local w = hget(base .. 'registrar:' .. src, id)
-          if w then
-            out[#out + 1] = src; out[#out + 1] = 'registrar'; out[#out + 1] = id; out[#out + 1] = w
-          end
-        end
-      end
-    end
-  else
-    local v = get(base .. 'rdap:ip:' .. Q[i + 1])
-    if v then
-      out[#out + 1] = 'ip'; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
-    end
-  end
-end
-return {out, BAD}
-"""
-_RDAP_SHA = hashlib.sha1(_RDAP_LUA.encode()).hexdigest()
 
 # The learnt addressbook of one user. KEYS[1] the hash, KEYS[2] the kind's sources
 # set; ARGV: expiry (the value), TTL, cap, source, then the correspondents. Past
@@ -519,8 +532,7 @@ class Store:
             try:
                 replies = self._run_lookup(kinds, queries)
             except redis.exceptions.NoScriptError:
-                for script in (_LOOKUP_LUA, _ASN_LUA, _RDAP_LUA):   # Redis restarted: once, again
-                    self.read_client.script_load(script)
+                self.read_client.script_load(_DECISION_LUA)    # Redis restarted: once, again
                 replies = self._run_lookup(kinds, queries)
         except redis.exceptions.RedisError as err:
             self._mark_down()
@@ -548,21 +560,28 @@ class Store:
                             "the kind's :sources set)", key)
 
     def _run_lookup(self, kinds: list, queries: dict) -> list:
-        """One pipeline. On a Cluster each script declares the keys it reads, so it runs on
-        the shard of their slot, and the addressbooks are plain HGETs; elsewhere no key is
-        declared (the milter's ACL user only reads the lists, and a declared key would
-        need write permission). Not EVALSHA_RO: redis-py would ask the server for its keys."""
-        if not kinds:
-            return []
-        pipe = _pipeline(self.read_client)
+        """One round trip: one EVALSHA of _DECISION_LUA for every kind. On a Cluster it is
+        pipelined with the addressbooks' plain HGETs (their keys live in the recipients'
+        slots), and the script declares every key it reads, so it runs on the shard of
+        their one slot; elsewhere no key is declared (the milter's ACL user only reads the
+        lists, and a declared key would need write permission). Not EVALSHA_RO: redis-py
+        would ask the server for its keys."""
         scripted = [kind for kind in kinds if not (kind == "ab" and self.cluster)]
+        groups: list = []
         for kind in scripted:
-            key = self.base if kind == "rdap" else self.kind_key(kind)
-            sha = {"rdap": _RDAP_SHA, "asn": _ASN_SHA}.get(kind, _LOOKUP_SHA)
-            declared = self._script_keys(kind, queries[kind]) if self.cluster else []
             address = next((f for s, f in queries[kind] if s == ADDRESS_QUERY), "")
-            pairs = [(s, f) for s, f in queries[kind] if s != ADDRESS_QUERY]
-            _evalsha(pipe, sha, declared, key, _pack(pairs), address)
+            pairs = [text for s, f in queries[kind] if s != ADDRESS_QUERY for text in (s, f)]
+            groups += [_LOOKUP_KIND.get(kind, "L"), self.base if kind == "rdap" else self.kind_key(kind),
+                       address, _pack(pairs)]
+        if not self.cluster:
+            return self.read_client.execute_command("EVALSHA", _DECISION_SHA, 0, _pack(groups)) \
+                if groups else []
+        pipe = _pipeline(self.read_client)
+        if groups:
+            declared: dict = {}           # ordered and without repeats
+            for kind in scripted:
+                declared.update(dict.fromkeys(self._script_keys(kind, queries[kind])))
+            _evalsha(pipe, _DECISION_SHA, list(declared), _pack(groups))
         gets = []
         if len(scripted) < len(kinds):
             gets = [(src, suffix, field) for src in self._cluster_sources()["ab"]
@@ -573,10 +592,9 @@ class Store:
         for reply in replies:
             if isinstance(reply, Exception) and not _wrong_type(reply):
                 raise reply
-        if len(scripted) == len(kinds):
-            return replies
-        answers = dict(zip(scripted, replies))
-        answers["ab"] = self._ab_hits(gets, replies[len(scripted):])
+        answers = dict(zip(scripted, replies[0])) if groups else {}
+        if len(scripted) < len(kinds):
+            answers["ab"] = self._ab_hits(gets, replies[1 if groups else 0:])
         return [answers[kind] for kind in kinds]
 
     def _ab_hits(self, gets: list, values: list) -> list:
@@ -1120,12 +1138,14 @@ def _join(base: str, suffix: str) -> str:
     return f"{base}:{suffix}" if suffix else base
 
 
-def _pack(pairs) -> bytes:
-    """(suffix, field) pairs as one Lua argument: each string as b"LEN:BYTES"."""
-    packed = "".join(f"{len(s)}:{s}{len(f)}:{f}" for s, f in pairs)
-    if packed.isascii():          # the usual case: lengths in characters are in bytes
-        return packed.encode("ascii")
-    items = [text.encode("utf-8", "surrogateescape") for pair in pairs for text in pair]
+def _pack(texts: list) -> bytes:
+    """Strings (str or bytes) as one Lua argument: each as b"LEN:BYTES"."""
+    if all(type(text) is str for text in texts):
+        packed = "".join(f"{len(text)}:{text}" for text in texts)
+        if packed.isascii():          # the usual case: lengths in characters are in bytes
+            return packed.encode("ascii")
+    items = [text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+             for text in texts]
     return b"".join(b"%d:%s" % (len(item), item) for item in items)
 
 
