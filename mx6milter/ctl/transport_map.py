@@ -12,6 +12,7 @@ import os
 import socket
 import socketserver
 import sys
+import threading
 from typing import cast
 
 from ..outbound.socketmap import NetstringError, answer, netstring, parse_netstring
@@ -19,14 +20,32 @@ from .common import UsageError
 from .mx6 import _add_dns_options, _setup
 
 IDLE_TIMEOUT = 300.0      # Postfix keeps a socketmap connection open while it is busy
+MAX_CONNECTIONS = 100     # Postfix's default_process_limit: one connection a busy process
 
 
 class _Service(socketserver.ThreadingMixIn):
-    """One thread a Postfix connection; what every request is answered from."""
+    """One thread a Postfix connection, at most max_connections at once (a flood of
+    connections must not become a flood of threads); what every request is answered from."""
     daemon_threads = True
     resolver = None
     map_name = "mx6"
     transport = "mx6:"
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)    # replaced per server by _server()
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            # Closed at once: Postfix reports the table as unavailable and defers, then retries.
+            print("mx6ctl transport-map: too many connections; one refused", file=sys.stderr,
+                  flush=True)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -82,8 +101,11 @@ def cmd_transport_map(args) -> int:
     if ":" not in args.transport or any(c.isspace() for c in args.transport):
         raise UsageError(f"--transport {args.transport!r}: expected TRANSPORT:[NEXTHOP] such as mx6:")
     resolver, _, _ = _setup(args)
+    if args.max_connections < 1:
+        raise UsageError(f"--max-connections {args.max_connections}: expected at least 1")
     server = _server(args.listen)
     server.resolver, server.map_name, server.transport = resolver, args.map_name, args.transport
+    server.slots = threading.BoundedSemaphore(args.max_connections)
     print(f"mx6ctl transport-map: serving {args.map_name} on {args.listen}", file=sys.stderr, flush=True)
     with server:
         try:
@@ -107,5 +129,8 @@ def register(sub) -> None:
     p.add_argument("--map-name", default="mx6", help="the NAME in socketmap:...:NAME (default mx6)")
     p.add_argument("--transport", default="mx6:",
                    help="the answer for MX6 domains: master.cf service and next hop (default mx6:)")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                   help=f"connections served at once; one more is closed at once, and Postfix "
+                        f"defers and retries (default {MAX_CONNECTIONS})")
     _add_dns_options(p)
     p.set_defaults(func=cmd_transport_map)
