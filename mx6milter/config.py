@@ -16,6 +16,7 @@ from typing import Any, Callable, Self
 
 from .addresses import AddressError, domain_to_ascii
 
+DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"   # mx6milter's and mx6ctl's -c
 MODES = ("defensive", "mx6", "report")
 
 
