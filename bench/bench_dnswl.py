@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "support"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]   # run as a script or with -m
+from bench.timing import durations_ms  # noqa: E402
 from dnsserver import DnsServer  # noqa: E402
 from servers import RedisServer  # noqa: E402
 
@@ -51,11 +52,7 @@ def measure(ev: Evaluator, client: str, count: int) -> dict:
     tier = decide(ev, client).decision.tier.value
     cold_queries = ev.resolver.lookups - cold_before
     warm_before = ev.resolver.lookups
-    samples = []
-    for _ in range(count):
-        started = time.process_time()
-        decide(ev, client)
-        samples.append((time.process_time() - started) * 1000)
+    samples = durations_ms(lambda: decide(ev, client), count, clock=time.process_time)
     return {"tier": tier, "cold_queries": cold_queries,
             "warm_queries": ev.resolver.lookups - warm_before,
             "warm_cpu_ms_median": round(statistics.median(samples), 3),

@@ -22,11 +22,11 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "support"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]   # run as a script or with -m
+from bench.timing import durations_ms  # noqa: E402
 from dnsserver import DnsServer  # noqa: E402
 from rdapserver import RdapServer  # noqa: E402
 from servers import RedisServer  # noqa: E402
@@ -57,15 +57,11 @@ def decide(ev: Evaluator):
 
 
 def timed(ev: Evaluator, count: int) -> dict:
-    for _ in range(5):
-        decide(ev)
-    times, checks = [], set()
-    for _ in range(count):
-        started = time.perf_counter()
-        outcome = decide(ev)
-        times.append((time.perf_counter() - started) * 1000)
-        checks |= {str(f) for f in outcome.evidence.checks if f.kind in ("registrar", "rdap")}
-    times.sort()
+    checks: set = set()
+
+    def seen(outcome):
+        checks.update(str(f) for f in outcome.evidence.checks if f.kind in ("registrar", "rdap"))
+    times = sorted(durations_ms(lambda: decide(ev), count, warmup=5, each=seen))
     return {"median_ms": round(statistics.median(times), 3),
             "p99_ms": round(times[int(len(times) * 0.99)], 3), "checks": sorted(checks)}
 

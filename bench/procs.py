@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 from dnsserver import DnsServer  # noqa: E402
+from postfix import master_services  # noqa: E402
 from servers import RedisServer, free_port, wait_for  # noqa: E402
 
 from .milterclient import wait_for_socket  # noqa: E402
@@ -242,28 +243,6 @@ milter_protocol = 6
 milter_default_action = tempfail
 """
 
-MASTER_CF = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
 
 class BenchPostfix:
     """One private Postfix, one smtpd listener (port) per milter configuration.
@@ -287,7 +266,7 @@ class BenchPostfix:
         interfaces = ", ".join(f"[{a}]" if ":" in a else a for a in self.interfaces)
         (self.dir / "etc" / "main.cf").write_text(MAIN_CF.format(dir=self.dir,
                                                                  interfaces=interfaces))
-        master = MASTER_CF
+        master = master_services(chroot=False)   # no chroot tree here
         for name, milters in self.listeners.items():
             master += (f"{self.ports[name]} inet n - n - - smtpd\n"
                        f"  -o syslog_name=postfix-{name}\n"

@@ -5,11 +5,9 @@ import argparse
 import sys
 
 from . import __version__
-from .config import ConfigError, PolicySection, load_config
+from .config import DEFAULT_CONFIG, ConfigError, PolicySection, load_config
 from .evidence.auth import load_public_suffix_list
 from .privileges import check_names
-
-DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 
 
 def milter_main(argv=None) -> int:

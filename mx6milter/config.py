@@ -16,6 +16,7 @@ from typing import Any, Callable, Self
 
 from .addresses import AddressError, domain_to_ascii
 
+DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"   # mx6milter's and mx6ctl's -c
 MODES = ("defensive", "mx6", "report")
 
 
@@ -510,9 +511,10 @@ class Config:
         return f"{self.path}:{line}: " if line else f"{self.path}: "
 
 
-# Sections whose keys take effect only at a restart: the daemon's reload keeps the
-# running [milter] (and warns); mx6milter.conf(5) marks these keys "(restart)".
-RESTART_SECTIONS = ("milter",)
+# Sections whose keys take effect only at a restart (the socket, the limits the process
+# was started with, the metrics listener): the daemon's reload keeps the running ones
+# (keep_restart_sections) and warns; mx6milter.conf(5) marks these keys "(restart)".
+RESTART_SECTIONS = ("milter", "metrics")
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)
             if f.name not in ("path", "lines")}
@@ -621,6 +623,14 @@ def refuse_world_writable(path: str, handle) -> None:
     if os.fstat(handle.fileno()).st_mode & stat.S_IWOTH:
         raise ConfigError(f"{path}: writable by every user; refusing it "
                           f"(chmod o-w {path})")
+
+
+def keep_restart_sections(running: Config, new: Config) -> tuple[Config, list]:
+    """What a reload runs: NEW with RUNNING's RESTART_SECTIONS; and the sections whose
+    change in NEW waits for a restart."""
+    changed = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(running, name)]
+    return dataclasses.replace(new, **{name: getattr(running, name) for name in RESTART_SECTIONS}), \
+        changed
 
 
 def load_config(path: str) -> Config:

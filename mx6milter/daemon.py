@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import fcntl
 import logging
 import os
@@ -17,7 +16,7 @@ import Milter
 import milter as libmilter
 
 from . import metrics as prometheus
-from .config import Config, ConfigError, SocketSpec, load_config
+from .config import Config, ConfigError, SocketSpec, keep_restart_sections, load_config
 from .logs import setup_logging
 from .milter import Mx6Milter
 from .privileges import (check_names, drop_privileges, make_socket_dir, own_socket,
@@ -89,7 +88,7 @@ class Daemon:
 
     def reload(self) -> None:
         try:
-            config = load_config(self.config.path)
+            config, waiting = keep_restart_sections(self.config, load_config(self.config.path))
             evaluator = build_evaluator(config, self.metrics)
         except ConfigError as err:
             log.error("reload refused, keeping the running configuration: %s", err)
@@ -97,7 +96,7 @@ class Daemon:
         except Exception:   # raised in the signal handler it would end the daemon
             log.exception("reload refused, keeping the running configuration")
             return
-        warn_restart_only(self.config, config)
+        warn_restart_only(waiting)
         setup_logging(config)
         # One memory budget per process: messages in flight hold bytes of the old one.
         evaluator.memory = self.evaluator.memory
@@ -216,10 +215,9 @@ class Daemon:
                 self.sessions_changed.wait(min(left, 0.2))
 
 
-def warn_restart_only(running: Config, new: Config) -> None:
-    for section in ("milter", "metrics"):
-        if getattr(new, section) != getattr(running, section):
-            log.warning("reload: [%s] changes take effect only after a restart", section)
+def warn_restart_only(sections: list) -> None:
+    for section in sections:
+        log.warning("reload: [%s] changes take effect only after a restart", section)
 
 
 def register_milter(config: Config, factory, close_connection) -> None:
@@ -421,10 +419,9 @@ class Supervisor:
         except Exception:
             log.exception("reload refused, keeping the running configuration")
             return
-        warn_restart_only(self.config, config)
         # Workers forked from now on read the new file; the socket stays as bound.
-        self.config = dataclasses.replace(config, milter=self.config.milter,
-                                          metrics=self.config.metrics)
+        self.config, waiting = keep_restart_sections(self.config, config)
+        warn_restart_only(waiting)
         setup_logging(self.config)
         log.info("configuration %s is valid: reloading %d workers", config.path, len(self.workers))
         self._signal_all(signal.SIGHUP)

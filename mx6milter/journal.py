@@ -25,15 +25,11 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
-import logging
 import socket
-import threading
 import time
 
+from .evidence.background import BackgroundQueue
 from .model import Action, Finding, Session, Tier
-from .store import StoreUnavailable
-
-log = logging.getLogger(__name__)
 
 MAX_FIELD = 1000         # characters of one stream field (a HELO, a From header)
 MAX_CHECKS = 100         # checks kept per decision
@@ -86,35 +82,34 @@ def lacked(checks) -> list:
     return out
 
 
-class Journal:
-    """Writes decisions and IPv4 fingerprints to Redis from one background thread.
+class Journal(BackgroundQueue):
+    """Writes decisions and IPv4 fingerprints to Redis from one background thread
+    (background.py: started on demand, ended when idle, so a reload (a new Evaluator,
+    a new Journal) leaks nothing, and a forked worker process starts its own).
 
-    The thread starts on demand and ends after ``idle_seconds`` without work, so
-    a reload (a new Evaluator, a new Journal) leaks nothing, and a forked worker
-    process starts its own. The counters are for the metrics module and tests.
+    One record a round trip: ``[report] queue_size`` records wait at most. The
+    counters are for the metrics module and tests; ``dropped`` (the queue was
+    full) and ``failed`` (Redis failed, or a bug) count records not written.
     """
+    what = "journal"
+    full_warning = ("{what}: queue full, {dropped} records not written so far "
+                    "(mx6ctl report undercounts)")
+    redis_warning = ("{what}: Redis: {error}; {failed} records not written so far "
+                     "(mx6ctl report undercounts)")
+    bug_message = "BUG in the {what} (record not written)"
 
     def __init__(self, store, section, clock=time.time, idle_seconds: float = 10.0,
                  on_recovered=None):
+        super().__init__(section.queue_size, idle_seconds=idle_seconds)
         self.store = store
         self.on_recovered = on_recovered   # called with the delay (metrics.Metrics.recovered)
         self.section = section
         self.clock = clock
-        self.idle_seconds = idle_seconds
         self.host = socket.gethostname()
-        self._cond = threading.Condition()
-        self._queue: collections.deque = collections.deque()
-        self._busy = False
-        self._worker: threading.Thread | None = None
-        self._last_drop_log = 0.0
-        self._last_fail_log = 0.0
-        self._redis_down_until = 0.0
         self.written = 0          # decisions written
         self.fallbacks = 0        # fingerprints left by IPv6 fallbacks
         self.recovered = 0        # IPv4 messages that were earlier fallbacks
         self.recovery_delays: collections.deque = collections.deque(maxlen=1000)
-        self.dropped = 0          # records not written: the queue was full
-        self.failed = 0           # records not written: Redis failed
 
     # --- the milter's side: never blocks, never raises ---------------------------
 
@@ -122,69 +117,17 @@ class Journal:
         """Queue one judged decision (a copy of SESSION: the milter reuses its own for the
         connection's next transaction)."""
         session = dataclasses.replace(session, recipients=list(session.recipients))
-        return self._submit(self._write_decision, (session, outcome, message_id, header_from,
-                                                   self.clock()))
+        return self.submit((self._write_decision, (session, outcome, message_id, header_from,
+                                                   self.clock())))
 
     def ipv4(self, session: Session, message_id: str, header_from: str) -> bool:
         """Queue one IPv4 message's fingerprint, to count it if it recovers a fallback."""
         digest = fingerprint(message_id, header_from, session.mail_from, session.recipients)
-        return self._submit(self._write_ipv4, (digest,))
+        return self.submit((self._write_ipv4, (digest,)))
 
-    def _submit(self, work, item: tuple) -> bool:
-        with self._cond:
-            if len(self._queue) >= self.section.queue_size:
-                self.dropped += 1
-                now = time.monotonic()
-                if now - self._last_drop_log > 60:
-                    self._last_drop_log = now
-                    log.warning("journal: queue full, %d records not written so far "
-                                "(mx6ctl report undercounts)", self.dropped)
-                return False
-            self._queue.append((work, item))
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="mx6-journal", daemon=True)
-                self._worker.start()
-            self._cond.notify()
-        return True
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued so far is written (tests, shutdown)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._cond.wait_for(lambda: self._queue, self.idle_seconds):
-                    self._worker = None
-                    return
-                work, item = self._queue.popleft()
-                self._busy = True
-            try:
-                if time.monotonic() < self._redis_down_until:
-                    self.failed += 1       # Redis failed a moment ago: no timeout per message
-                else:
-                    work(*item)
-            except StoreUnavailable as err:    # the mail was answered long ago
-                self._redis_failed(err)
-            except Exception:
-                self.failed += 1
-                log.exception("BUG in the journal (record not written)")
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _redis_failed(self, err: StoreUnavailable) -> None:
-        """Count the lost record; skip Redis for a second, so a dead one costs no timeout
-        per message; log once a minute."""
-        self.failed += 1
-        now = time.monotonic()
-        self._redis_down_until = now + 1.0
-        if now - self._last_fail_log > 60:
-            self._last_fail_log = now
-            log.warning("journal: Redis: %s; %d records not written so far (mx6ctl report "
-                        "undercounts)", err, self.failed)
+    def handle(self, items: list) -> None:
+        for write, args in items:
+            write(*args)
 
     # --- the thread's side --------------------------------------------------------
 

@@ -15,9 +15,9 @@ import redis
 import shtab
 
 from .. import __version__
-from ..config import ConfigError
+from ..config import DEFAULT_CONFIG, ConfigError
 from ..store import StoreUnavailable
-from .common import DEFAULT_CONFIG, UsageError, VerbParser
+from .common import UsageError, VerbParser
 from .check import register as register_check
 from .entries import register_addressbook, register_domain, register_ip, register_stats
 from .explain import register_explain

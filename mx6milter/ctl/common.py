@@ -12,7 +12,6 @@ from ..entries import AddressIds, EntryError, check_source, parse_expiry
 from .. import service
 from ..store import Store
 
-DEFAULT_CONFIG = "/etc/mx6milter/mx6milter.conf"
 COMMAND_TIMEOUT = 120.0   # bulk writes and scans; the milter keeps [redis] timeout
 
 

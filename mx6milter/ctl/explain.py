@@ -16,7 +16,8 @@ import sys
 import shtab
 
 from ..addresses import strip_brackets
-from .common import DEFAULT_CONFIG, UsageError, captured_log, load, read_message_file
+from ..config import DEFAULT_CONFIG
+from .common import UsageError, captured_log, load, read_message_file
 from ..model import Message, MessageBuilder, Session, SessionClass
 from ..policy import fallback_status, parse_client_ip
 from ..service import build_evaluator, describe_redis   # the daemon's own construction

@@ -14,7 +14,8 @@ import ipaddress
 import json
 import shlex
 
-from .common import DEFAULT_CONFIG, UsageError, load, now, open_store
+from ..config import DEFAULT_CONFIG
+from .common import UsageError, load, now, open_store
 from ..entries import EntryError, duration_seconds
 from ..journal import DECISION_BOARDS, parse_checks
 from ..store import HOUR

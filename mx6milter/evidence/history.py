@@ -40,7 +40,6 @@ from .background import BackgroundQueue
 from ..membudget import JUDGING_COPIES, Reservation
 from ..model import Finding, Message
 from ..policy import parse_client_ip
-from ..store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +120,7 @@ class HistoryRecorder(BackgroundQueue):
     the queue is bounded by the messages' bytes.
     """
     what = "IPv4 history"
+    redis_warning = "{what}: Redis: {error} ({failed} messages not recorded so far)"
 
     def __init__(self, history: History, resolver, checker: Dmarc, budget_seconds: float,
                  max_bytes: int, idle_seconds: float = 10.0):
@@ -167,8 +167,8 @@ class HistoryRecorder(BackgroundQueue):
                               len(message.raw))
 
     def handle(self, items: list) -> None:
-        for item, reservation in items:
-            try:
+        try:
+            for item, reservation in items:
                 # Verifying DKIM holds copies of the message: room for them, or not read.
                 if reservation is not None and \
                         not reservation.ensure(JUDGING_COPIES * len(item[3].raw)):
@@ -177,9 +177,13 @@ class HistoryRecorder(BackgroundQueue):
                     log.debug("IPv4 history: memory budget spent, message not recorded")
                 elif self.learn(*item):
                     self.recorded += 1
-            finally:
-                if reservation is not None:
-                    reservation.release()
+        finally:        # Redis down (background.py counts it) or a bug: the bytes come back
+            self.discard(items)
+
+    def discard(self, items: list) -> None:
+        for _, reservation in items:
+            if reservation is not None:
+                reservation.release()
 
     def learn(self, client_ip: str, helo: str, mail_from: str, message: Message) -> str:
         """Authenticate one IPv4 message; record and return its From domain if aligned."""
@@ -196,11 +200,6 @@ class HistoryRecorder(BackgroundQueue):
             log.debug("IPv4 history: From domain %r not authenticated (spf=%s dmarc=%s)",
                       auth.dmarc.from_domain, auth.spf.result, auth.dmarc.result)
             return ""
-        try:
-            count = self.history.record(auth.dmarc.from_domain)
-        except StoreUnavailable as err:
-            self.failed += 1
-            log.warning("IPv4 history: Redis: %s (message not recorded)", err)
-            return ""
+        count = self.history.record(auth.dmarc.from_domain)   # Redis down: raises to background.py
         self._counted_today(auth.dmarc.from_domain, count)
         return auth.dmarc.from_domain

@@ -14,14 +14,10 @@ From header, is the user: it is what the MTA checked against the login
 """
 from __future__ import annotations
 
-import logging
 import time
 
 from ..addresses import AddressError, domain_of, normalise_address
-from ..store import StoreUnavailable
 from .background import BackgroundQueue
-
-log = logging.getLogger(__name__)
 
 SOURCE = "learned"
 MAX_PENDING = 10_000       # messages waiting to be written; beyond, not learnt (counted)
@@ -55,6 +51,7 @@ def teaches(section, mail_from: str, recipients) -> tuple:
 class AddressbookLearner(BackgroundQueue):
     """Queues (user, correspondents) and writes them, many messages a round trip."""
     what = "addressbook learning"
+    redis_warning = "{what}: Redis: {error} ({failed} messages not learnt so far)"
 
     def __init__(self, store, section, clock=time.time, idle_seconds: float = 10.0):
         super().__init__(MAX_PENDING, batch_size=BATCH, idle_seconds=idle_seconds)
@@ -63,7 +60,6 @@ class AddressbookLearner(BackgroundQueue):
         self.clock = clock
         self.learnt = 0           # messages whose pairs were written
         self.evicted = 0          # correspondents evicted by the per-user cap
-        self._last_fail_log = 0.0
 
     def submit_message(self, mail_from: str, recipients) -> str:
         """Queue what a message teaches; returns "" or why it teaches nothing. Never raises."""
@@ -80,16 +76,8 @@ class AddressbookLearner(BackgroundQueue):
             ids = books.setdefault(self.store.addressbook_id(user), set())
             ids.update(self.store.addressbook_id(c) for c in correspondents)
         ttl = self.section.learn_expiry
-        try:
-            self.evicted += self.store.learn_addressbooks(
-                SOURCE, {user: sorted(ids) for user, ids in books.items()},
-                int(self.clock()) + ttl, ttl, self.section.learn_max_entries)
-        except StoreUnavailable as err:
-            self.failed += len(items)
-            now = time.monotonic()
-            if now - self._last_fail_log > 60:
-                self._last_fail_log = now
-                log.warning("addressbook learning: Redis: %s (%d messages not learnt so far)",
-                            err, self.failed)
-            return
+        # Redis down: background.py counts the batch failed and pauses.
+        self.evicted += self.store.learn_addressbooks(
+            SOURCE, {user: sorted(ids) for user, ids in books.items()},
+            int(self.clock()) + ttl, ttl, self.section.learn_max_entries)
         self.learnt += len(items)

@@ -8,14 +8,11 @@ unix socket in the private queue directory.
 """
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from e2e import AUTHSERV, Ledger
+from e2e import AUTHSERV, Ledger, loopback, postfix_with_milter
 from e2e import live_redis  # noqa: F401  (fixture)
-from milterd import MilterDaemon
-from postfix import CONTRIB, PrivatePostfix
+from postfix import CONTRIB
 
 LISTED = "2001:db8:c::13"
 OVER_QUOTA = "2001:db8:c::20"
@@ -23,36 +20,14 @@ ZONE = "list.dnswl.example"
 
 
 @pytest.fixture(scope="module")
-def dnswl_sources():
-    present = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo"], capture_output=True,
-                             text=True, check=True).stdout
-    added = []
-    for address in (LISTED, OVER_QUOTA):
-        if f"inet6 {address}/" not in present:
-            subprocess.run(["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"], check=True)
-            added.append(address)
-    yield
-    for address in added:
-        subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
-
-
-@pytest.fixture(scope="module")
-def mta(dnswl_sources, live_redis, dns_server, tmp_path_factory):  # noqa: F811
-    postfix = PrivatePostfix(main_cf=(CONTRIB / "main.cf").read_text())
-    milter = None
-    try:
-        postfix.start()
-        socket = f"unix:{postfix.queue_dir}/mx6milter/mx6milter.sock"
-        extra = (f"[milter]\nsocket_group = postfix\nuser = nobody\n"
-                 f"[policy]\nauthserv_id = {AUTHSERV}\n[dnswl]\nzones = {ZONE}\n")
-        milter = MilterDaemon(tmp_path_factory.mktemp("dnswl"), socket, live_redis.url, extra=extra,
-                              nameservers=dns_server.nameservers).start()
+def mta(live_redis, dns_server, tmp_path_factory):  # noqa: F811
+    extra = (f"[milter]\nsocket_group = postfix\nuser = nobody\n"
+             f"[policy]\nauthserv_id = {AUTHSERV}\n[dnswl]\nzones = {ZONE}\n")
+    with loopback((LISTED, OVER_QUOTA)), postfix_with_milter(
+            tmp_path_factory.mktemp("dnswl"), live_redis.url, dns_server.nameservers, extra,
+            main_cf=(CONTRIB / "main.cf").read_text()) as (postfix, _milter):
         postfix.ledger = Ledger()
         yield postfix
-    finally:
-        if milter is not None:
-            milter.stop()
-        postfix.close()
 
 
 def test_listed_client_is_whitelisted_with_rfc8904_results(mta):

@@ -9,56 +9,27 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from e2e import Ledger, smtp_send
+from e2e import Ledger, loopback, postfix_with_milter, smtp_send
 from e2e import live_redis  # noqa: F401  (fixture)
-from milterd import MX6CTL, MilterDaemon, mx6ctl
-from postfix import PrivatePostfix
+from milterd import MX6CTL, mx6ctl
 from servers import wait_for
 
 RETRIED = "2001:db8:a7::e2e"      # refused, then the same message over IPv4
 GIVES_UP = "2001:db8:a8::e2e"     # refused, never sent again
-LISTENERS = ("127.0.0.1:{port} inet  n       -       n       -       -       smtpd\n"
-             "[::1]:{port}     inet  n       -       n       -       -       smtpd\n")
 
 
 @pytest.fixture(scope="module")
-def addresses():
-    present = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo"], capture_output=True,
-                             text=True, check=True).stdout
-    added = [a for a in (RETRIED, GIVES_UP) if f"inet6 {a}/" not in present]
-    for address in added:
-        subprocess.run(["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"], check=True)
-    yield
-    for address in added:
-        subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
-
-
-@pytest.fixture(scope="module")
-def mta(addresses, live_redis, dns_server):  # noqa: F811 (the fixture)
-    # Not pytest's tmp_path: its parents are mode 0700 and smtpd runs as user postfix.
-    work = Path(tempfile.mkdtemp(prefix="mx6-journal-e2e-"))
-    work.chmod(0o755)
-    socket = work / "mx6.sock"
-    postfix = PrivatePostfix(main_cf=f"smtpd_milters = unix:{socket}\n"
-                                     "milter_default_action = tempfail\n", listeners=LISTENERS)
-    milter = MilterDaemon(work / "milter", f"unix:{socket}", live_redis.url,
-                          extra="[milter]\nsocket_mode = 0666\n[greenlist]\nfcrdns = no\n",
-                          nameservers=dns_server.nameservers)
-    try:
-        postfix.start()
-        milter.start()
+def mta(live_redis, dns_server, tmp_path_factory):  # noqa: F811 (the fixture)
+    with loopback((RETRIED, GIVES_UP)), postfix_with_milter(
+            tmp_path_factory.mktemp("journal"), live_redis.url, dns_server.nameservers,
+            "[milter]\nsocket_mode = 0666\n[greenlist]\nfcrdns = no\n",
+            main_cf="smtpd_milters = unix:mx6milter/mx6milter.sock\n"
+                    "milter_default_action = tempfail\n") as (postfix, milter):
         yield postfix, milter, Ledger()       # one ledger: the sink holds every test's mail
-    finally:
-        milter.stop()
-        postfix.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def report(milter) -> dict:

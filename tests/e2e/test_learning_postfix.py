@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 
 import pytest
 
-from e2e import AUTHSERV, FIRST_451, Ledger
-from milterd import MilterDaemon, mx6ctl
-from postfix import PrivatePostfix
+from e2e import AUTHSERV, FIRST_451, Ledger, loopback, postfix_with_milter
+from milterd import mx6ctl
 from servers import RedisServer, wait_for
 
 OUTBOUND = "2001:db8:13::e13"      # the submission client: trusted
@@ -30,34 +28,15 @@ MILTER = ("[milter]\nmax_message_size = 2M\nuser = nobody\nsocket_group = postfi
 
 
 @pytest.fixture(scope="module")
-def addresses():
-    present = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo"], capture_output=True,
-                             text=True, check=True).stdout
-    added = [a for a in (OUTBOUND, CORRESPONDENT) if f"inet6 {a}/" not in present]
-    for address in added:
-        subprocess.run(["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"], check=True)
-    yield
-    for address in added:
-        subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
-
-
-@pytest.fixture(scope="module")
-def mta(addresses, dns_server, tmp_path_factory):
+def mta(dns_server, tmp_path_factory):
     redis_server = RedisServer().start()
-    postfix = PrivatePostfix(main_cf=MAIN_CF)
-    milter = None
     try:
-        postfix.start()
-        milter = MilterDaemon(tmp_path_factory.mktemp("learn"),
-                              f"unix:{postfix.queue_dir}/mx6milter/mx6milter.sock",
-                              redis_server.url, extra=MILTER,
-                              nameservers=dns_server.nameservers).start()
-        postfix.redis, postfix.milter, postfix.ledger = redis_server, milter, Ledger()
-        yield postfix
+        with loopback((OUTBOUND, CORRESPONDENT)), postfix_with_milter(
+                tmp_path_factory.mktemp("learn"), redis_server.url, dns_server.nameservers,
+                MILTER, main_cf=MAIN_CF) as (postfix, milter):
+            postfix.redis, postfix.milter, postfix.ledger = redis_server, milter, Ledger()
+            yield postfix
     finally:
-        if milter is not None:
-            milter.stop()
-        postfix.close()
         redis_server.close()
 
 

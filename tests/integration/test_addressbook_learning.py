@@ -111,7 +111,7 @@ def test_privacy_mode_learns_keyed_hashes(evaluator_factory, redis_url):
     assert reply(evaluator).rc == Milter.ACCEPT
 
 
-def test_redis_down_never_delays_or_fails_the_outbound_message(dns_server):
+def test_redis_down_never_delays_or_fails_the_outbound_message(dns_server, caplog):
     config = make_config(LEARN, "redis://127.0.0.1:1/0", dns_server.nameservers)
     from mx6milter.dns import Resolver
     from mx6milter.evaluate import Evaluator
@@ -124,6 +124,9 @@ def test_redis_down_never_delays_or_fails_the_outbound_message(dns_server):
     assert result.rc == Milter.ACCEPT
     assert evaluator.learner.flush(10)
     assert (evaluator.learner.failed, evaluator.learner.learnt) == (1, 0)
+    line = next(r.getMessage() for r in caplog.records if r.name == "mx6milter.evidence.learned")
+    assert line.startswith("addressbook learning: Redis: ")
+    assert line.endswith(" (1 messages not learnt so far)")
     print(f"outbound message with Redis down: {elapsed * 1000:.1f} ms")
 
 

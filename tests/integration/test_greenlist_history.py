@@ -267,6 +267,24 @@ def test_redis_down_ipv4_still_accepted_quickly(dns_server, clock):
     assert evaluator.greenlist.recorder.recorded == 0
 
 
+def test_redis_down_pauses_the_recorder_and_gives_the_bytes_back(dns_server, caplog):
+    config = make_config(HISTORY, "redis://127.0.0.1:1/0", dns_server.nameservers)
+    evaluator = Evaluator(config, Store.from_config(config.redis),
+                          Resolver.from_config(config.dns))
+    recorder = evaluator.greenlist.recorder
+    recorder.monotonic = lambda: 1000.0     # frozen: every message after the first is paused
+    for number in (1, 2, 3):
+        result = run_milter(evaluator, message(number=number), client_ip="198.51.100.80",
+                            helo="mail.greenlist.example", mail_from="sender@greenlist.example")
+        assert result.rc == Milter.ACCEPT
+        assert recorder.flush(10)
+    assert (recorder.failed, recorder.recorded) == (3, 0)
+    assert evaluator.memory.held == 0            # the paused messages' bytes too
+    lines = [r.getMessage() for r in caplog.records if r.name == "mx6milter.evidence.history"]
+    assert len(lines) == 1 and lines[0].startswith("IPv4 history: Redis: ")
+    assert lines[0].endswith(" (1 messages not recorded so far)")
+
+
 def test_dead_dns_ipv4_still_accepted_quickly(history_evaluator):
     import socket
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -170,7 +170,7 @@ def test_why_reads_the_stream_a_page_at_a_time_newest_first(setup):
     assert [fields["qid"] for _, fields in recent] == [f"Q{n}" for n in range(11, 1, -1)]
 
 
-def test_redis_down_changes_nothing_for_ipv4_and_counts_the_failure(evaluator_factory):
+def test_redis_down_changes_nothing_for_ipv4_and_counts_the_failure(evaluator_factory, caplog):
     evaluator = evaluator_factory(QUIET)     # the journal alone writes to a Redis that is not there
     config = make_config(QUIET, "redis://127.0.0.1:1/0")
     evaluator.journal = Journal(Store.from_config(config.redis), config.report)
@@ -181,6 +181,9 @@ def test_redis_down_changes_nothing_for_ipv4_and_counts_the_failure(evaluator_fa
     assert judged.rc == Milter.TEMPFAIL and judged.reply[0] == "451"
     assert evaluator.journal.flush()
     assert evaluator.journal.failed == 4 and evaluator.journal.recovered == 0
+    first = next(r for r in caplog.records if r.name == "mx6milter.journal")
+    assert first.getMessage().startswith("journal: Redis: ") and first.getMessage().endswith(
+        "; 1 records not written so far (mx6ctl report undercounts)")
 
 
 def test_report_and_why_with_redis_down_say_so_in_one_line(tmp_path):

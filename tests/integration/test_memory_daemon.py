@@ -70,3 +70,24 @@ def test_large_ipv6_falls_back_ipv4_accepted_budget_returns(tmp_path, redis_url)
         over = message(BUDGET // JUDGING_COPIES + 1)
         verdict = asyncio.run(send_one(address, envelope("2001:db8:99::1", over, "OVER")))
         assert verdict.reply.startswith(b"451 4.3.1 ")
+
+
+def test_a_reload_keeps_the_running_milter_section_and_says_so(tmp_path, redis_url):
+    """SIGHUP with a new [milter] max_buffered_bytes (restart) and [policy] mode: the mode
+    changes, the evaluator keeps judging with the running [milter], and the log says so."""
+    socket_path = tmp_path / "m.sock"
+    with MilterDaemon(tmp_path, f"unix:{socket_path}", redis_url,
+                      f"[milter]\nmax_buffered_bytes = {BUDGET}\n") as milter:
+        text = milter.conf.read_text()
+        assert f"max_buffered_bytes = {BUDGET}\n" in text and "[policy]\n" in text
+        milter.reload(text.replace(f"max_buffered_bytes = {BUDGET}\n",
+                                   f"max_buffered_bytes = {2 * BUDGET}\n")
+                      .replace("[policy]\n", "[policy]\nmode = report\n"))
+        milter.wait_log("configuration reloaded")
+        assert "reload: [milter] changes take effect only after a restart" in milter.log()
+        large = message(1 << 20)        # judging it needs 5 MiB: more than either budget
+        verdict = asyncio.run(send_one(f"unix:{socket_path}",
+                                       envelope("2001:db8:99::1", large, "RELOADED")))
+        assert verdict.action == "accept", verdict            # report mode: reloaded
+        line = next(line for line in milter.log().splitlines() if "queue_id=RELOADED" in line)
+        assert f"memory=over-budget(max_buffered_bytes={BUDGET})" in line, line

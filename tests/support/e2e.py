@@ -1,4 +1,5 @@
-"""Shared by the end-to-end tests with real MTAs: SMTP client, ledger, client addresses.
+"""Shared by the end-to-end tests with real MTAs: SMTP client, ledger, client addresses,
+a private Postfix with its milter.
 
 Every message sent is recorded in a Ledger with the reply it got; a test
 ends by checking the MTA's sink against it: every accepted message arrived
@@ -15,6 +16,9 @@ import subprocess
 from dataclasses import dataclass, field
 
 import pytest
+
+from milterd import MilterDaemon
+from postfix import PrivatePostfix
 
 WHITELISTED = "2001:db8:6::e2e"     # inside example.net's SPF (ip6:2001:db8:6::/48)
 UNKNOWN = "2001:db8:99::e2e"        # not whitelisted, outside example.net's SPF
@@ -140,6 +144,25 @@ def loopback(addresses):
     finally:
         for address in added:
             subprocess.run(["ip", "-6", "addr", "del", f"{address}/128", "dev", "lo"], check=False)
+
+
+@contextlib.contextmanager
+def postfix_with_milter(milter_dir, redis_url: str, nameservers: str, milter_extra: str,
+                        **postfix_options):
+    """A PrivatePostfix and the MilterDaemon on the socket its smtpd_milters names, in the
+    queue directory (contrib/postfix/main.cf's unix:mx6milter/mx6milter.sock, so a chrooted
+    smtpd reaches it); yields (postfix, milter) and stops both."""
+    postfix = PrivatePostfix(**postfix_options)
+    milter = None
+    try:
+        postfix.start()
+        milter = MilterDaemon(milter_dir, f"unix:{postfix.queue_dir}/mx6milter/mx6milter.sock",
+                              redis_url, extra=milter_extra, nameservers=nameservers).start()
+        yield postfix, milter
+    finally:
+        if milter is not None:
+            milter.stop()
+        postfix.close()
 
 
 @pytest.fixture(scope="module")

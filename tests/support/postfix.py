@@ -40,27 +40,35 @@ sys.path.insert(0, str(Path(__file__).parent))
 from servers import wait_for
 
 # Postfix's own services (Debian's master.cf.dist, trimmed); smtpd listeners are added.
-BASE_MASTER_CF = """\
-pickup    unix  n       -       y       60      1       pickup
-cleanup   unix  n       -       y       -       0       cleanup
+# {c}: the chroot column of the services Debian chroots (master_services).
+_SERVICES = """\
+pickup    unix  n       -       {c}     60      1       pickup
+cleanup   unix  n       -       {c}     -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       y       -       -       trivial-rewrite
-bounce    unix  -       -       y       -       0       bounce
-defer     unix  -       -       y       -       0       bounce
-trace     unix  -       -       y       -       0       bounce
-verify    unix  -       -       y       -       1       verify
-flush     unix  n       -       y       1000?   0       flush
+rewrite   unix  -       -       {c}     -       -       trivial-rewrite
+bounce    unix  -       -       {c}     -       0       bounce
+defer     unix  -       -       {c}     -       0       bounce
+trace     unix  -       -       {c}     -       0       bounce
+verify    unix  -       -       {c}     -       1       verify
+flush     unix  n       -       {c}     1000?   0       flush
 proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       y       -       -       smtp
-relay     unix  -       -       y       -       -       smtp
-showq     unix  n       -       y       -       -       showq
-error     unix  -       -       y       -       -       error
-retry     unix  -       -       y       -       -       error
-discard   unix  -       -       y       -       -       discard
-anvil     unix  -       -       y       -       1       anvil
-scache    unix  -       -       y       -       1       scache
+smtp      unix  -       -       {c}     -       -       smtp
+relay     unix  -       -       {c}     -       -       smtp
+showq     unix  n       -       {c}     -       -       showq
+error     unix  -       -       {c}     -       -       error
+retry     unix  -       -       {c}     -       -       error
+discard   unix  -       -       {c}     -       -       discard
+anvil     unix  -       -       {c}     -       1       anvil
+scache    unix  -       -       {c}     -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+
+
+def master_services(chroot: bool = True) -> str:
+    """master.cf's lines for Postfix's own services: chrooted as Debian ships them, or
+    none chrooted (a Postfix without a chroot tree: the bench's)."""
+    return _SERVICES.format(c="y" if chroot else "n")
+
 
 # One smtpd per address; {port} is filled in. Debian's default: chrooted.
 DEFAULT_LISTENERS = """\
@@ -286,7 +294,7 @@ maximal_backoff_time = 10s
 """
 
     def master_cf(self) -> str:
-        return BASE_MASTER_CF + self.listeners.replace("{port}", str(self.port))
+        return master_services() + self.listeners.replace("{port}", str(self.port))
 
     def write_config(self) -> None:
         for path in (self.config_dir, self.queue_dir, self.data_dir):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mx6milter.config import (RESTART_SECTIONS, ConfigError, MetricsSection, describe_keys, load_config,
-                              parse_config, parse_listen)
+from mx6milter.config import (RESTART_SECTIONS, SECTIONS, ConfigError, MetricsSection, describe_keys,
+                              keep_restart_sections, load_config, parse_config, parse_listen)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,6 +112,27 @@ def test_man_page_documents_every_key_with_its_default():
         heading = man_heading(section, key, default)
         assert re.search(rf"^\.(TP|TQ)\n{re.escape(heading)}$", page, re.MULTILINE), heading
     assert page.count("(restart)") == 1 + sum(s in RESTART_SECTIONS for s, _, _ in describe_keys())
+
+
+def test_a_reload_keeps_the_running_restart_sections_and_takes_the_rest():
+    """The daemon's reload (and the supervisor's) runs keep_restart_sections: the sections
+    the man page marks (restart) keep their running values, every other one is the new."""
+    running = parse_config("[milter]\nmax_recipients = 10\n[metrics]\nlisten = 127.0.0.1:9169\n")
+    new = parse_config("[milter]\nmax_recipients = 20\n[policy]\nmode = mx6\n")
+    kept, waiting = keep_restart_sections(running, new)
+    assert waiting == ["milter", "metrics"] and list(RESTART_SECTIONS) == waiting
+    assert kept.milter.max_recipients == 10 and kept.metrics.listen == "127.0.0.1:9169"
+    assert kept.policy.mode == "mx6"
+    assert [name for name in SECTIONS if getattr(kept, name) != getattr(new, name)] == waiting
+    assert [name for name in SECTIONS if getattr(kept, name) != getattr(running, name)] == ["policy"]
+    assert keep_restart_sections(running, running) == (running, [])
+
+
+def test_the_reloads_keep_restart_sections_through_config_py():
+    """No reload decides on its own which sections wait for a restart."""
+    daemon = (ROOT / "mx6milter" / "daemon.py").read_text()
+    assert daemon.count("keep_restart_sections(self.config, ") == 2     # Daemon, Supervisor
+    assert not re.search(r"\.(milter|metrics)\s*!=|replace\([^)]*(milter|metrics)=", daemon)
 
 
 def check_config(tmp_path, text: str) -> subprocess.CompletedProcess:

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mx6milter.config import ConfigError, parse_config
-from mx6milter.ctl.common import DEFAULT_CONFIG
+from mx6milter.config import DEFAULT_CONFIG, ConfigError, parse_config
 from mx6milter.ctl.journal import _details, percentile, render_decision, suggestion
 from mx6milter.journal import fingerprint, lacked, network48, parse_checks
 from mx6milter.model import Finding
