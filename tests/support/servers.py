@@ -205,12 +205,15 @@ class SentinelSet:
 
 
 class RedisClusterSet:
-    """Three Cluster primaries made one by ``redis-cli --cluster create``; ``seeds`` is
-    the [redis] cluster value."""
+    """Three Cluster primaries made one by ``redis-cli --cluster create``, each with
+    REPLICAS replicas of its own (cluster-node-timeout 2000 ms: a killed primary's
+    replica is promoted in a few seconds); ``seeds`` is the [redis] cluster value,
+    the primaries' addresses as created."""
 
-    def __init__(self, size: int = 3):
+    def __init__(self, size: int = 3, replicas: int = 0):
+        self.size, self.replicas = size, replicas
         self.nodes = []
-        for _ in range(size):
+        for _ in range(size * (1 + replicas)):
             port = free_cluster_port()
             self.nodes.append(RedisNode("--cluster-enabled", "yes", "--cluster-config-file",
                                         f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
@@ -218,24 +221,65 @@ class RedisClusterSet:
 
     @property
     def seeds(self) -> str:
-        return " ".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        # redis-cli makes the first SIZE nodes the primaries
+        return " ".join(f"127.0.0.1:{node.port}" for node in self.nodes[:self.size])
 
     def start(self) -> RedisClusterSet:
         for node in self.nodes:
             node.start()
         subprocess.run(["redis-cli", "--cluster", "create",
-                        *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-yes"],
+                        *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
         wait_for(self._ok, what="the cluster to be ok")
+        if self.replicas:
+            wait_for(self._replicas_linked, timeout=30, what="the replicas to sync")
         return self
+
+    def _live(self) -> list:
+        return [node for node in self.nodes if node.process is not None]
 
     def _ok(self) -> bool:
         return all("cluster_state:ok" in node.client().execute_command("CLUSTER", "INFO")
-                   for node in self.nodes)
+                   for node in self._live())
+
+    def _replicas_linked(self) -> bool:
+        roles = [node.client().info("replication") for node in self._live()]
+        return all(role.get("master_link_status") == "up"
+                   for role in roles if role["role"] == "slave")
+
+    def node(self, port: int) -> RedisNode:
+        return next(node for node in self.nodes if node.port == port)
+
+    def primary_of(self, key: str) -> RedisNode:
+        """The node serving KEY's slot now, as the live nodes' slot table says."""
+        asker = self._live()[0].client()
+        slot = asker.execute_command("CLUSTER", "KEYSLOT", key)
+        for low, high, primary, *_ in asker.execute_command("CLUSTER", "SLOTS"):
+            if low <= slot <= high:
+                return self.node(int(primary[1]))
+        raise LookupError(f"slot {slot} is not served")
+
+    def replicas_of(self, primary: RedisNode) -> list:
+        """PRIMARY's replicas, as it lists them itself."""
+        info = primary.client().info("replication")
+        return [self.node(int(info[f"slave{n}"]["port"]))
+                for n in range(int(info["connected_slaves"]))]
+
+    def wait_replicated(self) -> None:
+        """Until every replica has applied all its primary had written when called."""
+        for node in self._live():
+            info = node.client().info("replication")
+            if info["role"] != "master":
+                continue
+            target = info["master_repl_offset"]
+            for replica in self.replicas_of(node):
+                wait_for(lambda replica=replica, target=target: replica.client().info("replication")
+                         ["slave_repl_offset"] >= target, what=f"replica {replica.port} to catch up")
 
     def client(self):
         from redis.cluster import ClusterNode, RedisCluster
-        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes],
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self._live()],
                             decode_responses=True)
 
     def close(self) -> None:
