@@ -16,17 +16,19 @@ namespace is touched:
   milter; every accepted message goes to its smtp-sink;
 * senders (``SENDERS``): Postfix's smtp client, Exim 4, Sendmail, OpenSMTPD
   and ``mx6ctl send`` (plain and MX6-aware), each sending from 127.0.16.10 and
-  2001:db8:16::10, with the retry interval set to ``--retry`` seconds (OpenSMTPD's
-  schedule is built in; mx6ctl send makes one attempt). Exim and OpenSMTPD are
-  unpacked by scripts/install-senders.sh, Sendmail by scripts/install-sendmail.sh.
+  2001:db8:16::10 (``opensmtpd-default`` from whatever the kernel picks), with
+  the retry interval set to ``--retry`` seconds (OpenSMTPD's schedule is built
+  in; mx6ctl send makes one attempt). Exim and OpenSMTPD are unpacked by
+  scripts/install-senders.sh, Sendmail by scripts/install-sendmail.sh.
 
 However the run ends (done, SIGTERM, Ctrl-C), every process it started is
 stopped and the namespace deleted.
 
 For each sender and layout one message is sent; the cell records whether it
 arrived, over which family and listener, after how many connections, in how
-many seconds, whether in the first delivery attempt (before the sender's retry
-interval came round), and the sender's and receiver's log lines.
+many seconds, whether in the first delivery attempt (before the sender's first
+retry came round), and the sender's and receiver's log lines. A cell waits until
+the sender's second retry and some (``default_window``), or ``--cell-timeout``.
 """
 from __future__ import annotations
 
@@ -71,6 +73,9 @@ R6A, R6B, R6M = "2001:db8:16::25", "2001:db8:16::26", "2001:db8:16::27"
 R4 = "192.0.2.25"         # TEST-NET-1 on lo: OpenSMTPD ignores MX hosts on 127/8
 LISTENERS = {R6A: ("r6a", "defensive"), R6B: ("r6b", "defensive"), R6M: ("r6m", "mx6"),
              R4: ("r4", None)}
+# A sender's client addresses: S4 and S6, or, where the kernel picks the source (no bind),
+# the MX's own address on this shared loopback. Nothing else connects to the listeners.
+CLIENTS = (S4, S6, *LISTENERS)
 
 RECEIVER_HOSTS = f"""\
 mx46    IN AAAA {R6A}
@@ -176,6 +181,7 @@ class PostfixSender:
 
     def __init__(self, work: Path, retry: int):
         self.postfix = _SendingPostfix(retry, work / "sender-postfix")
+        self.retries = (retry, 2 * retry)
 
     def version(self) -> str:
         return "Postfix " + subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True,
@@ -234,6 +240,7 @@ class EximSender:
     def __init__(self, work: Path, retry: int):
         self.dir = work / "sender-exim"
         self.retry = retry
+        self.retries = (retry, 2 * retry)
         self.conf = self.dir / "exim.conf"
         self.pid_file = self.dir / "exim.pid"
 
@@ -320,6 +327,7 @@ class SendmailSender:
     def __init__(self, work: Path, retry: int):
         self.dir = work / "sender-sendmail"
         self.retry = retry
+        self.retries = (retry, 2 * retry)
         self.cf = self.dir / "sendmail.cf"
         self.transcript = self.dir / "transcript"
         self.runner: subprocess.Popen | None = None
@@ -398,21 +406,34 @@ MAILER(`smtp')dnl
             self.runner.wait(timeout=10)
 
 
+IDLE_TICK = re.compile(r"hanging on for \d+s|timeout for session hangon|no task for relay")
+
+
 class OpenSmtpdSender:
-    """OpenSMTPD relaying by MX, its client bound to S4/S6, its log its -v output.
+    """OpenSMTPD relaying by MX, its log its -v output.
+
+    ``opensmtpd`` relays with ``src <srcs>``, a table of S4 and S6: each
+    delivery attempt takes the table's next address, in turn (lka's
+    table_fetch), and reaches only the MX hosts of that family ("AF mismatch"
+    for the others). ``opensmtpd-default`` has no ``src``, as installed: the
+    kernel picks the source, which on this shared loopback is the MX's own
+    address, and every MX host is reachable.
 
     Its spool is compiled in (/var/spool/smtpd): it runs under ``unshare -m``
     with a private directory mounted on /var/spool. Its retry schedule is its
-    own (not configurable); ``--retry`` does not change it. It drops an MX
+    own (not configurable); ``--retry`` does not change it: a deferred envelope
+    is retried 400 x n^2 s after it was queued (scheduler_ramqueue.c's
+    BACKOFF_TRANSFER), i.e. at 400 s, 1600 s, 3600 s... It drops an MX
     whose address is a loopback one: hence R4 is 192.0.2.25 (on lo, but not
     in 127/8).
     """
-    name = "opensmtpd"
-
-    def __init__(self, work: Path, retry: int):
-        self.dir = work / "sender-opensmtpd"
+    def __init__(self, work: Path, retry: int, source_table: bool):
+        self.name = "opensmtpd" if source_table else "opensmtpd-default"
+        self.source = " src <srcs>" if source_table else ""
+        self.dir = work / f"sender-{self.name}"
         self.conf = self.dir / "smtpd.conf"
         self.log_path = self.dir / "smtpd.log"
+        self.retries = (400, 1600)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -432,7 +453,7 @@ class OpenSmtpdSender:
         self.conf.write_text(f"""\
 table srcs {{ {S4}, {S6} }}
 listen on 127.0.0.1 port {self.port}
-action "out" relay src <srcs> helo mail.sender.example
+action "out" relay{self.source} helo mail.sender.example
 match from local for any action "out"
 """)
         self.process = subprocess.Popen(self._in_own_mounts(f"exec {SMTPD} -d -v -f {self.conf}"),
@@ -455,7 +476,10 @@ match from local for any action "out"
         return Submission()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """Its -v output, less the idle ticks of a session hanging on after its last task
+        (some 40 lines an attempt, which would crowd the attempts out of the cell's log)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "".join(line for line in text.splitlines(keepends=True) if not IDLE_TICK.search(line))
 
     def bounced(self, log: str) -> bool:
         return "result=PermFail" in log
@@ -490,6 +514,7 @@ class Mx6ctlSender:
         self.name = "mx6ctl-aware" if aware else "mx6ctl-plain"
         self.aware = aware
         self.dir = work / f"sender-{self.name}"
+        self.retries = (retry, 2 * retry)      # never due: the cell ends with the one attempt
         self.transcripts: list = []
 
     def version(self) -> str:
@@ -534,7 +559,8 @@ SENDERS = {
     "postfix": PostfixSender,
     "exim": EximSender,
     "sendmail": SendmailSender,
-    "opensmtpd": OpenSmtpdSender,
+    "opensmtpd": lambda work, retry: OpenSmtpdSender(work, retry, source_table=True),
+    "opensmtpd-default": lambda work, retry: OpenSmtpdSender(work, retry, source_table=False),
     "mx6ctl-plain": lambda work, retry: Mx6ctlSender(work, retry, aware=False),
     "mx6ctl-aware": lambda work, retry: Mx6ctlSender(work, retry, aware=True),
 }
@@ -551,7 +577,7 @@ class Cell:
     family: int | None = None            # 4 or 6: how the message finally arrived
     listener: str = ""                   # r6a, r6b, r6m or r4
     seconds: float | None = None
-    first_attempt: bool | None = None    # arrived before the sender's retry interval came round
+    first_attempt: bool | None = None    # arrived before the sender's first retry came round
     connections: dict = field(default_factory=dict)     # listener -> connections from the sender
     replies: list = field(default_factory=list)          # what the milters answered
     bounced: bool = False
@@ -572,7 +598,18 @@ MILTER_REPLY = re.compile(r"cleanup\[\d+\]: \w+: milter-(reject|tempfail|discard
                           r"\S*?\[([^\]]+)\]: (\d\.\d{1,3}\.\d{1,3}) (.*?); from=")
 
 
-def run_cell(sender, layout: str, receiver: Receiver, retry: int, timeout: float) -> Cell:
+def default_window(sender) -> float:
+    """Seconds a cell waits for the message: up to the sender's second retry and some.
+
+    ``sender.retries`` says when its first two retries are due, in seconds
+    after it queued the message: every ``--retry`` seconds for the senders we
+    configure, OpenSMTPD's own schedule for it.
+    """
+    first, second = sender.retries
+    return second + first / 2 + 20
+
+
+def run_cell(sender, layout: str, receiver: Receiver, timeout: float) -> Cell:
     cell = Cell(sender.name, layout)
     token = uuid.uuid4().hex[:12]
     message_id = f"<{token}@sender.example>"
@@ -599,10 +636,10 @@ def run_cell(sender, layout: str, receiver: Receiver, retry: int, timeout: float
     cell.bounced = cell.bounced or submission.bounced
     receiver_log = receiver.postfix.log()[receiver_log_start:]
     for name, client in CONNECT.findall(receiver_log):
-        if client in (S4, S6):
+        if client in CLIENTS:
             cell.connections[name] = cell.connections.get(name, 0) + 1
     cell.replies = [f"{action} {code} {text}" for action, client, code, text
-                    in MILTER_REPLY.findall(receiver_log) if client in (S4, S6)]
+                    in MILTER_REPLY.findall(receiver_log) if client in CLIENTS]
     cell.sender_log = [line for line in sender.log()[sender_log_start:].splitlines() if line][-200:]
     if arrival is not None:
         cell.arrived = True
@@ -612,7 +649,7 @@ def run_cell(sender, layout: str, receiver: Receiver, retry: int, timeout: float
         match = re.search(r"by (r6a|r6b|r6m|r4)\.rcv\.example", received)
         cell.listener = match.group(1) if match else ""
         cell.family = 6 if "[IPv6:" in received.split(" by ")[0] else 4
-        cell.first_attempt = elapsed < retry * 0.9
+        cell.first_attempt = elapsed < sender.retries[0] * 0.9
     elif not cell.bounced:
         cell.note = f"nothing arrived within {timeout:.0f} s"
     sender.clear()
@@ -714,7 +751,7 @@ def run_matrix(args) -> dict:
     set_up_loopback()
     work = Path(tempfile.mkdtemp(prefix="mx6-senders-"))
     work.chmod(0o755)
-    cells, versions = [], {}
+    cells, versions, windows = [], {}, {}
     with contextlib.ExitStack() as stack:
         if not args.keep:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
@@ -732,14 +769,15 @@ def run_matrix(args) -> dict:
             try:
                 sender.start()
                 versions[sender_name] = sender.version()
+                windows[sender_name] = window = args.cell_timeout or default_window(sender)
                 for layout in args.layouts:
-                    cell = run_cell(sender, layout, receiver, args.retry, args.cell_timeout)
+                    cell = run_cell(sender, layout, receiver, window)
                     print(f"{sender_name:13} {layout}: {cell.summary()}", file=sys.stderr, flush=True)
                     cells.append(cell)
             finally:
                 sender.stop()
     return {"date": datetime.date.today().isoformat(), "machine": platform.node(),
-            "retry_seconds": args.retry, "versions": versions,
+            "retry_seconds": args.retry, "window_seconds": windows, "versions": versions,
             "layouts": {name: text for name, (text, _) in LAYOUTS.items() if name in args.layouts},
             "cells": [asdict(cell) for cell in cells]}
 
@@ -769,7 +807,9 @@ def main(argv=None) -> int:
     parser.add_argument("--retry", type=int, default=30,
                         help="the senders' retry interval in seconds (default 30)")
     parser.add_argument("--cell-timeout", type=float, default=0,
-                        help="seconds to wait for one message (default: 2.5 x retry + 20)")
+                        help="seconds to wait for one message (default: until the sender's second "
+                             "retry and some: 2.5 x retry + 20; OpenSMTPD, whose retries are its "
+                             "own, 1820)")
     parser.add_argument("--json", help="write the result here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     raw = sys.argv[1:] if argv is None else argv
@@ -781,9 +821,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown sender or layout: {', '.join(unknown)}")
     for sender, binary in (("exim", EXIM), ("opensmtpd", SMTPD), ("sendmail", SENDMAIL)):
-        if sender in args.senders and not binary.exists():
+        if any(name.startswith(sender) for name in args.senders) and not binary.exists():
             parser.error(f"{binary} missing: run scripts/install.sh")
-    args.cell_timeout = args.cell_timeout or 2.5 * args.retry + 20
     if os.geteuid() != 0:
         parser.error("needs root (a network namespace, port 25 and 53)")
     if not os.environ.get(NETNS_ENV):
