@@ -23,7 +23,9 @@ from dkim import canonicalization
 
 SLICE = 64 << 10
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")      # dkimpy's strip_trailing_whitespace
-_WSP_RUN = re.compile(rb"[\t ]+")               # dkimpy's compress_whitespace
+# dkimpy's compress_whitespace replaces every [\t ]+ with one space; a run that is
+# one space already is left alone here, the rest matched whole.
+_WSP_RUN = re.compile(rb"\t[\t ]*| [\t ]+")
 
 DKIMPY_RELAXED_BODY = canonicalization.Relaxed.canonicalize_body
 
@@ -35,11 +37,22 @@ def relaxed_body(body: bytes) -> bytes:
         end = body.find(b"\r\n", start + SLICE)
         end = len(body) if end < 0 else end + 2
         piece = body[start:end] if start or end < len(body) else body
-        pieces.append(_WSP_RUN.sub(b" ", _TRAILING_WSP.sub(b"\r\n", piece)))
+        pieces.append(_canonical_slice(piece))
         start = end
     joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)   # b"" for no body
     del pieces
     return canonicalization.correct_empty_body(canonicalization.strip_trailing_lines(joined))
+
+
+def _canonical_slice(piece: bytes) -> bytes:
+    if b"\t" in piece:
+        return _WSP_RUN.sub(b" ", _TRAILING_WSP.sub(b"\r\n", piece))
+    # Without a tab, trailing blanks end in " \r\n" and a run to compress holds "  ".
+    if b" \r\n" in piece:
+        piece = _TRAILING_WSP.sub(b"\r\n", piece)
+    if b"  " in piece:
+        piece = _WSP_RUN.sub(b" ", piece)
+    return piece
 
 
 def install() -> None:
