@@ -1,0 +1,67 @@
+"""evidence/dkimcanon.py's header canonicalisation and b= pattern: byte for byte
+dkimpy's, installed only by install(). (The sliced body: test_memory_budget_units.py.)"""
+import dkim
+from dkim import canonicalization
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mx6milter.evidence import dkimcanon
+
+# Pieces of the bytes the patterns care about: blanks, line ends and their halves,
+# other ASCII white space (bytes.strip removes it, the patterns do not).
+FIELD_PIECES = st.sampled_from([b" ", b"\t", b"\r\n", b"\r", b"\n", b"\r\n ", b"\r\n\t",
+                                b"  ", b"\x0b", b"\x0c", b"a", b"B", b";", b"="])
+NAMES = st.sampled_from([b"From", b"SUBJECT", b"To \t", b"x-Y", b" Date", b"dkim-signature"])
+
+
+@settings(max_examples=1500)
+@given(st.lists(st.tuples(NAMES, st.lists(FIELD_PIECES, max_size=40).map(b"".join)),
+                max_size=6))
+@example([(b"Subject", b" a  b\r\n\tc \r\n")])
+@example([(b"From", b" Alice <a@example.org>\r\n")])
+def test_relaxed_headers_are_dkimpys(headers):
+    assert dkimcanon.relaxed_headers(headers) == dkimcanon.DKIMPY_RELAXED_HEADERS(headers)
+
+
+SIGNATURE = (b" v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org;\r\n s=sel; h=from :"
+             b" to; bh=N9VcrJDHGHVl3PC/wgFgCQaOhfeypoLGzZ4w=;\r\n b=dGhpcyBpcyBub3Qg\r\n"
+             b"\t YSByZWFs  IHNpZ25hdHVyZQ==\r\n")
+TAG_PIECES = st.sampled_from([b"b", b"=", b"bh", b";", b" ", b"\t", b"\r\n", b"\r", b"\n",
+                              b"\x0b", b"a", b"Z", b"0", b"+", b"/", b"-", b":", b"b=", b"; b="])
+
+
+@settings(max_examples=3000)
+@given(st.lists(TAG_PIECES, max_size=60).map(b"".join))
+@example(SIGNATURE)
+@example(b"; b = ab\r\n cd =\r\n")
+@example(b" b=\r\n")
+@example(b";b=ab \r\n;b= x")
+def test_b_tag_removal_is_dkimpys(value):
+    assert dkimcanon.B_TAG.sub(b"\\1", value) == dkimcanon.DKIMPY_B_TAG.sub(b"\\1", value)
+
+
+def test_b_tag_removal_empties_the_signature():
+    assert dkimcanon.B_TAG.sub(b"\\1", SIGNATURE) == SIGNATURE[:SIGNATURE.index(b" b=") + 3]
+
+
+def test_install_replaces_dkimpys_functions_and_pattern():
+    saved = (canonicalization.Relaxed.canonicalize_body,
+             canonicalization.Relaxed.canonicalize_headers, dkim.RE_BTAG)
+    try:
+        canonicalization.Relaxed.canonicalize_headers = staticmethod(dkimcanon.DKIMPY_RELAXED_HEADERS)
+        dkim.RE_BTAG = dkimcanon.DKIMPY_B_TAG
+        assert not dkimcanon.installed()
+        dkimcanon.install()
+        dkimcanon.install()                   # idempotent
+        assert dkimcanon.installed()
+        assert dkim.RE_BTAG is dkimcanon.B_TAG
+        policy = canonicalization.CanonicalizationPolicy.from_c_value(b"relaxed/simple")
+        assert policy.canonicalize_headers([(b"Subject ", b" a \t b\r\n c \r\n")]) == \
+            [(b"subject", b"a b c\r\n")]
+        simple = canonicalization.CanonicalizationPolicy.from_c_value(b"simple/simple")
+        assert simple.canonicalize_headers([(b"Subject ", b" a \t b\r\n")]) == \
+            [(b"Subject ", b" a \t b\r\n")]   # simple: untouched
+    finally:
+        body, headers, dkim.RE_BTAG = saved
+        canonicalization.Relaxed.canonicalize_body = staticmethod(body)
+        canonicalization.Relaxed.canonicalize_headers = staticmethod(headers)
