@@ -1,5 +1,6 @@
-"""evidence/dkimcanon.py's header canonicalisation and b= pattern: byte for byte
-dkimpy's, installed only by install(). (The sliced body: test_memory_budget_units.py.)"""
+"""evidence/dkimcanon.py's message parser, header canonicalisation and b= pattern: byte
+for byte dkimpy's, installed only by install(). (The sliced body:
+test_memory_budget_units.py.)"""
 import dkim
 from dkim import canonicalization
 from hypothesis import example, given, settings
@@ -44,17 +45,53 @@ def test_b_tag_removal_empties_the_signature():
     assert dkimcanon.B_TAG.sub(b"\\1", SIGNATURE) == SIGNATURE[:SIGNATURE.index(b" b=") + 3]
 
 
-def test_install_replaces_dkimpys_functions_and_pattern():
+MESSAGE_PIECES = st.sampled_from([b"From: a", b"X-Y:b", b"\r\n", b"\n", b"\r", b" c", b"\tc",
+                                  b"body", b"From x", b"no colon", b":", b"\r\n\r\n",
+                                  b"\n\n", b"\x7f", b"\xe9"])
+
+
+def parsed_or_raised(parse, message):
+    try:
+        return parse(message)
+    except Exception as err:          # dkimpy raises MessageFormatError, or IndexError
+        return type(err), str(err)
+
+
+@settings(max_examples=3000)
+@given(st.lists(MESSAGE_PIECES, max_size=40).map(b"".join))
+@example(b"")
+@example(b"\r\n")
+@example(b"A: b\r\n")
+@example(b"A: b\r\n c\r\n\r\nline\nbare\r\n\r\n")
+@example(b"A: b\n\r\nx\r\n")
+@example(b"A: b\r\r\nC: d\r\n\r\nbody\r")
+@example(b" leading continuation\r\n\r\n")
+def test_rfc822_parse_is_dkimpys(message):
+    assert parsed_or_raised(dkimcanon.rfc822_parse, message) == \
+        parsed_or_raised(dkimcanon.DKIMPY_RFC822_PARSE, message)
+
+
+def test_rfc822_parse_keeps_a_crlf_body_as_it_is():
+    message = b"From: a@example.org\r\nSubject: x\r\n\r\nline 1\r\n\r\nline 2\r\n"
+    headers, body = dkimcanon.rfc822_parse(message)
+    assert headers == [[b"From", b" a@example.org\r\n"], [b"Subject", b" x\r\n"]]
+    assert body == b"line 1\r\n\r\nline 2\r\n"
+    assert dkimcanon.rfc822_parse(b"A: b\n\nline\nend")[1] == b"line\r\nend"
+
+
+def test_install_replaces_dkimpys_functions_and_patterns():
     saved = (canonicalization.Relaxed.canonicalize_body,
-             canonicalization.Relaxed.canonicalize_headers, dkim.RE_BTAG)
+             canonicalization.Relaxed.canonicalize_headers, dkim.RE_BTAG, dkim.rfc822_parse)
     try:
         canonicalization.Relaxed.canonicalize_headers = staticmethod(dkimcanon.DKIMPY_RELAXED_HEADERS)
         dkim.RE_BTAG = dkimcanon.DKIMPY_B_TAG
+        dkim.rfc822_parse = dkimcanon.DKIMPY_RFC822_PARSE
         assert not dkimcanon.installed()
         dkimcanon.install()
         dkimcanon.install()                   # idempotent
         assert dkimcanon.installed()
         assert dkim.RE_BTAG is dkimcanon.B_TAG
+        assert dkim.DKIM(b"Subject: x\r\n\r\nbody\n").body == b"body\r\n"   # ours, via dkimpy
         policy = canonicalization.CanonicalizationPolicy.from_c_value(b"relaxed/simple")
         assert policy.canonicalize_headers([(b"Subject ", b" a \t b\r\n c \r\n")]) == \
             [(b"subject", b"a b c\r\n")]
@@ -62,6 +99,6 @@ def test_install_replaces_dkimpys_functions_and_pattern():
         assert simple.canonicalize_headers([(b"Subject ", b" a \t b\r\n")]) == \
             [(b"Subject ", b" a \t b\r\n")]   # simple: untouched
     finally:
-        body, headers, dkim.RE_BTAG = saved
+        body, headers, dkim.RE_BTAG, dkim.rfc822_parse = saved
         canonicalization.Relaxed.canonicalize_body = staticmethod(body)
         canonicalization.Relaxed.canonicalize_headers = staticmethod(headers)
