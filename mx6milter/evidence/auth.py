@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import os
 import re
@@ -271,6 +272,17 @@ def dkim_key_problem(record: bytes) -> str:
     lie outside the bounds is refused here, before any arithmetic."""
     if len(record) > MAX_KEY_RECORD:
         return f"key record longer than {MAX_KEY_RECORD} bytes"
+    return _key_record_problem(bytes(record))
+
+
+# The screen runs for every signature, cached parse or not (dkimcrypto.py); the same
+# record text always gets the same answer. At most KEY_PROBLEMS_KEPT records of at
+# most MAX_KEY_RECORD bytes: 2 MB.
+KEY_PROBLEMS_KEPT = 512
+
+
+@functools.lru_cache(maxsize=KEY_PROBLEMS_KEPT)
+def _key_record_problem(record: bytes) -> str:
     tags = {}
     for part in record.split(b";"):
         name, sep, value = part.partition(b"=")
