@@ -10,14 +10,23 @@ MAX_LINES = 32          # libmilter's limit for a multi-line reply
 MAX_LINE_TEXT = 240     # at most 480 once every "%" is doubled; SMTP allows 512 per line
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\t]+")
+_NOT_PRINTABLE_ASCII = re.compile(r"[^ -~]")
+
+
 def sanitize_line(text: str) -> str:
     """One reply line: printable ASCII only, '%' doubled for libmilter."""
-    text = re.sub(r"[\r\n\t]+", " ", text)
-    text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    text = _LINE_BREAKS.sub(" ", text)
+    if not (text.isascii() and text.isprintable()):      # else nothing to replace
+        text = _NOT_PRINTABLE_ASCII.sub("?", text)
     return text.replace("%", "%%")
 
 
 def _wrap(text: str, width: int) -> list:
+    # A line that fits, of printable ASCII with no blank at either end, is what
+    # textwrap would give back: it is, without textwrap's chunking.
+    if len(text) <= width and text.isascii() and text.isprintable() and text.strip(" ") == text:
+        return [text]
     return textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
