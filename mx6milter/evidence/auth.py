@@ -683,7 +683,7 @@ def _pvalue(value: str, last: bool = True) -> str:
     other than printable ASCII, or longer than MAX_PVALUE.
     """
     if not value or len(value) > MAX_PVALUE or ";" in value or \
-            not all(" " <= ch <= "~" for ch in value):
+            not (value.isascii() and value.isprintable()):      # printable ASCII only
         return ""
     if _BARE_PVALUE.fullmatch(value) or _RFC2045_TOKEN.fullmatch(value):
         return value
@@ -692,16 +692,23 @@ def _pvalue(value: str, last: bool = True) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_WORD = re.compile(r"[A-Za-z0-9-]+")
+
+
 def _word(value: str) -> str:
     """A result or policy keyword: letters, digits and '-' only."""
-    return value if re.fullmatch(r"[A-Za-z0-9-]+", value or "") else ""
+    return value if _WORD.fullmatch(value or "") else ""
+
+
+# reason="..." is a quoted string: spaces are fine; quotes and backslashes are not, and
+# ';' and parentheses go too, for the benefit of naive parsers further down the line;
+# and anything but printable ASCII.
+_UNSAFE_IN_REASON = re.compile(r'[^ -~]|["\\;()]')
 
 
 def _safe_reason(value: str) -> str:
-    # reason="..." is a quoted string: spaces are fine; quotes and backslashes are not, and
-    # ';' and parentheses go too, for the benefit of naive parsers further down the line.
-    text = "".join(ch if " " <= ch <= "~" and ch not in '"\\;()' else " " for ch in value)
-    return " ".join(text.split())[:160]
+    """VALUE with every unsafe character a blank, blanks collapsed, at most 160 characters."""
+    return " ".join(_UNSAFE_IN_REASON.sub(" ", value).split())[:160]
 
 
 # Who might read an incoming header as ours. Parsers differ: authres takes a dot-atom;
