@@ -482,13 +482,24 @@ def load_public_suffix_list(path: str = "", where: str = "") -> PublicSuffixList
     return psl
 
 
+# Organisational domains kept per Dmarc (so per list): at most this many domain names of
+# at most 253 characters, about 1 MB.
+ORG_DOMAINS_KEPT = 2048
+
+
 class Dmarc:
     """DMARC evaluation, with organisational domains from PSL (load_public_suffix_list)."""
 
     def __init__(self, psl: PublicSuffixList | None = None):
         self.psl = psl or load_public_suffix_list()
+        # A decision asks for about five (alignment of each identity, the record's
+        # place); the answer depends on the domain and this list only.
+        self._org_domains = functools.lru_cache(maxsize=ORG_DOMAINS_KEPT)(self._lookup_org_domain)
 
     def org_domain(self, domain: str) -> str:
+        return self._org_domains(domain)
+
+    def _lookup_org_domain(self, domain: str) -> str:
         return self.psl.privatesuffix(domain) or domain
 
     def aligned(self, from_domain: str, other: str, mode: str) -> bool:
