@@ -45,6 +45,28 @@ def test_domain_to_ascii_gives_a_valid_a_label_domain_or_address_error(text, und
         assert domain_to_ascii(" " + text.strip().upper() + ". ", underscore) == domain
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(hostile_text, st.text(max_size=300), ascii_domain), st.booleans())
+def test_kept_domains_are_what_normalising_gives(text, underscore):
+    from mx6milter import addresses
+    outcomes = []
+    for normalise in (domain_to_ascii, domain_to_ascii, addresses._domain_to_ascii):
+        try:
+            outcomes.append(normalise(text, underscore))
+        except AddressError as err:
+            outcomes.append(("refused", str(err)))          # refusals are never kept
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
+def test_kept_domains_are_bounded_and_long_inputs_not_kept():
+    from mx6milter import addresses
+    assert addresses._domain_to_ascii_kept.cache_info().maxsize == addresses.DOMAINS_KEPT
+    padded = " " * 400 + "Example.ORG"
+    kept = addresses._domain_to_ascii_kept.cache_info().currsize
+    assert domain_to_ascii(padded) == "example.org"
+    assert addresses._domain_to_ascii_kept.cache_info().currsize == kept
+
+
 @settings(max_examples=200, deadline=None)
 @given(ascii_domain)
 def test_ascii_domains_are_lower_cased_and_keep_their_labels(domain):
