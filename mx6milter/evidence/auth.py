@@ -138,9 +138,10 @@ def authenticated_identities(auth: AuthOutcome) -> dict:
     }
 
 
-def auth_findings(address, auth: AuthOutcome) -> Findings:
-    """The session and authentication checks, for logs and explain: none is evidence alone."""
-    checks = [Finding("session", "ipv6", str(address)),
+def auth_findings(client: str, auth: AuthOutcome) -> Findings:
+    """The session and authentication checks, for logs and explain: none is evidence alone.
+    CLIENT: the client address as text."""
+    checks = [Finding("session", "ipv6", client),
               Finding("spf", auth.spf.result, auth.spf.identity)]
     checks += [Finding("dkim", d.result, d.domain) for d in auth.dkim] or [Finding("dkim", "none")]
     checks.append(Finding("dmarc", auth.dmarc.result, auth.dmarc.from_domain or auth.dmarc.reason))
