@@ -115,11 +115,24 @@ def domain_of(address: str) -> str | None:
         return None
 
 
+# The common From field, a plain name (words, or a quoted string of them) and
+# <dot-atom@dot-atom>, or the bare address, with blanks around: email.utils reads
+# these token by token in Python; what it would give is the address as written.
+_DOT_ATOM = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+_PLAIN_FROM = re.compile(rf' *(?:(?:[A-Za-z0-9]+ +)*[A-Za-z0-9]* *<(?P<angle>{_DOT_ATOM}@{_DOT_ATOM})>'
+                         rf'|"[A-Za-z0-9 ]*" *<(?P<quoted>{_DOT_ATOM}@{_DOT_ATOM})>'
+                         rf'|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM})) *')
+
+
 def from_addresses(values) -> list | None:
     """Every address in the From header fields given; None if they cannot be parsed."""
     values = [str(v) for v in values]
     if sum(len(v) for v in values) > _MAX_FROM:
         return None
+    plain = [_PLAIN_FROM.fullmatch(value) for value in values]
+    if all(plain):
+        return [match.group("angle") or match.group("quoted") or match.group("bare")
+                for match in plain]
     try:
         pairs = email.utils.getaddresses(values)
     except Exception as err:   # e.g. RecursionError on thousands of nested comments
