@@ -23,10 +23,23 @@ def sanitize_line(text: str) -> str:
 
 
 def _wrap(text: str, width: int) -> list:
-    # A line that fits, of printable ASCII with no blank at either end, is what
-    # textwrap would give back: it is, without textwrap's chunking.
-    if len(text) <= width and text.isascii() and text.isprintable() and text.strip(" ") == text:
-        return [text]
+    """textwrap.wrap's lines (long words broken, not hyphens), or [""] for none."""
+    # The usual text, printable ASCII words no longer than a line between single
+    # spaces, is packed greedily, as textwrap does, without its chunking machinery
+    # (and a line that fits is given back as it is).
+    if text.isascii() and text.isprintable() and text.strip(" ") == text:
+        if len(text) <= width:
+            return [text]
+        words = text.split(" ")
+        if "  " not in text and max(map(len, words)) <= width:
+            lines, line = [], words[0]
+            for word in words[1:]:
+                if len(line) + 1 + len(word) <= width:
+                    line += " " + word
+                else:
+                    lines.append(line)
+                    line = word
+            return lines + [line]
     return textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=False) or [""]
 
 

@@ -150,8 +150,11 @@ blanks_and_words = st.lists(st.sampled_from([" ", "  ", "\t", "\n", "a", "bc", "
                                              "\u00e9", "\x7f"]), max_size=12).map("".join)
 
 
-@settings(max_examples=1000, deadline=None)
-@given(blanks_and_words, st.integers(1, 250))
+single_spaced = st.lists(st.text(alphabet="ab-%~", min_size=1, max_size=30), max_size=20).map(" ".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(blanks_and_words, single_spaced), st.one_of(st.integers(1, 12), st.integers(1, 250)))
 def test_wrap_is_textwraps(text, width):
     expected = textwrap.wrap(text, width=width, break_long_words=True,
                              break_on_hyphens=False) or [""]
