@@ -129,10 +129,14 @@ def from_addresses(values) -> list | None:
     values = [str(v) for v in values]
     if sum(len(v) for v in values) > _MAX_FROM:
         return None
-    plain = [_PLAIN_FROM.fullmatch(value) for value in values]
-    if all(plain):
-        return [match.group("angle") or match.group("quoted") or match.group("bare")
-                for match in plain]
+    plain = []
+    for value in values:
+        match = _PLAIN_FROM.fullmatch(value)
+        if match is None:
+            break
+        plain.append(match.group("angle") or match.group("quoted") or match.group("bare"))
+    else:
+        return plain
     try:
         pairs = email.utils.getaddresses(values)
     except Exception as err:   # e.g. RecursionError on thousands of nested comments
