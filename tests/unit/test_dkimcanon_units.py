@@ -79,13 +79,35 @@ def test_rfc822_parse_keeps_a_crlf_body_as_it_is():
     assert dkimcanon.rfc822_parse(b"A: b\n\nline\nend")[1] == b"line\r\nend"
 
 
+TAG_LIST_PIECES = st.sampled_from([b"a", b"B", b"bh", b"=", b";", b" ", b"\t", b"\r\n", b"1", b"_",
+                                   b"-", b"\xc3\xa4", b"v=1", b"; ", b"==", b"\x0b"])
+
+
+@settings(max_examples=3000)
+@given(st.lists(TAG_LIST_PIECES, max_size=30).map(b"".join))
+@example(SIGNATURE)
+@example(b"v=1; a=rsa-sha256; a=x")
+@example(b" ; ")
+@example(b"")
+@example(b"1=2")
+def test_parse_tag_value_is_dkimpys(tag_list):
+    def outcome(parse):
+        try:
+            return parse(tag_list)
+        except Exception as err:
+            return type(err), err.args
+    assert outcome(dkimcanon.parse_tag_value) == outcome(dkimcanon.DKIMPY_PARSE_TAG_VALUE)
+
+
 def test_install_replaces_dkimpys_functions_and_patterns():
     saved = (canonicalization.Relaxed.canonicalize_body,
-             canonicalization.Relaxed.canonicalize_headers, dkim.RE_BTAG, dkim.rfc822_parse)
+             canonicalization.Relaxed.canonicalize_headers, dkim.RE_BTAG, dkim.rfc822_parse,
+             dkim.parse_tag_value)
     try:
         canonicalization.Relaxed.canonicalize_headers = staticmethod(dkimcanon.DKIMPY_RELAXED_HEADERS)
         dkim.RE_BTAG = dkimcanon.DKIMPY_B_TAG
         dkim.rfc822_parse = dkimcanon.DKIMPY_RFC822_PARSE
+        dkim.parse_tag_value = dkimcanon.DKIMPY_PARSE_TAG_VALUE
         assert not dkimcanon.installed()
         dkimcanon.install()
         dkimcanon.install()                   # idempotent
@@ -99,6 +121,6 @@ def test_install_replaces_dkimpys_functions_and_patterns():
         assert simple.canonicalize_headers([(b"Subject ", b" a \t b\r\n")]) == \
             [(b"Subject ", b" a \t b\r\n")]   # simple: untouched
     finally:
-        body, headers, dkim.RE_BTAG, dkim.rfc822_parse = saved
+        body, headers, dkim.RE_BTAG, dkim.rfc822_parse, dkim.parse_tag_value = saved
         canonicalization.Relaxed.canonicalize_body = staticmethod(body)
         canonicalization.Relaxed.canonicalize_headers = staticmethod(headers)
