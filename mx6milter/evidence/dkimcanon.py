@@ -7,7 +7,7 @@ joins the body's lines again with CRLF. ``rfc822_parse`` here reads only the hea
 block, up to the first empty line, line by line as dkimpy does (its pattern compiled
 once; a block dkimpy would refuse is handed to dkimpy to raise), and keeps the body
 as one slice, rewritten only when it has a bare LF (then each CRLF or LF becomes
-CRLF, as dkimpy's join does): for a 4 KB message about half of dkimpy's cost, for a
+CRLF, as dkimpy's join does): for a 4 KB message about a quarter of dkimpy's cost, for a
 large one no list of lines at all.
 
 The body, in slices: dkimpy canonicalises a relaxed body with two ``re.sub``
@@ -21,7 +21,7 @@ match costs re.sub a piece and a replacement even where nothing changes, so the
 compressing pattern here matches only runs that change (a tab in them, or two
 blanks or more), and a slice with no tab skips each substitution outright when it
 holds no " \\r\\n" or no two blanks in a row (what any match would need): a 3 KB
-prose body costs about a tenth of what it did.
+prose body costs under a tenth of what it did.
 
 The header fields (``relaxed_headers``, for each signature and each ARC set): dkimpy
 unfolds and compresses every signed field with a module-level ``re.sub`` each; here a
