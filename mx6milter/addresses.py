@@ -7,6 +7,7 @@ letters lower-cased when the operator asks for it. Nothing here raises anything 
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import re
 
@@ -25,12 +26,30 @@ class AddressError(ValueError):
     pass
 
 
+# Domains met again and again (a decision normalises about six): kept, at most
+# DOMAINS_KEPT answers for inputs of at most _MAX_KEPT_INPUT characters, about 1 MB.
+# Refusals raise, and are never kept.
+DOMAINS_KEPT = 2048
+_MAX_KEPT_INPUT = 300
+
+
 def domain_to_ascii(domain: str, underscore: bool = False) -> str:
     """Lower-case A-label form of a domain; raises AddressError if it cannot be one.
 
     The one normalisation of domains everywhere (mail domains, whitelist entries,
     MX6 host names). UNDERSCORE allows '_' in labels, for DNS names that are not
     mail domains (MX and SRV targets)."""
+    if len(domain) <= _MAX_KEPT_INPUT:
+        return _domain_to_ascii_kept(domain, underscore)
+    return _domain_to_ascii(domain, underscore)
+
+
+@functools.lru_cache(maxsize=DOMAINS_KEPT)
+def _domain_to_ascii_kept(domain: str, underscore: bool) -> str:
+    return _domain_to_ascii(domain, underscore)
+
+
+def _domain_to_ascii(domain: str, underscore: bool) -> str:
     domain = domain.strip().rstrip(".")
     if not domain:
         raise AddressError("empty domain")
@@ -96,11 +115,28 @@ def domain_of(address: str) -> str | None:
         return None
 
 
+# The common From field, a plain name (words, or a quoted string of them) and
+# <dot-atom@dot-atom>, or the bare address, with blanks around: email.utils reads
+# these token by token in Python; what it would give is the address as written.
+_DOT_ATOM = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+_PLAIN_FROM = re.compile(rf' *(?:(?:[A-Za-z0-9]+ +)*[A-Za-z0-9]* *<(?P<angle>{_DOT_ATOM}@{_DOT_ATOM})>'
+                         rf'|"[A-Za-z0-9 ]*" *<(?P<quoted>{_DOT_ATOM}@{_DOT_ATOM})>'
+                         rf'|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM})) *')
+
+
 def from_addresses(values) -> list | None:
     """Every address in the From header fields given; None if they cannot be parsed."""
     values = [str(v) for v in values]
     if sum(len(v) for v in values) > _MAX_FROM:
         return None
+    plain = []
+    for value in values:
+        match = _PLAIN_FROM.fullmatch(value)
+        if match is None:
+            break
+        plain.append(match.group("angle") or match.group("quoted") or match.group("bare"))
+    else:
+        return plain
     try:
         pairs = email.utils.getaddresses(values)
     except Exception as err:   # e.g. RecursionError on thousands of nested comments

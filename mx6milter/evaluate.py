@@ -23,7 +23,7 @@ from .journal import Journal
 from . import membudget
 from .membudget import MemoryBudget
 from .model import Decision, Evidence, Finding, Findings, Message, Session, SessionClass
-from .policy import classify, decide, parse_client_ip
+from .policy import classify, client_address, decide
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,18 @@ class Evaluator:
         """(Evidence, AuthOutcome or None, authenticated identities) for one message."""
         if session_class is not SessionClass.IPV6:
             return Evidence(session_class, checks=(Finding("session", session_class.value),)), None, {}
-        address = parse_client_ip(session.client_ip)
+        address = client_address(session)
+        client = str(address)       # written out once: for SPF and the findings
         if message.over_budget:
             # Not kept, so not judged: nothing else is gathered, it falls back.
             memory = Finding("memory", "over-budget",
                              f"max_buffered_bytes={self.config.milter.max_buffered_bytes}")
-            return Evidence(SessionClass.IPV6, checks=(Finding("session", "ipv6", str(address)),
+            return Evidence(SessionClass.IPV6, checks=(Finding("session", "ipv6", client),
                                                        memory),
                             failures=(membudget.REASON,)), None, {}
         budget = self.resolver.budget(self.config.dns.budget)
         from_values = [value for name, value in message.headers if name.lower() == "from"]
-        auth = authenticate(budget, self.dmarc, str(address), session.helo, session.mail_from,
+        auth = authenticate(budget, self.dmarc, client, session.helo, session.mail_from,
                             from_values, message.raw, message.truncated,
                             self.config.policy.spf_last_resort)
         arc = self.check_arc(budget, message, auth)
@@ -110,7 +111,7 @@ class Evaluator:
             failures.append("redis-unavailable")
             answers = None
         arc_checks = Findings((arc_finding(arc),)) if self.config.arc.trusted_sealers else Findings()
-        found = auth_findings(address, auth) + arc_checks + white.skipped
+        found = auth_findings(client, auth) + arc_checks + white.skipped
         if answers is None:
             found += Findings((Finding("redis", "unavailable"),))
             whitelisted = listing.findings

@@ -21,7 +21,9 @@ import threading
 # dkimpy's working copies while it verifies (3.6: its parser splits the whole
 # message into lines, then joins the body again; relaxed canonicalisation,
 # sliced by evidence/dkimcanon.py, holds about 3 copies of the body later, when
-# the lines are gone). Rounded up: 4.6 -> 5. Reserved at end of message, before
+# the lines are gone). Rounded up: 4.6 -> 5. Since then dkimcanon.py also parses
+# for dkimpy, keeping the body as one slice instead of its lines, so the peak can
+# only be lower; 5 is kept until it is measured again. Reserved at end of message, before
 # the message is built, for as long as it is judged; while the message arrives
 # it holds only its own bytes (1 copy), which is what a slow sender ties up.
 # A small message costs a fixed amount more (a slice of canonicalisation, 64 KB

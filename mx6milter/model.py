@@ -40,6 +40,9 @@ class Session:
     queue_id: str = ""
     daemon_name: str = ""
     daemon_addr: str = ""
+    # client_ip parsed (policy.client_address), with the text it was parsed from: the
+    # milter classifies the session at connect and at MAIL FROM and judges at end of message.
+    parsed_client_ip: tuple = field(default=(None, None), repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -102,16 +102,27 @@ def parse_client_ip(text: str | None):
         text = text[5:]
     text = text.split("%", 1)[0]                  # an IPv6 zone id
     try:
-        return ipaddress.ip_address(text)
+        # what ip_address() gives, without first failing as IPv4 on every IPv6 address
+        return ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
     except ValueError:
         return None
+
+
+def client_address(session: Session):
+    """The session's client address (parse_client_ip), parsed once per session: kept on
+    the session for as long as its client_ip is the same text."""
+    text, address = session.parsed_client_ip
+    if text != session.client_ip:
+        address = parse_client_ip(session.client_ip)
+        session.parsed_client_ip = (session.client_ip, address)
+    return address
 
 
 def classify(session: Session, trusted_networks=()) -> SessionClass:
     """Which sessions are judged: only real IPv6, unauthenticated, untrusted."""
     if session.auth_authen:
         return SessionClass.AUTHENTICATED
-    address = parse_client_ip(session.client_ip)
+    address = client_address(session)
     if address is None:
         return SessionClass.LOCAL
     if address.version == 6 and address.ipv4_mapped is not None:

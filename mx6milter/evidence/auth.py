@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import os
 import re
@@ -137,9 +138,10 @@ def authenticated_identities(auth: AuthOutcome) -> dict:
     }
 
 
-def auth_findings(address, auth: AuthOutcome) -> Findings:
-    """The session and authentication checks, for logs and explain: none is evidence alone."""
-    checks = [Finding("session", "ipv6", str(address)),
+def auth_findings(client: str, auth: AuthOutcome) -> Findings:
+    """The session and authentication checks, for logs and explain: none is evidence alone.
+    CLIENT: the client address as text."""
+    checks = [Finding("session", "ipv6", client),
               Finding("spf", auth.spf.result, auth.spf.identity)]
     checks += [Finding("dkim", d.result, d.domain) for d in auth.dkim] or [Finding("dkim", "none")]
     checks.append(Finding("dmarc", auth.dmarc.result, auth.dmarc.from_domain or auth.dmarc.reason))
@@ -271,6 +273,17 @@ def dkim_key_problem(record: bytes) -> str:
     lie outside the bounds is refused here, before any arithmetic."""
     if len(record) > MAX_KEY_RECORD:
         return f"key record longer than {MAX_KEY_RECORD} bytes"
+    return _key_record_problem(bytes(record))
+
+
+# The screen runs for every signature, cached parse or not (dkimcrypto.py); the same
+# record text always gets the same answer. At most KEY_PROBLEMS_KEPT records of at
+# most MAX_KEY_RECORD bytes: 2 MB.
+KEY_PROBLEMS_KEPT = 512
+
+
+@functools.lru_cache(maxsize=KEY_PROBLEMS_KEPT)
+def _key_record_problem(record: bytes) -> str:
     tags = {}
     for part in record.split(b";"):
         name, sep, value = part.partition(b"=")
@@ -470,13 +483,24 @@ def load_public_suffix_list(path: str = "", where: str = "") -> PublicSuffixList
     return psl
 
 
+# Organisational domains kept per Dmarc (so per list): at most this many domain names of
+# at most 253 characters, about 1 MB.
+ORG_DOMAINS_KEPT = 2048
+
+
 class Dmarc:
     """DMARC evaluation, with organisational domains from PSL (load_public_suffix_list)."""
 
     def __init__(self, psl: PublicSuffixList | None = None):
         self.psl = psl or load_public_suffix_list()
+        # A decision asks for about five (alignment of each identity, the record's
+        # place); the answer depends on the domain and this list only.
+        self._org_domains = functools.lru_cache(maxsize=ORG_DOMAINS_KEPT)(self._lookup_org_domain)
 
     def org_domain(self, domain: str) -> str:
+        return self._org_domains(domain)
+
+    def _lookup_org_domain(self, domain: str) -> str:
         return self.psl.privatesuffix(domain) or domain
 
     def aligned(self, from_domain: str, other: str, mode: str) -> bool:
@@ -671,7 +695,7 @@ def _pvalue(value: str, last: bool = True) -> str:
     other than printable ASCII, or longer than MAX_PVALUE.
     """
     if not value or len(value) > MAX_PVALUE or ";" in value or \
-            not all(" " <= ch <= "~" for ch in value):
+            not (value.isascii() and value.isprintable()):      # printable ASCII only
         return ""
     if _BARE_PVALUE.fullmatch(value) or _RFC2045_TOKEN.fullmatch(value):
         return value
@@ -680,16 +704,23 @@ def _pvalue(value: str, last: bool = True) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_WORD = re.compile(r"[A-Za-z0-9-]+")
+
+
 def _word(value: str) -> str:
     """A result or policy keyword: letters, digits and '-' only."""
-    return value if re.fullmatch(r"[A-Za-z0-9-]+", value or "") else ""
+    return value if _WORD.fullmatch(value or "") else ""
+
+
+# reason="..." is a quoted string: spaces are fine; quotes and backslashes are not, and
+# ';' and parentheses go too, for the benefit of naive parsers further down the line;
+# and anything but printable ASCII.
+_UNSAFE_IN_REASON = re.compile(r'[^ -~]|["\\;()]')
 
 
 def _safe_reason(value: str) -> str:
-    # reason="..." is a quoted string: spaces are fine; quotes and backslashes are not, and
-    # ';' and parentheses go too, for the benefit of naive parsers further down the line.
-    text = "".join(ch if " " <= ch <= "~" and ch not in '"\\;()' else " " for ch in value)
-    return " ".join(text.split())[:160]
+    """VALUE with every unsafe character a blank, blanks collapsed, at most 160 characters."""
+    return " ".join(_UNSAFE_IN_REASON.sub(" ", value).split())[:160]
 
 
 # Who might read an incoming header as ours. Parsers differ: authres takes a dot-atom;

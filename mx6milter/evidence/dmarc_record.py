@@ -18,6 +18,7 @@ quoted strings).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -58,9 +59,26 @@ def is_dmarc_record(text) -> bool:
     return bool(tags) and _is_version(tags[0])
 
 
+# Parsed records kept by their text (a DmarcRecord is immutable): a busy server meets
+# the same records again and again. At most RECORDS_KEPT texts of at most
+# MAX_KEPT_RECORD characters (real records are far shorter), about 1 MB; longer
+# ones are parsed each time.
+RECORDS_KEPT = 1024
+MAX_KEPT_RECORD = 1024
+
+
 def parse_record(text) -> DmarcRecord:
     """The DMARC record in TEXT (str or bytes); never raises."""
     text = _as_text(text)
+    return _parse_kept(text) if len(text) <= MAX_KEPT_RECORD else _parse(text)
+
+
+@functools.lru_cache(maxsize=RECORDS_KEPT)
+def _parse_kept(text: str) -> DmarcRecord:
+    return _parse(text)
+
+
+def _parse(text: str) -> DmarcRecord:
     parts = _split(text)
     if not parts or not _is_version(parts[0]):
         return DmarcRecord(problems=("not a DMARC record: it must start with v=DMARC1",),

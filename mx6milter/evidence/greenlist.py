@@ -74,7 +74,7 @@ def check_fcrdns(budget, address: ipaddress.IPv6Address, helo: str) -> tuple:
         except DnsTempError as err:
             trouble = err
             continue
-        if any(ipaddress.ip_address(rdata.address) == address for rdata in forward):
+        if any(ipaddress.IPv6Address(rdata.address) == address for rdata in forward):   # AAAA
             confirmed.append(name)
     if not confirmed:
         if trouble is not None:

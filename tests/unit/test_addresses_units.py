@@ -1,6 +1,7 @@
 """Addresses and domains from hostile input (addresses.py; SPF's identities; the
 client address the MTA gives): properties over generated input, and the cases
 mutation testing showed unpinned. No I/O."""
+import email.utils
 import ipaddress
 import logging
 import re
@@ -45,6 +46,28 @@ def test_domain_to_ascii_gives_a_valid_a_label_domain_or_address_error(text, und
         assert domain_to_ascii(" " + text.strip().upper() + ". ", underscore) == domain
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(hostile_text, st.text(max_size=300), ascii_domain), st.booleans())
+def test_kept_domains_are_what_normalising_gives(text, underscore):
+    from mx6milter import addresses
+    outcomes = []
+    for normalise in (domain_to_ascii, domain_to_ascii, addresses._domain_to_ascii):
+        try:
+            outcomes.append(normalise(text, underscore))
+        except AddressError as err:
+            outcomes.append(("refused", str(err)))          # refusals are never kept
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
+def test_kept_domains_are_bounded_and_long_inputs_not_kept():
+    from mx6milter import addresses
+    assert addresses._domain_to_ascii_kept.cache_info().maxsize == addresses.DOMAINS_KEPT
+    padded = " " * 400 + "Example.ORG"
+    kept = addresses._domain_to_ascii_kept.cache_info().currsize
+    assert domain_to_ascii(padded) == "example.org"
+    assert addresses._domain_to_ascii_kept.cache_info().currsize == kept
+
+
 @settings(max_examples=200, deadline=None)
 @given(ascii_domain)
 def test_ascii_domains_are_lower_cased_and_keep_their_labels(domain):
@@ -77,6 +100,48 @@ def test_normalise_address_raises_only_address_error_and_is_idempotent(text, fol
 def test_split_address_round_trips_with_and_without_brackets(local, domain, brackets):
     address = f"{local}@{domain}"
     assert split_address(f"<{address}>" if brackets else address) == (local, domain)
+
+
+from_piece = st.sampled_from(["Alice", "B0b", " ", "  ", '"', "<", ">", "@", ".", "..", "a", "b.c",
+                              "+", "-", "_", ",", "(", ")", "\t", "=?utf-8?q?x?=", "\u00c4", "\\",
+                              ":", ";", "[1.2.3.4]", "a@b", "<a@b.c>", '"A B"'])
+
+
+# Near the plain forms: a name, blanks, <local@domain> or local@domain, each part made
+# of ordinary words around at most one character that email.utils may read otherwise.
+_odd = st.sampled_from(["", "", "", "", " ", "  ", ",", "(", ")", ".", "..", '"', "\\", "=?utf-8?q?x?=",
+                        "\u00c4", "_", ":", ";", "@", "<", ">", "\t", "+", "-", "[1.2.3.4]"])
+_word = st.sampled_from(["", "Alice", "B0b", "a", "c.d", "0"])
+_part = st.builds("{}{}{}".format, _word, _odd, _word)
+near_plain_from = st.one_of(
+    st.builds("{}{}<{}@{}>{}".format, _part, st.sampled_from(["", " ", "  ", "\t"]), _part, _part,
+              st.sampled_from(["", " ", ",", " ("])),
+    st.builds("{}{}@{}{}".format, st.sampled_from(["", " "]), _part, _part,
+              st.sampled_from(["", " ", ",", "(", "."])),
+    st.lists(from_piece, max_size=12).map("".join))
+
+
+# Each plain form with one character put in each place: every printable ASCII
+# character, a few others, and the blanks email.utils treats specially.
+ODD_CHARACTERS = [chr(c) for c in range(0x20, 0x7f)] + ["\t", "\r\n ", "\u00c4", "\u3002", ""]
+PLAIN_TEMPLATES = ["Alice{} <a@b.c>", "Alice {}<a@b.c>", "{}Alice <a@b.c>", "A{}B <a@b.c>",
+                   '"Al{}ice" <a@b.c>', '"A" {}<a@b.c>', "<a{}b@c.d>", "<a@c{}d>", "<a@c.d>{}",
+                   "a{}@c.d", "a@c{}.d", "a@c.d{}", "{}a@c.d", " {} <a@b.c>", "A B{} C <x.y@z>"]
+
+
+@pytest.mark.parametrize("template", PLAIN_TEMPLATES)
+def test_from_addresses_near_the_plain_forms_are_what_email_utils_reads(template):
+    for char in ODD_CHARACTERS:
+        values = [template.format(char)]
+        expected = [address for _name, address in email.utils.getaddresses(values) if address]
+        assert from_addresses(values) == expected, values
+
+
+@settings(max_examples=4000, deadline=None)
+@given(st.lists(near_plain_from, min_size=1, max_size=3))
+def test_from_addresses_are_what_email_utils_reads(values):
+    expected = [address for _name, address in email.utils.getaddresses(values) if address]
+    assert from_addresses(values) == expected
 
 
 @settings(max_examples=150, deadline=None)

@@ -9,6 +9,7 @@ import pytest
 
 from mx6milter.addresses import (AddressError, domain_of, domain_to_ascii, from_addresses,
                                  normalise_address)
+from mx6milter.evidence import auth
 from mx6milter.evidence.auth import (AuthOutcome, DkimResult, Dmarc, DmarcResult, SpfResult,
                             claims_authserv_id, render_auth_results, single_from_address)
 from mx6milter.addresses import domain_suffixes
@@ -184,6 +185,17 @@ def test_organisational_domains_come_from_the_public_suffix_list(dmarc):
     assert not dmarc.aligned("example.com", "bounce.example.com", "s")
     assert dmarc.aligned("example.com", "example.com", "s")
     assert not dmarc.aligned("example.com", "", "r")
+
+
+def test_organisational_domains_are_kept_per_list_and_bounded():
+    from publicsuffixlist import PublicSuffixList
+    # a list where "example.com" is itself a public suffix: another answer, own cache
+    private = Dmarc(PublicSuffixList([b"com", b"example.com"]))
+    for _ in range(2):
+        assert private.org_domain("a.b.example.com") == "b.example.com"
+        assert Dmarc().org_domain("a.b.example.com") == "example.com"
+    info = private._org_domains.cache_info()
+    assert (info.hits, info.misses, info.maxsize) == (1, 1, auth.ORG_DOMAINS_KEPT)
 
 
 def test_aligned_via_counts_dmarc_pass_or_aligned_auth_without_a_record():

@@ -341,3 +341,29 @@ def test_any_number_of_signatures_stays_bounded(count, text):
     parsed = _parse(value)
     assert len([r for r in parsed.results if r.method == "dkim"]) == \
         (1 if count == 0 else min(count, MAX_AUTH_RESULTS_DKIM + (count > MAX_AUTH_RESULTS_DKIM)))
+
+
+# --- the string work's shortcuts give what the plain definitions give ------------------
+
+from mx6milter.evidence import auth as auth_module  # noqa: E402
+
+reason_text = st.lists(st.one_of(st.sampled_from(['"', "\\", ";", "(", ")", " ", "  ", "\t", "\r\n",
+                                                  "\x00", "\x7f", "~", "\u00e9", "\udc80", "a b"]),
+                                 st.text(max_size=20)), max_size=40).map("".join)
+
+
+@settings(max_examples=1000)
+@given(reason_text)
+def test_safe_reason_is_the_plain_definition(value):
+    plain = "".join(ch if " " <= ch <= "~" and ch not in '"\\;()' else " " for ch in value)
+    assert auth_module._safe_reason(value) == " ".join(plain.split())[:160]
+
+
+@settings(max_examples=1000)
+@given(reason_text)
+def test_pvalue_writes_only_printable_ascii_as_before(value):
+    written = auth_module._pvalue(value)
+    if not all(" " <= ch <= "~" for ch in value):
+        assert written == ""
+    elif value and ";" not in value and len(value) <= MAX_PVALUE:
+        assert written in (value, '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')

@@ -119,3 +119,18 @@ def test_any_der_bytes_give_numbers_or_none(der):
 @given(st.binary(max_size=5000))
 def test_any_record_gives_a_verdict(text):
     assert isinstance(dkim_key_problem(text), str)
+
+
+def test_the_screen_is_kept_per_record_text_and_bounded():
+    from mx6milter.evidence import auth
+    good = record(rsa_public_key(odd(2048), 65537))
+    bad = record(rsa_public_key(odd(2048), 65536))
+    for _ in range(2):                          # a second look: the same answers
+        assert dkim_key_problem(good) == ""
+        assert "exponent" in dkim_key_problem(bad)
+        assert dkim_key_problem(bytearray(bad)) == dkim_key_problem(bad)
+    assert auth._key_record_problem.cache_info().maxsize == auth.KEY_PROBLEMS_KEPT
+    # a record over the bound is refused before the kept answers: never kept
+    kept = auth._key_record_problem.cache_info().currsize
+    assert "longer than" in dkim_key_problem(b"p=" + b"A" * auth.MAX_KEY_RECORD)
+    assert auth._key_record_problem.cache_info().currsize == kept

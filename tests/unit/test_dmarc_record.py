@@ -173,3 +173,19 @@ def test_junk_tags_change_nothing_but_the_problems(case, junk, data):
     assert record.problems and record == DmarcRecord(
         clean.policy, clean.subdomain_policy, clean.adkim, clean.aspf, clean.pct, clean.rua,
         clean.ruf, record.problems)
+
+
+def test_parsed_records_are_kept_by_text_and_bounded():
+    from mx6milter.evidence import dmarc_record
+    text = "v=DMARC1; p=reject; sp=none; adkim=s; pct=50; rua=mailto:a@example.org; bogus"
+    first = parse_record(text)
+    assert parse_record(text.encode()) is first                # the same text: kept
+    assert parse_record(text + ";") == first and parse_record(text + ";") is not first
+    # a record too long to keep is parsed alike, every time
+    long_text = text + "; rua=" + ",".join(["mailto:x@example.org"] * 60)
+    assert len(long_text) > dmarc_record.MAX_KEPT_RECORD
+    assert parse_record(long_text) == parse_record(long_text)
+    assert parse_record(long_text) is not parse_record(long_text)
+    assert parse_record(long_text).policy == "reject"
+    assert "rua= repeated; the first kept" in parse_record(long_text).problems
+    assert dmarc_record._parse_kept.cache_info().maxsize == dmarc_record.RECORDS_KEPT

@@ -2,10 +2,12 @@
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mx6milter.config import PolicySection
 from mx6milter.model import Action, Evidence, Finding, Session, SessionClass, Tier
-from mx6milter.policy import classify, decide, fallback_status, parse_client_ip
+from mx6milter.policy import classify, client_address, decide, fallback_status, parse_client_ip
 
 IP_HIT = Finding("ip", "pass", "2001:db8:6::/48 source=local")
 DOMAIN_HIT = Finding("domain", "pass", "example.net via=dmarc source=local")
@@ -115,6 +117,38 @@ def test_parse_client_ip_rejects_garbage():
     assert parse_client_ip("X::1") is None and parse_client_ip("::1X") is None
     assert parse_client_ip("fe80::1%a%b") == ipaddress.ip_address("fe80::1")
     assert parse_client_ip("2001:db8::1") == ipaddress.ip_address("2001:db8::1")
+
+
+address_text = st.lists(st.sampled_from(["1", "2001", "db8", ":", "::", ".", "255", "256", "0",
+                                        "ffff", "fFfF", "%", "eth0", "[", "]", "IPv6:", " ",
+                                        "x", "1.2.3.4", "\u0661"]), max_size=12).map("".join)
+
+
+@settings(max_examples=2000)
+@given(address_text)
+def test_parse_client_ip_is_what_ip_address_gives(text):
+    bare = text.strip().strip("[]")
+    bare = (bare[5:] if bare.lower().startswith("ipv6:") else bare).split("%", 1)[0]
+    try:
+        expected = ipaddress.ip_address(bare)
+    except ValueError:
+        expected = None
+    got = parse_client_ip(text)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_client_address_is_parsed_once_per_client_ip():
+    session = Session(client_ip="2001:db8::25")
+    first = client_address(session)
+    assert first == ipaddress.ip_address("2001:db8::25")
+    assert client_address(session) is first                     # kept
+    assert classify(session) is V6 and session.parsed_client_ip == ("2001:db8::25", first)
+    session.client_ip = "192.0.2.1"                               # another text: parsed again
+    assert client_address(session) == ipaddress.ip_address("192.0.2.1")
+    assert classify(session) is V4
+    session.client_ip = None
+    assert client_address(session) is None and classify(session) is SessionClass.LOCAL
+    assert Session(client_ip="2001:db8::25") == Session(client_ip="2001:db8::25")
 
 
 # --- what each decision carries, pinned (mutation testing found these unchecked) --------------

@@ -125,3 +125,37 @@ def test_empty_parts_are_left_out_and_an_empty_sentence_is_one_empty_line():
     assert build_reply("451", "4.7.1", "only").lines == ("only",)
     assert build_reply("451", "4.7.1", "s", auth_results="a; spf=none").lines == \
         ("s", "Authentication-Results: a; spf=none")
+
+
+# --- the fast paths give what the plain definitions give --------------------------------
+
+import textwrap  # noqa: E402
+
+from mx6milter import reply as reply_module  # noqa: E402
+
+
+def plain_sanitize_line(text: str) -> str:
+    """sanitize_line as first written: a character at a time."""
+    text = re.sub(r"[\r\n\t]+", " ", text)
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text).replace("%", "%%")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(hostile)
+def test_sanitize_line_is_the_plain_definition(text):
+    assert sanitize_line(text) == plain_sanitize_line(text)
+
+
+blanks_and_words = st.lists(st.sampled_from([" ", "  ", "\t", "\n", "a", "bc", "-", "%", "x" * 90,
+                                             "\u00e9", "\x7f"]), max_size=12).map("".join)
+
+
+single_spaced = st.lists(st.text(alphabet="ab-%~", min_size=1, max_size=30), max_size=20).map(" ".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(blanks_and_words, single_spaced), st.one_of(st.integers(1, 12), st.integers(1, 250)))
+def test_wrap_is_textwraps(text, width):
+    expected = textwrap.wrap(text, width=width, break_long_words=True,
+                             break_on_hyphens=False) or [""]
+    assert reply_module._wrap(text, width) == expected
