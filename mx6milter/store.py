@@ -121,6 +121,9 @@ local function hget(key, field)
   if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil, true end
   return v, false
 end
+local function emit(out, src, suffix, field, value)
+  out[#out + 1] = src; out[#out + 1] = suffix; out[#out + 1] = field; out[#out + 1] = value
+end
 local function get(key)
   local v = redis.pcall('GET', key)
   if type(v) == 'table' and v.err then BAD[#BAD + 1] = key; return nil end
@@ -178,10 +181,7 @@ local function lookup(base, packed, hex)
       if Q[i] ~= '' then key = key .. ':' .. Q[i] end
       local v, bad = hget(key, Q[i + 1])
       if bad and Q[i] == '' then break end
-      if v then
-        out[#out + 1] = src; out[#out + 1] = Q[i]
-        out[#out + 1] = Q[i + 1]; out[#out + 1] = v
-      end
+      if v then emit(out, src, Q[i], Q[i + 1], v) end
     end
   end
   return out
@@ -200,7 +200,7 @@ local function asn(base, packed, hex)
       local v, bad = hget(base .. ':' .. src, Q[i + 1])
       if bad then break end
       if v then
-        out[#out + 1] = src; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
+        emit(out, src, '', Q[i + 1], v)
         for number in string.gmatch(string.match(v, '^%S+') or '', '%d+') do
           if not seen[number] then
             seen[number] = true
@@ -209,10 +209,7 @@ local function asn(base, packed, hex)
               if not badlist[list] then
                 local w, wbad = hget(base .. 'list:' .. list, number)
                 if wbad then badlist[list] = true end
-                if w then
-                  out[#out + 1] = list; out[#out + 1] = 'list'; out[#out + 1] = number
-                  out[#out + 1] = w
-                end
+                if w then emit(out, list, 'list', number, w) end
               end
             end
           end
@@ -233,23 +230,18 @@ local function rdap(base, packed, hex)
     if Q[i + 1] == 'domain' then
       local v = get(base .. 'rdap:domain:' .. Q[i])
       if v then
-        out[#out + 1] = 'domain'; out[#out + 1] = Q[i]; out[#out + 1] = 'v'; out[#out + 1] = v
+        emit(out, 'domain', Q[i], 'v', v)
         local id = string.match(v, '^(%d+) ')
         if id then
           for _, src in ipairs(members(base .. 'registrar:sources')) do
             local w = hget(base .. 'registrar:' .. src, id)
-            if w then
-              out[#out + 1] = src; out[#out + 1] = 'registrar'; out[#out + 1] = id
-              out[#out + 1] = w
-            end
+            if w then emit(out, src, 'registrar', id, w) end
           end
         end
       end
     else
       local v = get(base .. 'rdap:ip:' .. Q[i + 1])
-      if v then
-        out[#out + 1] = 'ip'; out[#out + 1] = ''; out[#out + 1] = Q[i + 1]; out[#out + 1] = v
-      end
+      if v then emit(out, 'ip', '', Q[i + 1], v) end
     end
   end
   return out
