@@ -118,10 +118,12 @@ def domain_of(address: str) -> str | None:
 # The common From field, a plain name (words, or a quoted string of them) and
 # <dot-atom@dot-atom>, or the bare address, with blanks around: email.utils reads
 # these token by token in Python; what it would give is the address as written.
+# Runs of blanks are taken possessively (*+, ++): a field of thousands of blanks
+# that is not plain must fail at once, not after trying every split of the run.
 _DOT_ATOM = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
-_PLAIN_FROM = re.compile(rf' *(?:(?:[A-Za-z0-9]+ +)*[A-Za-z0-9]* *<(?P<angle>{_DOT_ATOM}@{_DOT_ATOM})>'
-                         rf'|"[A-Za-z0-9 ]*" *<(?P<quoted>{_DOT_ATOM}@{_DOT_ATOM})>'
-                         rf'|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM})) *')
+_PLAIN_FROM = re.compile(rf' *+(?:(?:[A-Za-z0-9]+ ++)*[A-Za-z0-9]* *+<(?P<angle>{_DOT_ATOM}@{_DOT_ATOM})>'
+                         rf'|"[A-Za-z0-9 ]*+" *+<(?P<quoted>{_DOT_ATOM}@{_DOT_ATOM})>'
+                         rf'|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM})) *+')
 
 
 def from_addresses(values) -> list | None:

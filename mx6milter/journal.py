@@ -30,6 +30,7 @@ import time
 
 from .evidence.background import BackgroundQueue
 from .model import Action, Finding, Session, Tier
+from .policy import client_address
 
 MAX_FIELD = 1000         # characters of one stream field (a HELO, a From header)
 MAX_CHECKS = 100         # checks kept per decision
@@ -45,13 +46,11 @@ def fingerprint(message_id: str, header_from: str, mail_from: str, recipients) -
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def network48(client_ip: str | None) -> str:
-    """The client's /48, the unit a site usually gets; "" for no IPv6 address."""
-    try:
-        address = ipaddress.ip_address((client_ip or "").strip("[]").removeprefix("IPv6:"))
-    except ValueError:
-        return ""
-    if address.version != 6:
+def network48(session: Session) -> str:
+    """The client's /48, the unit a site usually gets; "" for no IPv6 address. The address
+    as the decision read it (policy.client_address): an IPv4-mapped one is IPv4 there."""
+    address = client_address(session)
+    if address is None or address.version != 6 or address.ipv4_mapped:
         return ""
     return str(ipaddress.ip_network(f"{address}/48", strict=False))
 
@@ -147,7 +146,7 @@ class Journal(BackgroundQueue):
         if decision.action is not Action.ACCEPT:
             counters.append("fallbacks")
             domain = outcome.auth.dmarc.from_domain if authenticated_ways(outcome) else "-"
-            sender = f"{domain} {network48(session.client_ip) or '-'}"
+            sender = f"{domain} {network48(session) or '-'}"
             fallback = (fingerprint(message_id, header_from, session.mail_from,
                                     session.recipients), sender)
             boards.append(("fallbacks", sender, ""))
@@ -188,7 +187,7 @@ class Journal(BackgroundQueue):
         client /48 and HELO; the details say what it lacked and what would accept it."""
         auth = outcome.auth
         domain = auth.dmarc.from_domain if auth is not None else ""
-        net = network48(session.client_ip)
+        net = network48(session)
         helo = _text(session.helo.strip().rstrip(".").lower(), 255)
         details = json.dumps({"domain": domain, "ways": authenticated_ways(outcome), "net": net,
                               "helo": helo, "lacked": lacked(outcome.evidence.checks)[:30],

@@ -13,6 +13,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from typing import cast
 
 from ..outbound.socketmap import NetstringError, answer, netstring, parse_netstring
@@ -31,15 +32,24 @@ class _Service(socketserver.ThreadingMixIn):
     map_name = "mx6"
     transport = "mx6:"
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)    # replaced per server by _server()
+    refused = 0
+    refusal_logged_at = float("-inf")
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
             # Closed at once: Postfix reports the table as unavailable and defers, then retries.
-            print("mx6ctl transport-map: too many connections; one refused", file=sys.stderr,
-                  flush=True)
+            self.refused += 1
+            if time.monotonic() - self.refusal_logged_at >= 60:     # a flood: a line a minute
+                self.refusal_logged_at = time.monotonic()
+                print(f"mx6ctl transport-map: too many connections; {self.refused} refused so far",
+                      file=sys.stderr, flush=True)
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:          # no thread started: its slot is not taken
+            self.slots.release()
+            raise
 
     def process_request_thread(self, request, client_address):
         try:

@@ -76,7 +76,7 @@ def test_a_connection_past_the_cap_is_closed_and_a_slot_comes_back(transport_map
 
     service.terminate()
     _, err = service.communicate(timeout=10)
-    assert b"too many connections; one refused" in err
+    assert b"too many connections; 1 refused so far" in err
 
 
 def test_the_cap_must_be_a_positive_number():

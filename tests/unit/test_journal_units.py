@@ -10,19 +10,26 @@ from hypothesis import strategies as st
 from mx6milter.config import DEFAULT_CONFIG, ConfigError, parse_config
 from mx6milter.ctl.journal import _details, percentile, render_decision, suggestion
 from mx6milter.journal import fingerprint, lacked, network48, parse_checks
-from mx6milter.model import Finding
+from mx6milter.model import Finding, Session
+
+
+def net48(client_ip):
+    return network48(Session(client_ip=client_ip))
 
 
 def test_network48_of_ipv6_clients_only():
-    assert network48("2001:db8:1:2::3") == "2001:db8:1::/48"
-    assert network48("IPv6:2001:DB8:1::3") == "2001:db8:1::/48"
-    assert network48("[2001:db8:1::3]") == "2001:db8:1::/48"
-    assert network48("192.0.2.1") == network48("") == network48(None) == network48("junk") == ""
+    assert net48("2001:db8:1:2::3") == "2001:db8:1::/48"
+    assert net48("IPv6:2001:DB8:1::3") == "2001:db8:1::/48"
+    assert net48("[2001:db8:1::3]") == "2001:db8:1::/48"
+    assert net48(" ipv6:2001:db8:1::3") == "2001:db8:1::/48"     # as the decision reads it
+    assert net48("fe80::1%eth0") == "fe80::/48"
+    assert net48("192.0.2.1") == net48("") == net48(None) == net48("junk") == ""
+    assert net48("::ffff:192.0.2.1") == ""                        # IPv4 for the decision too
 
 
 @given(st.text(max_size=60))
 def test_network48_never_raises(text):
-    assert network48(text) in ("",) or network48(text).endswith("/48")
+    assert net48(text) in ("",) or net48(text).endswith("/48")
 
 
 @given(st.text(), st.text(), st.text(), st.lists(st.text(), max_size=5))
