@@ -27,7 +27,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..config import ConfigError
-from ..store import StoreUnavailable
 from .background import BackgroundQueue
 from ..model import Finding
 from ..prefixes import ip_candidates
@@ -84,6 +83,7 @@ def retry_after(text: str | None, now: float) -> float:
 
 class RdapFetcher(BackgroundQueue):
     what = "RDAP"
+    redis_warning = "{what}: Redis: {error} ({failed} lookups not cached so far)"
 
     def __init__(self, store, section, domains: Bootstrap, networks: Bootstrap,
                  clock=time.time, idle_seconds: float = 10.0):
@@ -127,10 +127,15 @@ class RdapFetcher(BackgroundQueue):
     def handle(self, items: list) -> None:
         for kind, name, key in items:
             try:
-                self._lookup(kind, name, key)
+                self._lookup(kind, name, key)     # StoreUnavailable: the queue's pause
             finally:
                 with self._lock:
                     self._pending.discard(key)
+
+    def discard(self, items: list) -> None:
+        """Lookups skipped while Redis is paused: a later message may queue them again."""
+        with self._lock:
+            self._pending.difference_update(key for _, _, key in items)
 
     def _lookup(self, kind: str, name, key) -> None:
         bootstrap = self.networks if kind == "ip" else self.domains
@@ -147,8 +152,6 @@ class RdapFetcher(BackgroundQueue):
             self._cache(kind, name, record, self.section.cache_ttl)
         except (HttpFailure, RdapError) as err:
             self._fail(key, url, err)
-        except StoreUnavailable as err:
-            log.warning("RDAP: Redis: %s (%s %s not cached)", err, kind, name)
 
     def _domain_record(self, data: dict):
         record = parse_domain(data)

@@ -12,7 +12,9 @@ import Milter
 import pytest
 
 from mx6milter.model import Message, Session, Tier
+from mx6milter.store import Store
 
+from conftest import make_config
 from ctl_runner import Ctl
 from harness import run_milter
 from rdapserver import RdapServer
@@ -194,3 +196,26 @@ def test_explain_and_mx6ctl_registrar(tmp_path, redis_url, dns_server, rdap_conf
         in run.out
     assert ctl("registrar", "remove", "292").rc == 0
     assert ctl("registrar", "list").out.count("\n") == 1
+
+
+def test_redis_failing_under_the_fetcher_pauses_it_and_forgets_nothing_it_must_redo(
+        evaluator_factory, rdap_config, rdap_server, caplog):
+    evaluator = evaluator_factory(rdap_config)
+    fetcher = evaluator.greenlist.rdap.fetcher
+    # Redis gone between the decision's lookup and the fetcher's write: the decision reads
+    # through the evaluator's store, the fetcher writes through a dead one.
+    fetcher.store = Store.from_config(make_config("", "redis://127.0.0.1:1/0", "127.0.0.1").redis)
+    fetcher.monotonic = lambda: 1000.0      # frozen: the pause covers every item after the first
+    decide(evaluator)                       # queues the domain and the network lookups
+    assert fetcher.flush(20)
+    assert (fetcher.failed, fetcher.fetched) == (2, 0)
+    assert len(rdap_server.requests) == 1   # the second was skipped by the pause, not fetched
+    lines = [r.getMessage() for r in caplog.records if r.name == "mx6milter.evidence.rdap_fetch"]
+    assert len(lines) == 1 and lines[0].startswith("RDAP: Redis: ")
+    assert lines[0].endswith("(1 lookups not cached so far)")
+
+    fetcher.store, fetcher.monotonic = evaluator.store, time.monotonic    # Redis is back
+    decide(evaluator)                       # nothing was left marked pending: queued again
+    assert fetcher.flush(20)
+    assert fetcher.fetched == 2
+    assert evaluator.store.client.get("mx6:v1:rdap:domain:greenlist.example") is not None
