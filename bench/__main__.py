@@ -20,22 +20,22 @@ import sys
 import time
 from pathlib import Path
 
-from . import inputs, memory, milterlevel, mta, procs, report
+from . import bench_decision, inputs, memory, milterlevel, mta, procs, report
 from .milterclient import run_load
 
 PLANS = {
     # sessions -> messages per MTA measurement; milter-level and memory sizes.
-    "full": dict(mta_levels={1: 200, 16: 2000, 64: 4000}, rounds=5, cold=1000,
+    "full": dict(mta_levels={1: 200, 16: 2000, 64: 4000}, rounds=5, cold=1000, decision=300,
                  warm={1: 2000, 16: 10000}, rss_total=200_000, rss_from=20_000,
                  redis_ip=1_000_000, redis_pairs=1_000_000),
-    "quick": dict(mta_levels={1: 40, 16: 400, 64: 800}, rounds=3, cold=200,
+    "quick": dict(mta_levels={1: 40, 16: 400, 64: 800}, rounds=3, cold=200, decision=150,
                   warm={1: 400, 16: 2000}, rss_total=20_000, rss_from=2_000,
                   redis_ip=1_000_000, redis_pairs=1_000_000),
     # The smoke test's: every code path, tiny loads.
-    "tiny": dict(mta_levels={1: 4, 16: 16}, rounds=1, cold=8, warm={1: 8, 16: 16},
+    "tiny": dict(mta_levels={1: 4, 16: 16}, rounds=1, cold=8, decision=5, warm={1: 8, 16: 16},
                  rss_total=40, rss_from=20, redis_ip=1000, redis_pairs=1000),
 }
-PARTS = ("milter", "mta", "memory")
+PARTS = ("decision", "milter", "mta", "memory")
 REQUIRED = ("redis-server", "named", "postfix", "smtp-source", "opendkim", "opendmarc",
             "openssl", "ip", "unshare")
 
@@ -94,24 +94,9 @@ def main(argv=None) -> int:
     inp = inputs.build(out / "inputs", cold_count=2 * plan["cold"])
     redis = procs.RedisServer().start()
     dns = procs.BenchDns(extra_zones=inp.zones, template_dir=out / "inputs").start()
-    running = []
+    running: list = []
     try:
-        from mx6milter.store import Store
-        inputs.seed_redis(Store(redis.client()))
-        clients = [k.client for k in inputs.KINDS]
-        with procs.LoopbackAddresses(clients):
-            if "milter" in parts:
-                milter_level(out, inp, plan, redis, dns, results, running, log)
-            if "mta" in parts:
-                mta_level(out, inp, plan, redis, dns, results, running, log)
-        if "memory" in parts:
-            log("bench: memory")
-            results["rss_points"] = memory.daemon_rss(out, inp, redis, dns, plan["rss_total"],
-                                                      log=log)
-            results["rss_from"] = plan["rss_from"]
-            results["redis_memory"] = memory.redis_memory(
-                lambda server: Store(server.client()), plan["redis_ip"], plan["redis_pairs"],
-                recipients=max(1, plan["redis_pairs"] // 100), log=log)
+        run_parts(parts, plan, out, inp, redis, dns, results, running, log)
     finally:
         for process in running:
             process.stop()
@@ -131,6 +116,29 @@ def main(argv=None) -> int:
         log("bench: no plots (pip install -e '.[bench]' for matplotlib)")
     log(f"bench: {results['seconds']} s; report in {out / 'report.rst'}")
     return 0
+
+
+def run_parts(parts, plan, out, inp, redis, dns, results, running, log) -> None:
+    from mx6milter.store import Store
+    inputs.seed_redis(Store(redis.client()))
+    if "decision" in parts:
+        log("bench: decision (in process)")
+        results["decision"] = bench_decision.run(inp, redis.url, dns.nameservers,
+                                                 redis.client(), plan["decision"])
+    clients = [k.client for k in inputs.KINDS]
+    with procs.LoopbackAddresses(clients):
+        if "milter" in parts:
+            milter_level(out, inp, plan, redis, dns, results, running, log)
+        if "mta" in parts:
+            mta_level(out, inp, plan, redis, dns, results, running, log)
+    if "memory" in parts:
+        log("bench: memory")
+        results["rss_points"] = memory.daemon_rss(out, inp, redis, dns, plan["rss_total"],
+                                                  log=log)
+        results["rss_from"] = plan["rss_from"]
+        results["redis_memory"] = memory.redis_memory(
+            lambda server: Store(server.client()), plan["redis_ip"], plan["redis_pairs"],
+            recipients=max(1, plan["redis_pairs"] // 100), log=log)
 
 
 def header(results: dict) -> str:

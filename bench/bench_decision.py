@@ -32,6 +32,7 @@ from pathlib import Path
 from mx6milter.config import parse_config
 from mx6milter.model import MessageBuilder, Session
 from mx6milter.service import build_evaluator
+from mx6milter.store import Store
 
 from . import inputs, procs
 
@@ -124,6 +125,13 @@ def profile(evaluator, work: dict, count: int) -> None:
     stats.sort_stats("cumulative").print_stats(45)
 
 
+def run(inp, redis_url: str, nameservers: str, redis_client, count: int) -> dict:
+    """``measure`` on servers already serving the bench's zones and seeded with its data
+    (``python -m bench``'s part "decision", and ``main`` below)."""
+    evaluator = build_evaluator(parse_config(config_text(redis_url, nameservers)))
+    return measure(evaluator, cases(inp), count, redis_client)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300)
@@ -135,13 +143,13 @@ def main(argv=None) -> int:
         redis = procs.RedisServer().start()
         dns = procs.BenchDns(extra_zones=inp.zones, template_dir=Path(tmp) / "inputs").start()
         try:
-            evaluator = build_evaluator(parse_config(config_text(redis.url, dns.nameservers)))
-            inputs.seed_redis(evaluator.store)
-            work = cases(inp)
+            inputs.seed_redis(Store(redis.client()))
             if args.profile:
-                profile(evaluator, work, args.profile)
+                profile(build_evaluator(parse_config(config_text(redis.url, dns.nameservers))),
+                        cases(inp), args.profile)
                 return 0
-            print(json.dumps(measure(evaluator, work, args.count, redis.client()), indent=2))
+            print(json.dumps(run(inp, redis.url, dns.nameservers, redis.client(), args.count),
+                             indent=2))
         finally:
             dns.close()
             redis.close()

@@ -62,6 +62,15 @@ def costs_section(costs: dict) -> str:
                     "DNS queries, repeat"], rows))
 
 
+def decision_section(decision: dict) -> str:
+    rows = [[kind, d["tier"], _f(d["warm_cpu_ms"], 3), _f(d["redis_server_cpu_ms"], 3),
+             str(d["redis_commands"])] for kind, d in decision.items()]
+    return ("Warm decision in process (bench/bench_decision.py: the daemon's evaluator with "
+            "DNSWL, ARC, the baseline and history signals and learning on; medians of seven "
+            "interleaved rounds)\n\n" +
+            _table(["kind", "tier", "CPU ms", "Redis server CPU ms", "Redis commands"], rows))
+
+
 def memory_section(points: list, redis: dict | None) -> str:
     parts = []
     if points:
@@ -89,6 +98,14 @@ def rss_growth(points: list, start_at: int) -> float:
 def goals(results: dict) -> list:
     """(goal, measured, met) rows; met is True, False or None (not measured)."""
     rows = []
+    decision = results.get("decision")
+    if decision:
+        cpu = max(d["warm_cpu_ms"] for d in decision.values())
+        commands = max(d["redis_commands"] for d in decision.values())
+        rows.append(("warm decision CPU <= 0.6 ms, in process (max over kinds)",
+                     f"{_f(cpu, 3)} ms", cpu <= 0.6))
+        rows.append(("Redis commands per decision <= 12, in process (max over kinds)",
+                     str(commands), commands <= 12))
     samples = results.get("mta_samples")
     if samples:
         r_null = mta.paired_ratio(samples, "mx6-unix", "null-unix", 16)
@@ -153,6 +170,8 @@ def goals_section(rows: list, notes: dict) -> str:
 
 def render(results: dict, notes: dict | None = None) -> str:
     sections = []
+    if results.get("decision"):
+        sections.append(decision_section(results["decision"]))
     if results.get("mta_samples"):
         sections.append(mta_section(results["mta_samples"], results["mta_levels"],
                                     results["mta_rounds"]))

@@ -36,6 +36,10 @@ def run_tiny(tmp_path):
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
+    decision = results["decision"]
+    assert {kind: d["tier"] for kind, d in decision.items()} == \
+        {"ip": "whitelisted", "addrbook": "whitelisted", "unknown": "none"}
+    assert all(d["warm_cpu_ms"] > 0 and d["redis_commands"] > 0 for d in decision.values())
     configs = {s["config"] for s in results["mta_samples"]}
     assert configs == {"none", "null-unix", "null-tcp", "null-tcp-nagle", "mx6-unix", "mx6-unix-2p",
                        "mx6-tcp", "mx6-tcp-nagle", "opendkim+opendmarc"}
@@ -57,5 +61,6 @@ def run_tiny(tmp_path):
     report = (tmp_path / "report.rst").read_text()
     assert "Goals (each measured in this run)" in report and "MTA level" in report
     assert "[metrics] on >= 0.95x off" in report
+    assert "Warm decision in process" in report and "warm decision CPU <= 0.6 ms" in report
     for picture in ("throughput.svg", "rss.svg"):     # drawn by bench.plot at the end
         assert (tmp_path / picture).read_text().lstrip().startswith("<?xml"), picture
