@@ -1,5 +1,5 @@
-"""Sharing an MX with OpenDKIM and OpenDMARC: real ones, before and after mx6milter on one
-private Postfix, all three at the same authserv-id (the MX's name).
+"""Sharing an MX with OpenDKIM, OpenDMARC and rspamd: real ones, before and after mx6milter
+on one private Postfix, all at the same authserv-id (the MX's name).
 
 What Postfix shows a milter (checked here with the real programs): the headers
 as received plus those added by the milters before it, at the top; never its
@@ -29,6 +29,7 @@ from e2e import smtp_send
 from dkimkeys import message
 from milterd import MilterDaemon, mx6ctl
 from postfix import PrivatePostfix
+from rspamd import Rspamd
 
 CLIENT = "2001:db8:6::c0e"       # inside example.net's SPF; whitelisted below
 AUTHSERV = "mx.example.org"
@@ -92,11 +93,12 @@ def milters(addresses, live_redis, dkim_keys):  # noqa: F811 (the fixture)
         shutil.rmtree(out, ignore_errors=True)
 
 
-def deliver(out: Path, order: str, dkim_keys) -> list:
+def deliver(out: Path, order: str, dkim_keys, rspamd_port: int = 0) -> list:
     """Send one signed message with forged headers through Postfix with ORDER, a list
-    such as "jobid/opendkim mx6 jobid/opendmarc"; the header fields that arrived."""
-    sockets = [f"unix:{out}/mx6.sock" if name == "mx6" else f"unix:{out}/{name}.sock"
-               for name in order.split()]
+    such as "jobid/opendkim mx6 jobid/opendmarc" ("rspamd": its milter proxy on
+    RSPAMD_PORT); the header fields that arrived."""
+    where = {"mx6": f"unix:{out}/mx6.sock", "rspamd": f"inet:127.0.0.1:{rspamd_port}"}
+    sockets = [where.get(name, f"unix:{out}/{name}.sock") for name in order.split()]
     postfix = PrivatePostfix(main_cf=f"smtpd_milters = {', '.join(sockets)}\n"
                                      "milter_default_action = tempfail\n", listeners=LISTENERS)
     try:
@@ -147,3 +149,44 @@ def test_without_job_ids_opendkims_results_cannot_be_told_from_forged_ones(milte
     # OpenDKIM's header looks exactly like a forged one to a milter after it, and goes.
     found = results(deliver(milters, "plain/opendkim mx6", dkim_keys))
     assert [r for r in found if r.startswith(f"Authentication-Results: {AUTHSERV}")] == [MX6]
+
+
+# --- rspamd's milter proxy beside mx6milter ---------------------------------------------------
+#
+# rspamd writes its Authentication-Results without a job id, at the MTA's name (Postfix's
+# myhostname, mx.example.org here: mx6milter's authserv-id too), and by default its
+# milter_headers routine REMOVES every Authentication-Results already in the message
+# ("remove = 0": all of them), mx6milter's included. So: rspamd before mx6milter loses
+# its header (it looks forged); after mx6milter, with "remove = false" for that routine,
+# both arrive; after it with rspamd's default, only rspamd's does (README).
+
+KEEP_OTHERS = 'use = ["authentication-results"];\nroutines { authentication-results { remove = false; } }\n'
+
+
+@pytest.fixture(scope="module", params=["default", "remove=false"])
+def rspamd_proxy(request):
+    server = Rspamd(**({} if request.param == "default" else {"milter_headers": KEEP_OTHERS}))
+    try:
+        yield request.param, server.start()
+    finally:
+        server.close()
+
+
+def rspamd_results(found: list) -> list:
+    # rspamd's own line: its DNS is cut off, so no pass of mx6milter's
+    return [r for r in found if r.startswith(f"Authentication-Results: {AUTHSERV};") and r != MX6]
+
+
+@pytest.mark.parametrize("order", ["mx6 rspamd", "rspamd mx6"])
+def test_rspamd_beside_mx6milter(milters, dkim_keys, rspamd_proxy, order):
+    config, rspamd = rspamd_proxy
+    fields = deliver(milters, order, dkim_keys, rspamd_port=rspamd.proxy_port)
+    found = results(fields)
+    assert any(f.startswith("X-MX6-Verdict: whitelisted;") for f in fields)
+    assert not any("bank.example" in r or "4FORGED1" in r for r in found), found
+    if order == "rspamd mx6":               # rspamd's at our name, no job id: taken for forged
+        assert found.count(MX6) == 1 and rspamd_results(found) == [], found
+    elif config == "remove=false":          # after mx6milter, keeping the others: both
+        assert found.count(MX6) == 1 and len(rspamd_results(found)) == 1, found
+    else:                                   # rspamd's default removes every one but its own
+        assert MX6 not in found and len(rspamd_results(found)) == 1 and len(found) == 1, found
