@@ -19,7 +19,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from servers import free_port, wait_for
+from servers import free_port, stop_process, wait_for
 
 ZONE_TEMPLATES = Path(__file__).resolve().parents[1] / "data" / "zones"
 QUERY_LINE = re.compile(r"query: (\S+) IN (\S+) ")
@@ -118,13 +118,7 @@ logging {{
         return len(self.queries())
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
     def close(self) -> None:

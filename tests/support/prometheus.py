@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from servers import free_port, wait_for
+from servers import free_port, stop_process, wait_for
 
 
 class PrometheusServer:
@@ -91,13 +91,7 @@ class PrometheusServer:
         return dict(seen)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=30)
 
     def __enter__(self) -> Self:
         return self.start()

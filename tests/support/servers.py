@@ -19,6 +19,18 @@ def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process, timeout: float) -> None:
+    """SIGTERM a server the tests started, SIGKILL it if it has not gone within TIMEOUT."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
